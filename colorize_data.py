@@ -1,0 +1,382 @@
+"""Images in, (L, ab) tensors out: colour conventions, robust decoding, splits, data sets, demo data.
+
+Colour conventions (decided here, once):
+    * images are sRGB with the D65 white point; RGB tensors are (B, 3, H, W) floats in [0, 1];
+    * CIE Lab as scikit-image defines it: L in [0, 100], a and b roughly in [-110, 110];
+    * the model input is L scaled to [-1, 1] (``L / 50 - 1``) and the target is ab scaled by 1/110,
+      so that every gamut colour lies in [-1, 1];
+    * every model predicts ab only. An image is always rebuilt from the L it was given and the
+      predicted ab (``compose_rgb``); at full resolution ab is upsampled, L is never touched
+      (``colorize_full_resolution``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# Colour space
+# ----------------------------------------------------------------------------------------------
+L_CENTER = 50.0  # model input: (L - 50) / 50 in [-1, 1]
+L_SCALE = 50.0
+AB_SCALE = 110.0  # model target: ab / 110, every sRGB colour within [-1, 1]
+
+# sRGB (D65) <-> XYZ, the matrices scikit-image uses.
+_RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                            [0.212671, 0.715160, 0.072169],
+                            [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_XYZ_TO_RGB = torch.linalg.inv(_RGB_TO_XYZ)
+_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+
+
+def _mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 colour matrix along dim 1 of a (B, 3, H, W) tensor."""
+    return torch.einsum("ij,bjhw->bihw", matrix.to(x), x)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) sRGB in [0, 1] -> (B, 3, H, W) Lab (L in [0, 100]); matches skimage.color.rgb2lab."""
+    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(0) ** 2.4, rgb / 12.92)
+    xyz = _mix(_RGB_TO_XYZ, lin) / _WHITE_D65.to(rgb).view(1, 3, 1, 1)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
+    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
+    return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) Lab -> sRGB clipped to [0, 1]; matches skimage.color.lab2rgb."""
+    L, a, b = lab[:, 0], lab[:, 1], lab[:, 2]
+    fy = (L + 16.0) / 116.0
+    fx = a / 500.0 + fy
+    fz = (fy - b / 200.0).clamp_min(0)  # skimage clips negative z the same way
+    f = torch.stack([fx, fy, fz], dim=1)
+    xyz = torch.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787)
+    lin = _mix(_XYZ_TO_RGB, xyz * _WHITE_D65.to(lab).view(1, 3, 1, 1))
+    rgb = torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * lin)
+    return rgb.clamp(0, 1)
+
+
+def rgb_to_model(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB in [0, 1] -> (L scaled to [-1, 1], ab scaled by 1/110): the model's input and target."""
+    lab = rgb_to_lab(rgb)
+    return (lab[:, :1] - L_CENTER) / L_SCALE, lab[:, 1:] / AB_SCALE
+
+
+def compose_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Scaled L (B,1,H,W) and scaled ab (B,2,H,W) -> RGB in [0, 1]. The only way back to an image."""
+    lab = torch.cat([L.float() * L_SCALE + L_CENTER, ab.float() * AB_SCALE], dim=1)
+    return lab_to_rgb(lab)
+
+
+def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0)
+
+
+@torch.no_grad()
+def colorize_full_resolution(predict_ab, rgb: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Colorize (B, 3, H, W) RGB in [0, 1] of any size: ab is predicted from L resized to the model's
+    image_size, upsampled bilinearly to H x W and combined with the untouched full-resolution L."""
+    L_full, _ = rgb_to_model(rgb)
+    L_small = F.interpolate(L_full, size=(image_size, image_size), mode="bilinear",
+                            align_corners=False, antialias=True)
+    ab_small = predict_ab(L_small).float()
+    ab_full = F.interpolate(ab_small, size=L_full.shape[-2:], mode="bilinear", align_corners=False)
+    return compose_rgb(L_full, ab_full)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding files robustly
+# ----------------------------------------------------------------------------------------------
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # PIL's own default guard
+
+
+class BadImage(Exception):
+    """A file that cannot be used as a colour photograph; the message says why."""
+
+
+def load_rgb(path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode any supported file to (H, W, 3) uint8 sRGB, or raise BadImage saying why.
+
+    EXIF orientation is applied; RGBA/LA/transparent palettes are composited on white; palette,
+    CMYK, YCbCr, 1-bit and 16-bit images are converted to 8-bit RGB."""
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb8(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"larger than the decompression-bomb limit of {max_pixels} pixels "
+                       f"({e}); raise it with --max_image_pixels if the file is trusted") from None
+    except BadImage:
+        raise
+    except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError, ...
+        raise BadImage(f"cannot decode: {type(e).__name__}: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _to_rgb8(im) -> np.ndarray:
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im).astype(np.float64)
+        top = 65535.0 if arr.max() > 255 else (1.0 if im.mode == "F" and arr.max() <= 1 else 255.0)
+        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise BadImage(f"unexpected decoded shape {arr.shape}")
+    return arr
+
+
+def is_grey(rgb: np.ndarray, tolerance: int = 6) -> bool:
+    """True when an (H, W, 3) uint8 image carries no colour: 99% of its pixels have all three
+    channels within `tolerance` of each other (JPEG leaves a little chroma noise in grey photos)."""
+    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))
+    sample = rgb[::step, ::step].astype(np.int16)
+    spread = sample.max(axis=2) - sample.min(axis=2)
+    return float(np.percentile(spread, 99)) <= tolerance
+
+
+def resize_shorter_side(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is `size` (bicubic, antialiased); a no-op when it already is."""
+    h, w = rgb.shape[:2]
+    if min(h, w) == size:
+        return rgb
+    from PIL import Image
+
+    scale = size / min(h, w)
+    new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(new, Image.BICUBIC))
+
+
+def center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return rgb[top:top + size, left:left + size]
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding images and splitting them
+# ----------------------------------------------------------------------------------------------
+def find_images(root) -> list[Path]:
+    root = Path(root)
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def make_split(root, seed: int, val_fraction: float = 0.05, test_fraction: float = 0.1) -> dict:
+    """Split a folder into train/val/test lists of paths relative to `root`.
+
+    With `train/` and `test/` subfolders those are the splits (`val/` too when present, otherwise
+    val is carved from train by `seed`). With only `train/` and `val/`, `val/` is the held-out test
+    split and val is carved from train. Otherwise a deterministic shuffle by `seed` decides."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]  # noqa: E731
+    rng = random.Random(seed)
+    held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and held_out is not None:
+        train, test = rel(find_images(root / "train")), rel(find_images(held_out))
+        if held_out.name == "test" and (root / "val").is_dir():
+            val = rel(find_images(root / "val"))
+        else:  # no separate val/: carve it from train, so the held-out folder stays unseen
+            rng.shuffle(train)
+            n_val = max(1, round(len(train) * val_fraction)) if len(train) > 1 else 0
+            val, train = sorted(train[:n_val]), sorted(train[n_val:])
+    else:
+        files = rel(find_images(root))
+        rng.shuffle(files)
+        n = len(files)
+        n_test = max(1, round(n * test_fraction)) if n > 2 else 0
+        n_val = max(1, round(n * val_fraction)) if n > 2 else 0
+        test, val, train = sorted(files[:n_test]), sorted(files[n_test:n_test + n_val]), sorted(files[n_test + n_val:])
+    if not (train or test):
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    return {"root": str(root.resolve()), "seed": seed, "train": train, "val": val, "test": test}
+
+
+def save_split(split: dict, path) -> None:
+    Path(path).write_text(json.dumps(split, indent=1))
+
+
+def load_split(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding a split once, keeping uint8 tensors
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class SkipReport:
+    """Files left out of a split, by reason: reported once, never fatal."""
+    bad: list = field(default_factory=list)   # (path, why)
+    grey: list = field(default_factory=list)  # paths
+
+    def warn(self, what: str, log=print) -> None:
+        if self.bad:
+            first = "; ".join(f"{p} ({why})" for p, why in self.bad[:3])
+            log(f"warning: skipped {len(self.bad)} unreadable file(s) in {what}: {first}"
+                + (" ..." if len(self.bad) > 3 else ""))
+        if self.grey:
+            log(f"note: left {len(self.grey)} greyscale image(s) out of {what}: they carry no colour "
+                f"to learn (first: {', '.join(map(str, self.grey[:3]))})")
+
+
+def decode_images(root, rel_paths, prepare, workers: int = 4, drop_grey: bool = False,
+                  max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
+    """Decode files once with a thread pool; `prepare` maps (H, W, 3) uint8 to what is kept.
+    Returns (kept arrays, kept relative paths, SkipReport)."""
+    root = Path(root)
+
+    def one(rel):
+        try:
+            rgb = load_rgb(root / rel, max_pixels)
+        except (BadImage, OSError) as e:
+            return rel, None, str(e)
+        if drop_grey and is_grey(rgb):
+            return rel, None, "grey"
+        return rel, prepare(rgb), None
+
+    report, kept, kept_paths = SkipReport(), [], []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for rel, arr, why in pool.map(one, rel_paths):
+            if arr is not None:
+                kept.append(arr)
+                kept_paths.append(rel)
+            elif why == "grey":
+                report.grey.append(rel)
+            else:
+                report.bad.append((rel, why))
+    return kept, kept_paths, report
+
+
+def to_chw_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+class TrainImages(torch.utils.data.Dataset):
+    """Decoded uint8 images (shorter side `load_size`) -> random `image_size` crops, random flips.
+
+    crop='random': a random image_size window; crop='resized': a random window covering 50-100%
+    of the shorter side, resized to image_size (a gentle RandomResizedCrop)."""
+
+    def __init__(self, images: list[torch.Tensor], image_size: int, crop: str = "random"):
+        self.images, self.size, self.crop = images, image_size, crop
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = self.images[i]
+        _, h, w = img.shape
+        s = self.size
+        if self.crop == "resized":
+            side = int(min(h, w) * math.sqrt(random.uniform(0.25, 1.0)))
+            side = max(1, side)
+        else:
+            side = s
+        top, left = random.randint(0, h - side), random.randint(0, w - side)
+        out = img[:, top:top + side, left:left + side]
+        if side != s:
+            out = F.interpolate(out[None].float(), size=(s, s), mode="bilinear", align_corners=False,
+                                antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+        if random.random() < 0.5:
+            out = out.flip(-1)
+        return out
+
+
+def load_train_images(root, rel_paths, image_size, load_size=None, workers=4, max_pixels=None):
+    load_size = max(load_size or image_size, image_size)
+    arrays, paths, report = decode_images(
+        root, rel_paths, lambda rgb: to_chw_tensor(resize_shorter_side(rgb, load_size)),
+        workers, drop_grey=True, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    return arrays, paths, report
+
+
+def load_eval_images(root, rel_paths, image_size, workers=4, max_pixels=None):
+    """Resize the shorter side to image_size, centre-crop: a (N, 3, S, S) uint8 tensor."""
+    arrays, paths, report = decode_images(
+        root, rel_paths, lambda rgb: to_chw_tensor(center_crop(resize_shorter_side(rgb, image_size), image_size)),
+        workers, drop_grey=False, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    stacked = torch.stack(arrays) if arrays else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
+    return stacked, paths, report
+
+
+# ----------------------------------------------------------------------------------------------
+# The embedded demo data set
+# ----------------------------------------------------------------------------------------------
+DEMO_TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                     "motorcycle_left", "colorwheel")
+DEMO_TEST_PHOTOS = ("chelsea", "coffee")  # held out of training: Dataset/test and TestImages/
+
+
+def _skimage_photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    if name == "motorcycle_left":
+        return skimage.data.stereo_motorcycle()[0]
+    return getattr(skimage.data, name)()[..., :3]
+
+
+def has_images(folder) -> bool:
+    folder = Path(folder)
+    return folder.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
+
+
+def build_demo_dataset(dataset_dir, test_images_dir, seed: int = 0, crop_size: int = 96,
+                       crops_per_photo: int = 48, log=print) -> None:
+    """Write deterministic random crops of scikit-image's bundled colour photos into
+    `dataset_dir/{train,test}` (test crops only from held-out photos) and the held-out photos,
+    whole, into `test_images_dir`. Nothing is downloaded."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    dataset_dir, test_images_dir = Path(dataset_dir), Path(test_images_dir)
+    for split, names in (("train", DEMO_TRAIN_PHOTOS), ("test", DEMO_TEST_PHOTOS)):
+        out = dataset_dir / split
+        out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            photo = _skimage_photo(name)
+            h, w = photo.shape[:2]
+            for k in range(crops_per_photo if split == "train" else crops_per_photo // 2):
+                side = int(rng.integers(crop_size, max(crop_size + 1, min(h, w) // 2)))
+                top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+                crop = Image.fromarray(photo[top:top + side, left:left + side])
+                crop.resize((crop_size, crop_size), Image.BICUBIC).save(out / f"{name}_{k:03d}.png")
+    if not has_images(test_images_dir):
+        test_images_dir.mkdir(parents=True, exist_ok=True)
+        for name in DEMO_TEST_PHOTOS:
+            Image.fromarray(_skimage_photo(name)).save(test_images_dir / f"{name}.png")
+    log(f"built the demo data set from scikit-image's photos: {dataset_dir} "
+        f"(train: {', '.join(DEMO_TRAIN_PHOTOS)}; test: {', '.join(DEMO_TEST_PHOTOS)}) and {test_images_dir}")

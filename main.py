@@ -1,0 +1,368 @@
+"""Train and test colorization families from one command line.
+
+    python main.py                                   # unet on the built-in demo data
+    python main.py --model unet --mode train --data DIR --image_size 64
+    python main.py --model unet --mode test          # test split + every image in TestImages/
+    python main.py --model unet --help               # shows the family's own flags too
+
+argparse -> registry -> trainer.fit / test. The only place that starts wandb.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import colorize_data as cd
+from trainers import REGISTRY
+from trainers import checkpoint as ckpt_io
+from trainers.base import RunLog, TrainingDiverged, save_grid
+
+DEFAULT_MODEL = "unet"
+# flags that only some families use; a family lists the ones it honours in Trainer.uses_flags
+FAMILY_SPECIFIC_GLOBALS = ("latent_dim", "steps")
+
+
+def common_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Automatic image colorization: train and compare model families.",
+                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
+    p.add_argument("--mode", choices=["train", "test"], default="train")
+    p.add_argument("--seed", type=int, default=0, help="random seed (also decides the data split)")
+    p.add_argument("--data", default=None,
+                   help="image folder (searched recursively; train/ test/ val/ subfolders are used as splits). "
+                        "Default: Dataset/, built from scikit-image's photos when empty")
+    p.add_argument("--input", default="TestImages", help="folder of images that test mode colorizes at full resolution")
+    p.add_argument("--results", default="Results", help="where runs are written: RESULTS/RUN_NAME/")
+    p.add_argument("--run_name", default=None, help="name of the run folder (default: the model name)")
+    p.add_argument("--image_size", type=int, default=64, help="training and evaluation crop size")
+    p.add_argument("--load_size", type=int, default=None,
+                   help="training images are kept with this shorter side, then cropped (default: image_size)")
+    p.add_argument("--crop", choices=["random", "resized"], default="random",
+                   help="training crop: a random window, or a random 50-100%% window resized")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--lr_schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--latent_dim", type=int, default=64, help="latent size of the variational families")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps of the diffusion families (DDIM)")
+    p.add_argument("--num_images", type=int, default=8, help="examples in each sample grid")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="threads that decode images")
+    p.add_argument("--val_every", type=int, default=1, help="validate every N epochs (and after the last)")
+    p.add_argument("--save_every", type=int, default=10, help="also keep epoch_N.pt every N epochs (0: never)")
+    p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
+    p.add_argument("--resume", action="store_true", help="continue the run in RESULTS/RUN_NAME from last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh over an existing run folder")
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto",
+                   help="auto: online with an API key, else offline into the run folder; WANDB_MODE wins over auto")
+    p.add_argument("--wandb_project", default="colorization")
+    p.add_argument("--lpips", choices=["auto", "off"], default="auto",
+                   help="auto: LPIPS when AlexNet's weights are available, else reported as null")
+    p.add_argument("--max_image_pixels", type=int, default=cd.DEFAULT_MAX_IMAGE_PIXELS,
+                   help="decompression-bomb guard: larger images are skipped")
+    return p
+
+
+def parse_args(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre, _ = common_parser(add_help=False).parse_known_args(argv)
+    parser = common_parser()
+    family = REGISTRY[pre.model]
+    group = parser.add_argument_group(f"{pre.model} options ({family.description})")
+    family.add_args(group)
+    args = parser.parse_args(argv)
+    given = {a.dest for a in parser._actions for s in a.option_strings
+             if any(x == s or x.startswith(s + "=") for x in argv)}
+    args.family_flags = sorted({a.dest for a in group._group_actions})
+    validate(parser, args, family)
+    return parser, args, given
+
+
+def validate(parser, args, family) -> None:
+    """Reject bad arguments before any work starts, saying what is valid."""
+    for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers"):
+        v = getattr(args, name)
+        if v < (0 if name in ("num_images", "workers") else 1):
+            parser.error(f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}")
+    if args.learning_rate <= 0:
+        parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    multiple = family.network.size_multiple(args)
+    if args.image_size < 16 or args.image_size % multiple:
+        parser.error(f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
+                     f"and a multiple of {multiple}")
+    if args.data is not None and not Path(args.data).is_dir():
+        parser.error(f"--data {args.data}: no such folder")
+    if args.resume and args.mode != "train":
+        parser.error("--resume goes with --mode train")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} asked for, but CUDA is not available here")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# wandb: started here and nowhere else
+# ----------------------------------------------------------------------------------------------
+def _wandb_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def start_wandb(args, run_dir: Path, job_type: str):
+    """One wandb run per invocation, or None. Never prompts, never stops the run on failure."""
+    env_mode = os.environ.get("WANDB_MODE")
+    if args.wandb == "disabled" or (args.wandb == "auto" and env_mode == "disabled"):
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print("note: wandb is not installed; logging to the run folder only")
+        return None
+    if args.wandb in ("online", "offline"):
+        mode = args.wandb
+    elif env_mode:
+        mode = None  # wandb reads WANDB_MODE itself
+    else:
+        mode = "online" if _wandb_key_configured() else "offline"
+    id_file = run_dir / "wandb_id.txt"
+    run_id = id_file.read_text().strip() if (job_type == "train" and args.resume and id_file.exists()) else None
+    config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    try:
+        run = wandb.init(project=args.wandb_project, group=args.model, job_type=job_type,
+                         name=f"{run_dir.name}-{job_type}", config=config, dir=str(run_dir), mode=mode,
+                         id=run_id, resume="allow" if run_id else None,
+                         settings=wandb.Settings(silent=True, init_timeout=90))
+    except Exception as e:  # no network, bad key, ...: the run goes on without wandb
+        print(f"warning: wandb could not start ({type(e).__name__}: {e}); logging to the run folder only")
+        return None
+    if job_type == "train":
+        id_file.write_text(run.id)
+    if getattr(run, "offline", False) or mode == "offline" or env_mode == "offline":
+        print(f"wandb: logging offline; upload later with: wandb sync {Path(run.dir).parent}")
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def data_root(args) -> Path:
+    if args.data is not None:
+        return Path(args.data)
+    root = Path("Dataset")
+    if not cd.has_images(root):
+        cd.build_demo_dataset(root, Path(args.input), seed=0)
+    return root
+
+
+def get_split(args, run_dir: Path, root: Path) -> dict:
+    """The split saved with the run when it is of the same folder, else a new one by --seed."""
+    saved = run_dir / "split.json"
+    if saved.exists():
+        split = cd.load_split(saved)
+        if split.get("root") == str(root.resolve()) and split.get("seed") == args.seed:
+            return split
+    return cd.make_split(root, args.seed)
+
+
+def train_loader(args, root: Path, split: dict):
+    images, _, report = cd.load_train_images(root, split["train"], args.image_size, args.load_size,
+                                             args.workers, args.max_image_pixels)
+    report.warn("the training split")
+    if not images:
+        raise SystemExit(f"error: no usable colour training images under {root} "
+                         f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
+    dataset = cd.TrainImages(images, args.image_size, args.crop)
+    gen = torch.Generator().manual_seed(args.seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=gen,
+                                       drop_last=len(dataset) > args.batch_size, num_workers=0)
+
+
+def eval_images(args, root: Path, rel_paths, what: str):
+    images, paths, report = cd.load_eval_images(root, rel_paths, args.image_size, args.workers, args.max_image_pixels)
+    report.warn(what)
+    return images, paths
+
+
+# ----------------------------------------------------------------------------------------------
+# train and test
+# ----------------------------------------------------------------------------------------------
+def merge_saved_args(args, saved: dict, given: set, keep_from_cli: set):
+    """Arguments saved in a checkpoint, overridden by flags given on this command line, except the
+    family's architecture flags, which must match the saved weights."""
+    merged = argparse.Namespace(**{**vars(args), **saved})
+    for k in given | keep_from_cli:
+        if k in args.family_flags and k in saved and getattr(args, k) != saved[k]:
+            print(f"note: --{k} {getattr(args, k)} ignored; the checkpoint was built with {saved[k]}")
+            continue
+        setattr(merged, k, getattr(args, k))
+    merged.family_flags = args.family_flags
+    return merged
+
+
+def train(args, given, family, run_dir: Path) -> int:
+    saved = None
+    if args.resume:
+        saved = ckpt_io.load(run_dir / "last.pt", family=args.model)
+        args = merge_saved_args(args, saved["args"], given, {"mode", "resume"})
+    elif (run_dir / "last.pt").exists() and not args.overwrite:
+        raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
+                         f"start afresh, or --run_name for a new run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    root = data_root(args)
+    args.data = str(root)
+    split = get_split(args, run_dir, root)
+    cd.save_split(split, run_dir / "split.json")
+    (run_dir / "args.json").write_text(json.dumps({k: v for k, v in vars(args).items()}, indent=1, default=str))
+    print(f"{args.model}: data {root} (train {len(split['train'])}, val {len(split['val'])}, "
+          f"test {len(split['test'])}), run folder {run_dir}")
+
+    loader = train_loader(args, root, split)
+    val, _ = eval_images(args, root, split["val"], "the validation split")
+    device = pick_device(args.device)
+    wandb_run = start_wandb(args, run_dir, "train")
+    trainer = family.trainer(family.network.build(args), args, device, run_dir, RunLog(run_dir, wandb_run))
+    trainer.setup_training(len(loader))
+    if saved is not None:
+        trainer.load_state_dict(saved, training=True)
+        print(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
+    try:
+        last_val = trainer.fit(loader, val)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish()
+    if last_val:
+        (run_dir / "val_metrics.json").write_text(json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
+    print(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
+          f"test with: python main.py --model {args.model} --mode test"
+          + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
+    return 0
+
+
+def test(args, given, family, run_dir: Path) -> int:
+    device = pick_device(args.device)
+    weights = "none"
+    saved = None
+    if family.trainer.needs_training:
+        path = ckpt_io.resolve_weights(run_dir, args.weights)
+        if not path.is_file():
+            have = sorted(p.name for p in run_dir.glob("*.pt")) if run_dir.is_dir() else []
+            raise SystemExit(f"error: no checkpoint {path}. Train first (python main.py --model {args.model} "
+                             f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
+        saved = ckpt_io.load(path, family=args.model)
+        args = merge_saved_args(args, saved["args"], given, {"mode", "weights"})
+        weights = str(path)
+    root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
+    if root is None:
+        raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
+    split = get_split(args, run_dir, root)
+    names = split["test"] or split["val"]
+    images, paths = eval_images(args, root, names, "the test split")
+    if not len(images):
+        raise SystemExit(f"error: no readable test images under {root}")
+    trainer = family.trainer(family.network.build(args), args, device, run_dir)
+    if saved is not None:
+        trainer.load_state_dict(saved, training=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wandb_run = start_wandb(args, run_dir, "test")
+    t0 = time.time()
+    acc, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images)
+    result = {"model": args.model, "run": run_dir.name, "weights": weights,
+              "epoch": saved["epoch"] if saved else 0, "data": str(root), "image_size": args.image_size,
+              **acc.summary(), "seconds": round(time.time() - t0, 2)}
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    per_image = acc.per_image()
+    with open(run_dir / "per_image.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image"] + list(per_image))
+        for i, p in enumerate(paths):
+            w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
+    if grid:
+        save_grid(run_dir / "test_grid.png", *grid)
+    n_done, n_bad = colorize_folder(trainer, args, Path(args.input), run_dir / "colorized", device)
+    print(json.dumps(result, indent=1))
+    print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {run_dir}; "
+          f"{n_done} image(s) of {args.input} colorized into {run_dir / 'colorized'}"
+          + (f" ({n_bad} unreadable skipped)" if n_bad else ""))
+    if wandb_run is not None:
+        RunLog(None, wandb_run).summary({f"test/{k}": v for k, v in result.items()})
+        if grid:
+            RunLog(None, wandb_run).image("test/samples", run_dir / "test_grid.png", 0)
+        wandb_run.finish()
+    return 0
+
+
+def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple[int, int]:
+    """Colorize every image of `folder` at its own resolution (ab upsampled, original L kept)."""
+    if not folder.is_dir():
+        return 0, 0
+    from PIL import Image
+
+    trainer.model.eval()
+    done, bad = 0, []
+    for path in cd.find_images(folder):
+        try:
+            rgb = cd.load_rgb(path, args.max_image_pixels)
+        except cd.BadImage as e:
+            bad.append(f"{path} ({e})")
+            continue
+        x = cd.uint8_to_float(cd.to_chw_tensor(rgb)[None].to(device))
+        out = cd.colorize_full_resolution(trainer.predict_ab, x, args.image_size)[0]
+        target = out_dir / path.relative_to(folder).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(target)
+        done += 1
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable file(s) in {folder}: {'; '.join(bad[:3])}")
+    return done, len(bad)
+
+
+def main(argv=None) -> int:
+    parser, args, given = parse_args(argv)
+    family = REGISTRY[args.model]
+    for flag in FAMILY_SPECIFIC_GLOBALS:
+        if flag in given and flag not in family.trainer.uses_flags:
+            print(f"note: --{flag} has no effect on {args.model}")
+    run_dir = Path(args.results) / (args.run_name or args.model)
+    seed_everything(args.seed)
+    try:
+        return (train if args.mode == "train" else test)(args, given, family, run_dir)
+    except ckpt_io.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Batched image-quality metrics. One documented range: RGB tensors (B, 3, H, W) in [0, 1].
+
+Every function returns one value per image, shape (B,); `MetricAccumulator` averages over images
+(never over batches, so a short last batch weighs what its images weigh).
+
+    delta_e_2000   CIEDE2000 between the Lab of both images, mean over pixels (lower is better)
+    ssim           SSIM on RGB, 11x11 Gaussian window, sigma 1.5, data range 1, mean over channels
+    psnr           10 log10(1 / MSE) on RGB
+    colorfulness   Hasler and Suesstrunk (2003) on 0..255 RGB
+    LPIPS          the `lpips` package, AlexNet; inputs are scaled to [-1, 1] here, not by callers
+
+Run as a script to write the comparison table: `python metrics.py summary Results`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from colorize_data import rgb_to_lab
+
+
+def delta_e_2000_lab(lab1: torch.Tensor, lab2: torch.Tensor, kL=1.0, kC=1.0, kH=1.0) -> torch.Tensor:
+    """CIEDE2000 colour difference per pixel between Lab tensors with channels on dim 1.
+
+    Sharma, Wu and Dalal (2005), in the form scikit-image's deltaE_ciede2000 uses."""
+    lab1, lab2 = lab1.double(), lab2.double()
+    L1, a1, b1 = lab1.unbind(1)
+    L2, a2, b2 = lab2.unbind(1)
+    c7 = (0.5 * (torch.hypot(a1, b1) + torch.hypot(a2, b2))) ** 7
+    scale = 1 + 0.5 * (1 - torch.sqrt(c7 / (c7 + 25.0 ** 7)))  # a' = a (1 + G)
+    C1, h1 = torch.hypot(a1 * scale, b1), torch.atan2(b1, a1 * scale) % (2 * math.pi)
+    C2, h2 = torch.hypot(a2 * scale, b2), torch.atan2(b2, a2 * scale) % (2 * math.pi)
+
+    tmp = (0.5 * (L1 + L2) - 50) ** 2
+    L_term = (L2 - L1) / (kL * (1 + 0.015 * tmp / torch.sqrt(20 + tmp)))
+    Cbar = 0.5 * (C1 + C2)
+    C_term = (C2 - C1) / (kC * (1 + 0.045 * Cbar))
+
+    h_diff, h_sum, CC = h2 - h1, h1 + h2, C1 * C2
+    two_pi = 2 * math.pi  # (masks select with torch.where: bool * float would round to float32)
+    dH = torch.where(h_diff > math.pi, h_diff - two_pi, torch.where(h_diff < -math.pi, h_diff + two_pi, h_diff))
+    dH = torch.where(CC == 0, torch.zeros_like(dH), dH)
+    dH_term = 2 * torch.sqrt(CC) * torch.sin(dH / 2)
+    wrap = (CC != 0) & (h_diff.abs() > math.pi)
+    Hbar = torch.where(wrap, torch.where(h_sum < two_pi, h_sum + two_pi, h_sum - two_pi), h_sum)
+    Hbar = torch.where(CC == 0, Hbar * 2, Hbar) * 0.5
+    T = (1 - 0.17 * torch.cos(Hbar - math.radians(30)) + 0.24 * torch.cos(2 * Hbar)
+         + 0.32 * torch.cos(3 * Hbar + math.radians(6)) - 0.20 * torch.cos(4 * Hbar - math.radians(63)))
+    H_term = dH_term / (kH * (1 + 0.015 * Cbar * T))
+
+    c7 = Cbar ** 7
+    Rc = 2 * torch.sqrt(c7 / (c7 + 25.0 ** 7))
+    dtheta = math.radians(30) * torch.exp(-(((torch.rad2deg(Hbar) - 275) / 25) ** 2))
+    R_term = -torch.sin(2 * dtheta) * Rc * C_term * H_term
+    return torch.sqrt((L_term ** 2 + C_term ** 2 + H_term ** 2 + R_term).clamp_min(0))
+
+
+def delta_e_2000(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean CIEDE2000 per image between two RGB batches in [0, 1]."""
+    return delta_e_2000_lab(rgb_to_lab(pred.double()), rgb_to_lab(target.double())).flatten(1).mean(1).float()
+
+
+def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5, device=None, dtype=None) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)  # as scipy.ndimage.gaussian_filter: 11 taps for sigma 1.5
+    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    w = torch.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM per image (Wang et al. 2004) as skimage's structural_similarity(gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False): Gaussian-filtered statistics, averaged over the region
+    that the window covers fully, then over channels."""
+    x, y = pred.double(), target.double()
+    w = _gaussian_window(sigma, device=x.device, dtype=x.dtype)
+    k = w.numel()
+    if min(x.shape[-2:]) < k:
+        raise ValueError(f"SSIM needs images of at least {k}x{k} pixels, got {tuple(x.shape[-2:])}")
+    c = x.shape[1]
+    wy, wx = w.view(1, 1, k, 1).repeat(c, 1, 1, 1), w.view(1, 1, 1, k).repeat(c, 1, 1, 1)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, wy, groups=c), wx, groups=c)
+
+    ux, uy = blur(x), blur(y)
+    vx, vy, vxy = blur(x * x) - ux * ux, blur(y * y) - uy * uy, blur(x * y) - ux * uy
+    C1, C2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + C1) * (2 * vxy + C2)) / ((ux ** 2 + uy ** 2 + C1) * (vx + vy + C2))
+    return s.mean(dim=(1, 2, 3)).float()
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    mse = ((pred.double() - target.double()) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return (10 * torch.log10(data_range ** 2 / mse)).float()
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler and Suesstrunk (2003), M3 = sigma_rgyb + 0.3 mu_rgyb, on RGB scaled to 0..255."""
+    r, g, b = (rgb.double() * 255).flatten(2).unbind(1)
+    rg, yb = r - g, 0.5 * (r + g) - b
+    sigma = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False))
+    mu = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+    return (sigma + 0.3 * mu).float()
+
+
+# ----------------------------------------------------------------------------------------------
+# LPIPS
+# ----------------------------------------------------------------------------------------------
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+
+
+@functools.lru_cache(maxsize=None)
+def _pretrained_lpips():
+    """Build LPIPS-AlexNet once per process, or None with one message when the backbone weights
+    cannot be had (torchvision fetches them on first use; nothing is downloaded here)."""
+    import warnings
+
+    import lpips
+
+    try:
+        with warnings.catch_warnings():  # lpips calls torchvision with its deprecated `pretrained=`
+            warnings.simplefilter("ignore", UserWarning)
+            return lpips.LPIPS(net="alex", verbose=False).eval()
+    except Exception as e:  # URLError, HTTPError, RuntimeError from a bad file, ...
+        where = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+        print(f"LPIPS unavailable, reported as null: torchvision could not load AlexNet's weights "
+              f"({type(e).__name__}: {e}). Put {ALEXNET_FILE} at {where} to enable it.", file=sys.stderr)
+        return None
+
+
+class LPIPS:
+    """LPIPS per image on RGB in [0, 1] (scaled to [-1, 1] here). `available` is False, and calls
+    return None, when the pretrained backbone is missing. `random_backbone=True` exists only to
+    test the plumbing offline: its numbers mean nothing and are never reported."""
+
+    def __init__(self, device="cpu", random_backbone: bool = False, enabled: bool = True):
+        if not enabled:
+            net = None
+        elif random_backbone:
+            import warnings
+
+            import lpips
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+        else:
+            net = _pretrained_lpips()
+        self.net = None if net is None else net.to(device).requires_grad_(False)
+        self.random_backbone = random_backbone
+
+    @property
+    def available(self) -> bool:
+        return self.net is not None
+
+    @torch.no_grad()
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor):
+        if self.net is None:
+            return None
+        return self.net(pred.float() * 2 - 1, target.float() * 2 - 1).flatten(1).mean(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Averaging over images
+# ----------------------------------------------------------------------------------------------
+class MetricAccumulator:
+    """Per-image metrics of a stream of batches; `summary()` averages them over images."""
+
+    def __init__(self, lpips_metric: LPIPS | None = None):
+        self.lpips = lpips_metric
+        self.values: dict[str, list[torch.Tensor]] = {}
+
+    def _add(self, name, v):
+        self.values.setdefault(name, []).append(v.detach().float().cpu())
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self._add("delta_e", delta_e_2000(pred, target))
+        self._add("ssim", ssim(pred, target))
+        self._add("psnr", psnr(pred, target))
+        self._add("colorfulness", colorfulness(pred))
+        self._add("colorfulness_gt", colorfulness(target))
+        lp = self.lpips(pred, target) if self.lpips is not None else None
+        if lp is not None:
+            self._add("lpips", lp)
+
+    def per_image(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v) for k, v in self.values.items()}
+
+    def summary(self) -> dict:
+        per_image = self.per_image()
+        out = {k: float(v.mean()) for k, v in per_image.items()}
+        out.setdefault("lpips", None)
+        out["n_images"] = int(per_image["delta_e"].numel()) if per_image else 0
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The comparison table
+# ----------------------------------------------------------------------------------------------
+# column, header, which value is best ("min", "max", or "gt": closest to the ground truth's)
+SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"),
+                   ("lpips", "LPIPS", "min"), ("colorfulness", "colourfulness", "gt")]
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown table, one row per run's metrics.json, best value of each column in bold."""
+    best = {}
+    for key, _, rule in SUMMARY_COLUMNS:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if not vals:
+            continue
+        if rule == "gt":
+            gt = [r.get("colorfulness_gt") for r in rows if r.get("colorfulness_gt") is not None]
+            target = sum(gt) / len(gt) if gt else max(vals)
+            best[key] = min(vals, key=lambda v: abs(v - target))
+        else:
+            best[key] = (min if rule == "min" else max)(vals)
+    head = ["run", "model", "images"] + [h for _, h, _ in SUMMARY_COLUMNS] + ["colourfulness (ground truth)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.get("run", "?"), r.get("model", "?"), str(r.get("n_images", "?"))]
+        for key, _, _ in SUMMARY_COLUMNS:
+            v = r.get(key)
+            text = "n/a" if v is None else f"{v:.4f}" if key in ("ssim", "lpips") else f"{v:.2f}"
+            cells.append(f"**{text}**" if v is not None and v == best.get(key) else text)
+        gt = r.get("colorfulness_gt")
+        cells.append("n/a" if gt is None else f"{gt:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(results_dir) -> Path:
+    results_dir = Path(results_dir)
+    rows = []
+    for f in sorted(results_dir.glob("*/metrics.json")):
+        r = json.loads(f.read_text())
+        r.setdefault("run", f.parent.name)
+        rows.append(r)
+    if not rows:
+        raise FileNotFoundError(f"no */metrics.json under {results_dir}: run some tests first")
+    out = results_dir / "summary.md"
+    notes = ("Test split, one row per run. Bold: best per column (colourfulness: closest to the "
+             "ground truth's). LPIPS n/a: the AlexNet weights were not available.\n\n")
+    out.write_text("# Results\n\n" + notes + summary_table(rows))
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "summary":
+        sys.exit("usage: python metrics.py summary RESULTS_DIR")
+    print(write_summary(sys.argv[2]).read_text())

@@ -1,0 +1,23 @@
+"""The trivial colorizer: keeps L, predicts ab = 0 (a grey image). No parameters, no training.
+
+(B, 1, H, W) L in [-1, 1] -> (B, 2, H, W) zeros. The first row of every comparison: a model that
+does not beat it on delta E has learned less than predicting no colour at all."""
+import torch
+from torch import nn
+
+
+class Gray(nn.Module):
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return L.new_zeros(L.shape[0], 2, *L.shape[2:])
+
+
+def add_args(parser):
+    pass
+
+
+def build(args):
+    return Gray()
+
+
+def size_multiple(args):
+    return 1

@@ -1,0 +1,52 @@
+"""ResNet-18-style encoder, truncated after its early stages, with an upsampling decoder.
+
+(B, 1, H, W) L in [-1, 1] -> (B, 2, H, W) ab / 110, unbounded (a linear head, so every target
+is reachable). The encoder is ResNet-18's stem (7x7 conv, stride 2, max-pool) and its first two
+stages (64 and 128 channels, features at 1/8 resolution); three bilinear x2 upsampling steps bring
+the features back to full resolution. Trained from scratch. H and W must be multiples of 8."""
+import torch
+from torch import nn
+
+from models.blocks import Up
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ResNetColorizer(nn.Module):
+    def __init__(self, width: int = 64):
+        super().__init__()
+        w = width
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),                              # 1/4
+            BasicBlock(w, w), BasicBlock(w, w),                 # layer1
+            BasicBlock(w, 2 * w, stride=2), BasicBlock(2 * w, 2 * w))  # layer2, 1/8
+        self.decoder = nn.Sequential(Up(2 * w, w), Up(w, w // 2), Up(w // 2, w // 4),
+                                     nn.Conv2d(w // 4, 2, 3, 1, 1))
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(L))
+
+
+def add_args(parser):
+    parser.add_argument("--resnet_width", type=int, default=64, help="channels of the first stage")
+
+
+def build(args):
+    return ResNetColorizer(args.resnet_width)
+
+
+def size_multiple(args):
+    return 8

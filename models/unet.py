@@ -1,0 +1,47 @@
+"""UNet (Ronneberger et al. 2015): encoder-decoder with skip connections at every scale.
+
+(B, 1, H, W) L in [-1, 1] -> (B, 2, H, W) ab / 110, unbounded (linear head). `depth` halvings, so
+H and W must be multiples of 2**depth; channels double at each level from `channels`. With the
+defaults (32 channels, depth 4) it has about 8.6 M parameters. Also the generator of `unetgan`."""
+import torch
+from torch import nn
+
+from models.blocks import Up, conv_bn_relu
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, channels: int = 32, depth: int = 4):
+        super().__init__()
+        widths = [channels * 2 ** i for i in range(depth + 1)]
+        self.stem = nn.Sequential(conv_bn_relu(in_channels, widths[0]), conv_bn_relu(widths[0], widths[0]))
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), conv_bn_relu(widths[i], widths[i + 1]),
+                          conv_bn_relu(widths[i + 1], widths[i + 1])) for i in range(depth))
+        self.up = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(depth)))
+        self.merge = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(2 * widths[i], widths[i]), conv_bn_relu(widths[i], widths[i]))
+            for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        x = self.stem(L)
+        skips = []
+        for down in self.down:
+            skips.append(x)
+            x = down(x)
+        for up, merge in zip(self.up, self.merge):
+            x = merge(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)
+
+
+def add_args(parser):
+    parser.add_argument("--unet_channels", type=int, default=32, help="channels at full resolution")
+    parser.add_argument("--unet_depth", type=int, default=4, help="number of halvings")
+
+
+def build(args):
+    return UNet(channels=args.unet_channels, depth=args.unet_depth)
+
+
+def size_multiple(args):
+    return 2 ** args.unet_depth

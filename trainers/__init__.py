@@ -1,0 +1,26 @@
+"""The registry: every `--model` name, its network and the trainer that trains it. main.py has no
+branches on model names; adding a family is one entry here (see README, "Adding a family")."""
+from dataclasses import dataclass
+from types import ModuleType
+
+from models import gray, resnet, unet
+from trainers.base import Trainer
+from trainers.regression import NoTraining, RegressionTrainer
+
+
+@dataclass(frozen=True)
+class Family:
+    network: ModuleType       # a models/ module: add_args, build, size_multiple
+    trainer: type[Trainer]
+    description: str
+
+    def add_args(self, parser) -> None:
+        self.network.add_args(parser)
+        self.trainer.add_args(parser)
+
+
+REGISTRY = {
+    "gray": Family(gray, NoTraining, "trivial baseline: keeps L, predicts no colour"),
+    "resnet": Family(resnet, RegressionTrainer, "truncated ResNet-18 encoder + upsampling decoder"),
+    "unet": Family(unet, RegressionTrainer, "UNet with skip connections"),
+}

@@ -1,0 +1,71 @@
+"""Self-describing checkpoints, written atomically and loaded without running any pickled code.
+
+A checkpoint is one dict:
+    format_version, family, args (every argument of the run), epoch, step, best_metric,
+    model (state dict), optimizers {name: state}, schedulers {name: state}, extra {trainer state}
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A file that is not a usable checkpoint; the message names it."""
+
+
+def save_atomic(obj: dict, path) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`:
+    a crash at any moment leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path, family: str | None = None) -> dict:
+    """Load with weights_only=True (tensors and plain containers only) and check that it is a
+    checkpoint of this framework, and of `family` when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
+                              f"containers (weights_only=True refused it: {str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or another kind of file: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this framework (no format_version/model)")
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format {ckpt['format_version']}, newer than this code's {FORMAT_VERSION}")
+    if family is not None and ckpt.get("family") != family:
+        raise CheckpointError(f"{path} is a checkpoint of family '{ckpt.get('family')}', not '{family}'")
+    return ckpt
+
+
+def resolve_weights(run_dir, weights: str) -> Path:
+    """--weights: 'best', 'last', an epoch number (epoch_N.pt) or the path of a checkpoint file."""
+    run_dir = Path(run_dir)
+    if weights in ("best", "last"):
+        return run_dir / f"{weights}.pt"
+    if weights.isdigit():
+        return run_dir / f"epoch_{int(weights):04d}.pt"
+    return Path(weights)

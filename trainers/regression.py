@@ -1,0 +1,32 @@
+"""Regression on ab: one network, one pixel loss. Used by `resnet` and `unet`; `gray` subclasses it.
+
+Losses on ab scaled by 1/110: l1, mse, or smooth_l1 (Huber with beta 0.05, about 5.5 ab units:
+quadratic for small errors, L1 beyond). The default is chosen in the README."""
+import torch.nn.functional as F
+
+from trainers.base import Trainer
+
+LOSSES = {
+    "l1": F.l1_loss,
+    "mse": F.mse_loss,
+    "smooth_l1": lambda pred, target: F.smooth_l1_loss(pred, target, beta=0.05),
+}
+
+
+class RegressionTrainer(Trainer):
+    @staticmethod
+    def add_args(parser):
+        parser.add_argument("--loss", choices=sorted(LOSSES), default="l1", help="pixel loss on ab")
+
+    def train_step(self, batch):
+        opt = self.optimizers["model"]
+        loss = LOSSES[self.args.loss](self.model(batch["L"]), batch["ab"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach()}
+
+
+class NoTraining(Trainer):
+    """For families with nothing to learn: `fit` only validates and writes a checkpoint."""
+    needs_training = False
