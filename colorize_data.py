@@ -212,14 +212,14 @@ def make_split(root, seed: int, val_fraction: float = 0.05, test_fraction: float
             val = rel(find_images(root / "val"))
         else:  # no separate val/: carve it from train, so the held-out folder stays unseen
             rng.shuffle(train)
-            n_val = max(1, round(len(train) * val_fraction)) if len(train) > 1 else 0
+            n_val = max(1, round(len(train) * val_fraction)) if len(train) > 1 and val_fraction > 0 else 0
             val, train = sorted(train[:n_val]), sorted(train[n_val:])
     else:
         files = rel(find_images(root))
         rng.shuffle(files)
         n = len(files)
-        n_test = max(1, round(n * test_fraction)) if n > 2 else 0
-        n_val = max(1, round(n * val_fraction)) if n > 2 else 0
+        n_test = max(1, round(n * test_fraction)) if n > 2 and test_fraction > 0 else 0
+        n_val = max(1, round(n * val_fraction)) if n > 2 and val_fraction > 0 else 0
         test, val, train = sorted(files[:n_test]), sorted(files[n_test:n_test + n_val]), sorted(files[n_test + n_val:])
     if not (train or test):
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")

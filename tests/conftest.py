@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny colour image folders made from scikit-image's bundled photos."""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["WANDB_MODE"] = "disabled"  # tests never talk to wandb
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def colour_crops(n, size=(40, 48), seed=0):
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+    out = []
+    for i in range(n):
+        p = photos[i % len(photos)]
+        h, w = size
+        top, left = rng.integers(0, p.shape[0] - 4 * h), rng.integers(0, p.shape[1] - 4 * w)
+        out.append(np.ascontiguousarray(p[top:top + 4 * h:4, left:left + 4 * w:4]))
+    return out
+
+
+def write_images(folder, images, prefix="img"):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{prefix}_{i:03d}.png")
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """train/ (10 images) and test/ (4 images) of 40x48 colour photos."""
+    root = tmp_path / "data"
+    write_images(root / "train", colour_crops(10, seed=1))
+    write_images(root / "test", colour_crops(4, seed=2))
+    return root
+
+
+@pytest.fixture
+def shared_data():
+    if not (SHARED / "cifar10").is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    return SHARED

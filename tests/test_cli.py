@@ -1,0 +1,70 @@
+"""The command line end to end, in a temporary folder, as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+import main
+
+
+def cli(cwd, *args):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_default_run_builds_demo_data_trains_and_tests(tmp_path):
+    """`python main.py` with no data: the demo set is built from scikit-image photos and used."""
+    small = ["--image_size", "32", "--epochs", "1", "--batch_size", "64", "--unet_channels", "8",
+             "--unet_depth", "2", "--wandb", "disabled"]
+    r = cli(tmp_path, *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "built the demo data set" in r.stdout
+    run_dir = tmp_path / "Results" / "unet"
+    for name in ("last.pt", "best.pt", "history.jsonl", "val_metrics.json", "split.json", "args.json"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "samples").glob("*.png"))
+    r = cli(tmp_path, "--mode", "test", "--wandb", "disabled")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["n_images"] == len(json.loads((run_dir / "split.json").read_text())["test"])
+    assert sorted(p.name for p in (run_dir / "colorized").iterdir()) == ["chelsea.png", "coffee.png"]
+
+
+def test_help_lists_family_flags():
+    assert "--unet_depth" in cli(ROOT, "--model", "unet", "--help").stdout
+    assert "--resnet_width" in cli(ROOT, "--model", "resnet", "--help").stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "nope"], "invalid choice"),
+    (["--epochs", "0"], "--epochs must be positive"),
+    (["--batch_size", "-3"], "--batch_size must be positive"),
+    (["--image_size", "40"], "multiple of 16"),
+    (["--data", "/no/such/folder"], "no such folder"),
+])
+def test_bad_arguments_fail_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_test_mode_without_checkpoint_says_what_to_do(tmp_path, tiny_data):
+    with pytest.raises(SystemExit, match="Train first"):
+        main.main(["--model", "unet", "--mode", "test", "--data", str(tiny_data), "--results", str(tmp_path),
+                   "--wandb", "disabled"])
+
+
+def test_gray_reference_figures_on_cifar10(shared_data, tmp_path):
+    """The pipeline check of the issue: grey baseline on the 3,000 CIFAR-10 test images."""
+    assert main.main(["--model", "gray", "--mode", "test", "--data", str(shared_data / "cifar10"),
+                      "--image_size", "32", "--results", str(tmp_path), "--wandb", "disabled",
+                      "--lpips", "off", "--batch_size", "500", "--input", str(tmp_path / "none")]) == 0
+    m = json.loads((tmp_path / "gray" / "metrics.json").read_text())
+    assert m["n_images"] == 3000
+    assert abs(m["delta_e"] - 10.49) <= 0.05 and abs(m["ssim"] - 0.951) <= 0.002 and abs(m["psnr"] - 25.40) <= 0.05
+    assert abs(m["colorfulness_gt"] - 30.9) < 0.1 and m["colorfulness"] < 0.01
