@@ -31,9 +31,10 @@ DEFAULT_MODEL = "unet"
 FAMILY_SPECIFIC_GLOBALS = ("latent_dim", "steps")
 
 
-def common_parser(add_help: bool = True) -> argparse.ArgumentParser:
+def common_parser(add_help: bool = True, conflict_handler: str = "error") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Automatic image colorization: train and compare model families.",
-                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                conflict_handler=conflict_handler)
     p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
     p.add_argument("--mode", choices=["train", "test"], default="train")
     p.add_argument("--seed", type=int, default=0, help="random seed (also decides the data split)")
@@ -79,12 +80,30 @@ def parse_args(argv=None):
     family = REGISTRY[pre.model]
     group = parser.add_argument_group(f"{pre.model} options ({family.description})")
     family.add_args(group)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        ignored = other_families_flags(unknown)
+        if ignored is None:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        print(f"note: {' '.join(ignored)} belong to other families than {args.model}; ignored")
     given = {a.dest for a in parser._actions for s in a.option_strings
              if any(x == s or x.startswith(s + "=") for x in argv)}
     args.family_flags = sorted({a.dest for a in group._group_actions})
     validate(parser, args, family)
     return parser, args, given
+
+
+def other_families_flags(unknown: list[str]):
+    """The flags in `unknown` when all of them are declared by some registered family (so one
+    command line, as in script.sh, can carry every family's options), else None."""
+    everything = common_parser(add_help=False, conflict_handler="resolve")
+    for fam in REGISTRY.values():
+        fam.add_args(everything)
+    try:
+        _, rest = everything.parse_known_args(unknown)
+    except SystemExit:
+        return None
+    return None if rest else [u for u in unknown if u.startswith("--")]
 
 
 def validate(parser, args, family) -> None:

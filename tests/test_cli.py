@@ -68,3 +68,12 @@ def test_gray_reference_figures_on_cifar10(shared_data, tmp_path):
     assert m["n_images"] == 3000
     assert abs(m["delta_e"] - 10.49) <= 0.05 and abs(m["ssim"] - 0.951) <= 0.002 and abs(m["psnr"] - 25.40) <= 0.05
     assert abs(m["colorfulness_gt"] - 30.9) < 0.1 and m["colorfulness"] < 0.01
+
+
+def test_wandb_offline_run_is_written_into_the_run_folder(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert main.main(["--model", "gray", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
+                      "--wandb", "offline", "--lpips", "off"]) == 0
+    assert "wandb sync" in capsys.readouterr().out
+    runs = list((tmp_path / "gray" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Train and test every registered family on the same data with the same budget, then write
+# RESULTS/summary.md (one row per family, best values in bold).
+#
+#   bash script.sh                                   # demo data, defaults of main.py
+#   bash script.sh --data ../shared/data/cifar10 --image_size 32 --epochs 30 --device cuda
+#   bash script.sh --quick                           # a CPU smoke run: tiny images, one epoch
+#
+# Any other option is passed to every main.py call (e.g. --batch_size 128 --wandb offline).
+# Each run logs to RESULTS/logs/<family>.{train,test}.log; runs are started afresh (--overwrite).
+set -uo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python}
+RESULTS=Results
+COMMON=()
+TRAIN_ONLY=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) TRAIN_ONLY+=(--epochs 1); COMMON+=(--image_size 32 --batch_size 64); shift ;;
+    --results) RESULTS=$2; shift 2 ;;
+    --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) COMMON+=("$1"); shift ;;
+  esac
+done
+COMMON+=(--results "$RESULTS")
+mkdir -p "$RESULTS/logs"
+
+families=$($PY -c "from trainers import REGISTRY; print(' '.join(REGISTRY))") || exit 1
+failed=()
+for family in $families; do
+  echo "== $family: train"
+  if ! $PY main.py --model "$family" --mode train --overwrite "${COMMON[@]}" "${TRAIN_ONLY[@]}" \
+       > "$RESULTS/logs/$family.train.log" 2>&1; then
+    echo "   failed, see $RESULTS/logs/$family.train.log"; failed+=("$family"); continue
+  fi
+  echo "== $family: test"
+  if ! $PY main.py --model "$family" --mode test "${COMMON[@]}" > "$RESULTS/logs/$family.test.log" 2>&1; then
+    echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family"); continue
+  fi
+done
+$PY metrics.py summary "$RESULTS"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed: ${failed[*]}" >&2
+  exit 1
+fi
