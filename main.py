@@ -173,6 +173,10 @@ def start_wandb(args, run_dir: Path, job_type: str):
         mode = None  # wandb reads WANDB_MODE itself
     else:
         mode = "online" if _wandb_key_configured() else "offline"
+    if mode == "online" and not _wandb_key_configured():  # wandb would ask for a key: never prompt
+        print("warning: --wandb online but no API key is configured (WANDB_API_KEY or `wandb login`); "
+              "logging offline instead")
+        mode = "offline"
     id_file = run_dir / "wandb_id.txt"
     run_id = id_file.read_text().strip() if (job_type == "train" and args.resume and id_file.exists()) else None
     config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}

@@ -2,7 +2,8 @@
 
 (B, 1, H, W) L in [-1, 1] -> (B, 2, H, W) ab / 110, unbounded (linear head). `depth` halvings, so
 H and W must be multiples of 2**depth; channels double at each level from `channels`. With the
-defaults (32 channels, depth 4) it has about 8.6 M parameters. Also the generator of `unetgan`."""
+defaults (32 channels, depth 4) it has about 8.6 M parameters. Also the generator of `unetgan`;
+with skips=False it is the plain encoder-decoder generator of `gan` (models/gan.py)."""
 import torch
 from torch import nn
 
@@ -10,8 +11,10 @@ from models.blocks import Up, conv_bn_relu
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, channels: int = 32, depth: int = 4):
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, channels: int = 32, depth: int = 4,
+                 skips: bool = True):
         super().__init__()
+        self.skips = skips
         widths = [channels * 2 ** i for i in range(depth + 1)]
         self.stem = nn.Sequential(conv_bn_relu(in_channels, widths[0]), conv_bn_relu(widths[0], widths[0]))
         self.down = nn.ModuleList(
@@ -19,7 +22,7 @@ class UNet(nn.Module):
                           conv_bn_relu(widths[i + 1], widths[i + 1])) for i in range(depth))
         self.up = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(depth)))
         self.merge = nn.ModuleList(
-            nn.Sequential(conv_bn_relu(2 * widths[i], widths[i]), conv_bn_relu(widths[i], widths[i]))
+            nn.Sequential(conv_bn_relu((2 if skips else 1) * widths[i], widths[i]), conv_bn_relu(widths[i], widths[i]))
             for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
@@ -30,7 +33,9 @@ class UNet(nn.Module):
             skips.append(x)
             x = down(x)
         for up, merge in zip(self.up, self.merge):
-            x = merge(torch.cat([up(x), skips.pop()], dim=1))
+            x = up(x)
+            skip = skips.pop()
+            x = merge(torch.cat([x, skip], dim=1) if self.skips else x)
         return self.head(x)
 
 

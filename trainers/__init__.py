@@ -3,8 +3,12 @@ branches on model names; adding a family is one entry here (see README, "Adding 
 from dataclasses import dataclass
 from types import ModuleType
 
-from models import gray, resnet, unet
+import models.gan
+import models.gray
+import models.resnet
+import models.unet
 from trainers.base import Trainer
+from trainers.gan import GANTrainer
 from trainers.regression import NoTraining, RegressionTrainer
 
 
@@ -20,7 +24,9 @@ class Family:
 
 
 REGISTRY = {
-    "gray": Family(gray, NoTraining, "trivial baseline: keeps L, predicts no colour"),
-    "resnet": Family(resnet, RegressionTrainer, "truncated ResNet-18 encoder + upsampling decoder"),
-    "unet": Family(unet, RegressionTrainer, "UNet with skip connections"),
+    "gray": Family(models.gray, NoTraining, "trivial baseline: keeps L, predicts no colour"),
+    "resnet": Family(models.resnet, RegressionTrainer, "truncated ResNet-18 encoder + upsampling decoder"),
+    "unet": Family(models.unet, RegressionTrainer, "UNet with skip connections"),
+    "gan": Family(models.gan, GANTrainer, "encoder-decoder generator (no skips) + conditional PatchGAN"),
+    "unetgan": Family(models.unet, GANTrainer, "UNet generator + conditional PatchGAN"),
 }

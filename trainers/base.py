@@ -155,7 +155,7 @@ class Trainer:
         for epoch in range(self.epoch + 1, args.epochs + 1):
             t0, seen = time.time(), 0
             self.model.train()
-            sums = defaultdict(float)
+            sums, counts = defaultdict(float), defaultdict(int)  # a term may be absent some steps
             bar = tqdm(loader, desc=f"{args.model} epoch {epoch}/{args.epochs}", leave=False,
                        dynamic_ncols=True, mininterval=1.0)
             for images in bar:
@@ -173,10 +173,11 @@ class Trainer:
                 seen += n
                 for k, v in losses.items():
                     sums[k] += v * n
+                    counts[k] += n
                 bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
             self.epoch = epoch
             elapsed = time.time() - t0
-            scalars = {f"train/{k}": v / max(seen, 1) for k, v in sums.items()}
+            scalars = {f"train/{k}": v / counts[k] for k, v in sums.items()}
             scalars.update({"epoch": epoch, "train/images_per_s": seen / max(elapsed, 1e-9)})
             for name, opt in self.optimizers.items():
                 scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]

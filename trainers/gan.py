@@ -1,0 +1,104 @@
+"""Adversarial training, pix2pix style (Isola et al. 2017), for `gan` and `unetgan`.
+
+The two families differ only in the generator they build (models/gan.py, models/unet.py). The
+discriminator is conditional (it sees L with ab) and judges patches. Per step: a D step on (real,
+detached fake), then a G step with D frozen; G's loss is the adversarial term plus
+lambda_l1 * L1(ab). For the first --pretrain_epochs epochs G learns from L1 alone (the idea behind
+DeOldify's "NoGAN"), so D starts against a generator that already colours plausibly.
+
+Adversarial losses, on D's logits:
+    bce    non-saturating: D minimises BCE(real, 1) + BCE(fake, 0); G minimises BCE(D(fake), 1)
+    lsgan  least squares (Mao et al. 2017): (D(real) - 1)^2 + D(fake)^2; G: (D(fake) - 1)^2
+    hinge  (Lim and Ye 2017; Miyato et al. 2018): relu(1 - D(real)) + relu(1 + D(fake)); G: -D(fake)
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from models.gan import PatchDiscriminator
+from trainers.base import Trainer
+
+
+def d_loss_fn(kind, real, fake):
+    if kind == "bce":
+        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    if kind == "lsgan":
+        return ((real - 1) ** 2).mean() + (fake ** 2).mean()
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def g_loss_fn(kind, fake):
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    if kind == "lsgan":
+        return ((fake - 1) ** 2).mean()
+    return -fake.mean()
+
+
+class GANTrainer(Trainer):
+    @staticmethod
+    def add_args(parser):
+        parser.add_argument("--gan_loss", choices=["bce", "lsgan", "hinge"], default="bce",
+                            help="adversarial loss: non-saturating BCE, least squares, or hinge")
+        parser.add_argument("--lambda_l1", type=float, default=100.0, help="weight of L1 on ab in G's loss")
+        parser.add_argument("--pretrain_epochs", type=int, default=0, help="epochs of L1-only generator warm-up")
+        parser.add_argument("--lr_d", type=float, default=None, help="discriminator learning rate (None: --learning_rate)")
+        parser.add_argument("--d_channels", type=int, default=64, help="channels of D's first layer")
+        parser.add_argument("--d_layers", type=int, default=3,
+                            help="stride-2 layers of D (pix2pix's 70x70 PatchGAN: 3); fewer for small images")
+        parser.add_argument("--spectral_norm", action="store_true", help="spectral normalisation in D (instead of BN)")
+        parser.set_defaults(learning_rate=2e-4)  # pix2pix's, with Adam betas (0.5, 0.999)
+
+    def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
+        super().__init__(model, args, device, run_dir, log, echo)
+        layers = max(1, min(args.d_layers, int(math.log2(args.image_size)) - 3))
+        self.disc = PatchDiscriminator(3, args.d_channels, layers, args.spectral_norm).to(self.device)
+
+    def configure_optimizers(self, total_steps):
+        a = self.args
+        opts = {"generator": torch.optim.Adam(self.model.parameters(), lr=a.learning_rate, betas=(0.5, 0.999)),
+                "discriminator": torch.optim.Adam(self.disc.parameters(), lr=a.lr_d or a.learning_rate,
+                                                  betas=(0.5, 0.999))}
+        scheds = {}
+        if a.lr_schedule == "cosine":
+            scheds = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(1, total_steps))
+                      for k, o in opts.items()}
+        return opts, scheds
+
+    def train_step(self, batch):
+        a, L, ab = self.args, batch["L"], batch["ab"]
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+        fake = self.model(L)
+        out = {}
+        adversarial = self.epoch >= a.pretrain_epochs  # self.epoch counts completed epochs
+        if adversarial:
+            self.disc.requires_grad_(True)
+            d_real, d_fake = self.disc(L, ab), self.disc(L, fake.detach())
+            loss_d = d_loss_fn(a.gan_loss, d_real, d_fake)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            threshold = 0.5 if a.gan_loss == "lsgan" else 0.0
+            out.update(d_loss=loss_d.detach(), d_acc_real=(d_real > threshold).float().mean(),
+                       d_acc_fake=(d_fake < threshold).float().mean())
+        self.disc.requires_grad_(False)
+        l1 = F.l1_loss(fake, ab)
+        loss_g = a.lambda_l1 * l1
+        if adversarial:
+            g_adv = g_loss_fn(a.gan_loss, self.disc(L, fake))
+            loss_g = loss_g + g_adv
+            out["g_adv"] = g_adv.detach()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        out.update(g_l1=l1.detach(), g_loss=loss_g.detach())
+        return out
+
+    def extra_state(self):
+        return {"discriminator": self.disc.state_dict()}
+
+    def load_extra_state(self, state):
+        if "discriminator" in state:
+            self.disc.load_state_dict(state["discriminator"])
