@@ -285,50 +285,90 @@ def to_chw_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
-class TrainImages(torch.utils.data.Dataset):
-    """Decoded uint8 images (shorter side `load_size`) -> random `image_size` crops, random flips.
-
-    crop='random': a random image_size window; crop='resized': a random window covering 50-100%
-    of the shorter side, resized to image_size (a gentle RandomResizedCrop)."""
-
-    def __init__(self, images: list[torch.Tensor], image_size: int, crop: str = "random"):
-        self.images, self.size, self.crop = images, image_size, crop
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        img = self.images[i]
-        _, h, w = img.shape
-        s = self.size
-        if self.crop == "resized":
-            side = int(min(h, w) * math.sqrt(random.uniform(0.25, 1.0)))
-            side = max(1, side)
-        else:
-            side = s
-        top, left = random.randint(0, h - side), random.randint(0, w - side)
-        out = img[:, top:top + side, left:left + side]
-        if side != s:
-            out = F.interpolate(out[None].float(), size=(s, s), mode="bilinear", align_corners=False,
-                                antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
-        if random.random() < 0.5:
-            out = out.flip(-1)
-        return out
+def square_uint8(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, size, size) uint8: shorter side resized to `size`, centre crop."""
+    return to_chw_tensor(center_crop(resize_shorter_side(rgb, size), size))
 
 
 def load_train_images(root, rel_paths, image_size, load_size=None, workers=4, max_pixels=None):
-    load_size = max(load_size or image_size, image_size)
-    arrays, paths, report = decode_images(
-        root, rel_paths, lambda rgb: to_chw_tensor(resize_shorter_side(rgb, load_size)),
-        workers, drop_grey=True, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
-    return arrays, paths, report
+    """Decode the training split once: (N, 3, S, S) uint8 with S = max(load_size, image_size),
+    grey images left out (counted in the report)."""
+    size = max(load_size or image_size, image_size)
+    arrays, paths, report = decode_images(root, rel_paths, lambda rgb: square_uint8(rgb, size), workers,
+                                          drop_grey=True, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    stacked = torch.stack(arrays) if arrays else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return stacked, paths, report
+
+
+def augment_batch(images: torch.Tensor, image_size: int, crop: str, generator: torch.Generator) -> torch.Tensor:
+    """Random crops and horizontal flips of a uint8 (B, 3, S, S) batch, in one go on its device.
+
+    crop='random': a random image_size window; 'resized': a random window of 50-100% of the side
+    (25-100% of the area), resized to image_size (bilinear, via roi_align). Random numbers come from
+    `generator` (on the CPU) so that runs, resumed runs and several processes draw the same ones."""
+    b, _, h, w = images.shape
+    s = image_size
+    dev = images.device
+    flip = torch.rand(b, generator=generator) < 0.5
+    if crop == "resized":
+        from torchvision.ops import roi_align
+
+        side = (torch.sqrt(torch.empty(b).uniform_(0.25, 1.0, generator=generator)) * min(h, w)).clamp(min=1)
+        top = torch.rand(b, generator=generator) * (h - side)
+        left = torch.rand(b, generator=generator) * (w - side)
+        boxes = torch.stack([torch.arange(b, dtype=torch.float), left, top, left + side, top + side], 1)
+        out = roi_align(images.float(), boxes.to(dev), output_size=(s, s), sampling_ratio=2, aligned=True)
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        top = torch.randint(0, h - s + 1, (b,), generator=generator)
+        left = torch.randint(0, w - s + 1, (b,), generator=generator)
+        ar = torch.arange(s)
+        rows = (top[:, None] + ar).to(dev)[:, :, None]             # (B, s, 1)
+        cols = (left[:, None] + ar).to(dev)[:, None, :]            # (B, 1, s)
+        idx = torch.arange(b, device=dev)[:, None, None]
+        out = images[idx, :, rows, cols].permute(0, 3, 1, 2)       # (B, s, s, 3) -> (B, 3, s, s)
+    flip = flip.to(dev)[:, None, None, None]
+    return torch.where(flip, out.flip(-1), out).contiguous()
+
+
+class TrainBatches:
+    """The training batches of one epoch, as uint8 (B/world, 3, s, s) tensors on the device.
+
+    In memory: the decoded (N, 3, S, S) uint8 tensor lives on the device (or in pinned host memory);
+    each epoch a permutation drawn from (seed, epoch) picks global batches of `batch_size`,
+    augmented in one batched call, and process `rank` of `world` takes its slice. Every process and
+    every resumed run draws exactly the same numbers. The last partial batch is dropped when there
+    is more than one batch."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, image_size: int, crop: str, seed: int,
+                 device, rank: int = 0, world: int = 1):
+        self.device = torch.device(device)
+        if self.device.type == "cuda":  # decoded once; kept on the GPU when it fits easily, else pinned
+            free, _ = torch.cuda.mem_get_info(self.device)
+            images = images.to(self.device) if images.numel() < 0.3 * free else images.pin_memory()
+        self.images, self.batch_size, self.image_size, self.crop = images, batch_size, image_size, crop
+        self.seed, self.rank, self.world = seed, rank, world
+
+    def __len__(self):
+        n = len(self.images)
+        return max(1, n // self.batch_size) if n > self.batch_size else 1
+
+    def epoch(self, epoch: int):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n, bs = len(self.images), self.batch_size
+        perm = torch.randperm(n, generator=g)
+        for i in range(len(self)):
+            idx = perm[i * bs:(i + 1) * bs]
+            batch = augment_batch(self.images[idx.to(self.images.device)].to(self.device, non_blocking=True),
+                                  self.image_size, self.crop, g)
+            per = -(-len(batch) // self.world)
+            yield batch[self.rank * per:(self.rank + 1) * per]
 
 
 def load_eval_images(root, rel_paths, image_size, workers=4, max_pixels=None):
     """Resize the shorter side to image_size, centre-crop: a (N, 3, S, S) uint8 tensor."""
-    arrays, paths, report = decode_images(
-        root, rel_paths, lambda rgb: to_chw_tensor(center_crop(resize_shorter_side(rgb, image_size), image_size)),
-        workers, drop_grey=False, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    arrays, paths, report = decode_images(root, rel_paths, lambda rgb: square_uint8(rgb, image_size), workers,
+                                          drop_grey=False, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
     stacked = torch.stack(arrays) if arrays else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
     return stacked, paths, report
 

@@ -23,7 +23,9 @@ import torch
 
 import colorize_data as cd
 from trainers import REGISTRY
+import metrics
 from trainers import checkpoint as ckpt_io
+from trainers import distributed
 from trainers.base import RunLog, TrainingDiverged, save_grid
 
 DEFAULT_MODEL = "unet"
@@ -70,6 +72,10 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
                    help="auto: LPIPS when AlexNet's weights are available, else reported as null")
     p.add_argument("--max_image_pixels", type=int, default=cd.DEFAULT_MAX_IMAGE_PIXELS,
                    help="decompression-bomb guard: larger images are skipped")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                   help="mixed precision; auto: bf16 on CUDA, off elsewhere")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks for training")
+    p.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA)")
     return p
 
 
@@ -122,6 +128,10 @@ def validate(parser, args, family) -> None:
         parser.error(f"--data {args.data}: no such folder")
     if args.resume and args.mode != "train":
         parser.error("--resume goes with --mode train")
+    world = distributed.world_from_env()[2]
+    if args.batch_size % world:
+        parser.error(f"--batch_size {args.batch_size} must be a multiple of the number of processes ({world}): "
+                     f"it is the global batch, split evenly over them")
 
 
 def pick_device(name: str) -> torch.device:
@@ -217,17 +227,15 @@ def get_split(args, run_dir: Path, root: Path) -> dict:
     return cd.make_split(root, args.seed)
 
 
-def train_loader(args, root: Path, split: dict):
+def train_batches(args, root: Path, split: dict, device) -> cd.TrainBatches:
     images, _, report = cd.load_train_images(root, split["train"], args.image_size, args.load_size,
                                              args.workers, args.max_image_pixels)
     report.warn("the training split")
-    if not images:
+    if not len(images):
         raise SystemExit(f"error: no usable colour training images under {root} "
                          f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
-    dataset = cd.TrainImages(images, args.image_size, args.crop)
-    gen = torch.Generator().manual_seed(args.seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=gen,
-                                       drop_last=len(dataset) > args.batch_size, num_workers=0)
+    rank, _, world = distributed.world_from_env()
+    return cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
 
 
 def eval_images(args, root: Path, rel_paths, what: str):
@@ -260,42 +268,52 @@ def train(args, given, family, run_dir: Path) -> int:
     elif (run_dir / "last.pt").exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    root = data_root(args)
+    device = distributed.setup(pick_device(args.device))
+    main_process = distributed.world_from_env()[0] == 0
+    say = print if main_process else (lambda *a, **k: None)
+    root = data_root(args) if main_process else Path(args.data or "Dataset")
+    distributed.barrier()  # the demo data set, if any, is built by the first process
     args.data = str(root)
-    split = get_split(args, run_dir, root)
-    cd.save_split(split, run_dir / "split.json")
-    (run_dir / "args.json").write_text(json.dumps({k: v for k, v in vars(args).items()}, indent=1, default=str))
-    print(f"{args.model}: data {root} (train {len(split['train'])}, val {len(split['val'])}, "
-          f"test {len(split['test'])}), run folder {run_dir}")
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        split = get_split(args, run_dir, root)
+        cd.save_split(split, run_dir / "split.json")
+        (run_dir / "args.json").write_text(json.dumps(vars(args), indent=1, default=str))
+    distributed.barrier()
+    if not main_process:
+        split = cd.load_split(run_dir / "split.json")
+    say(f"{args.model}: data {root} (train {len(split['train'])}, val {len(split['val'])}, "
+        f"test {len(split['test'])}), run folder {run_dir}")
 
-    loader = train_loader(args, root, split)
+    batches = train_batches(args, root, split, device)
     val, _ = eval_images(args, root, split["val"], "the validation split")
-    device = pick_device(args.device)
-    wandb_run = start_wandb(args, run_dir, "train")
-    trainer = family.trainer(family.network.build(args), args, device, run_dir, RunLog(run_dir, wandb_run))
-    trainer.setup_training(len(loader))
+    wandb_run = start_wandb(args, run_dir, "train") if main_process else None
+    trainer = family.trainer(family.network.build(args), args, device, run_dir,
+                             RunLog(run_dir if main_process else None, wandb_run))
+    trainer.setup_training(len(batches))
     if saved is not None:
         trainer.load_state_dict(saved, training=True)
-        print(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
+        say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
     try:
-        last_val = trainer.fit(loader, val)
+        last_val = trainer.fit(batches, val)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if wandb_run is not None:
             wandb_run.finish()
-    if last_val:
+    if last_val and main_process:
         (run_dir / "val_metrics.json").write_text(json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
-    print(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
-          f"test with: python main.py --model {args.model} --mode test"
-          + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
+    say(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
+        f"test with: python main.py --model {args.model} --mode test"
+        + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
     return 0
 
 
 def test(args, given, family, run_dir: Path) -> int:
     device = pick_device(args.device)
+    if distributed.world_from_env()[2] > 1:
+        raise SystemExit("error: test mode runs in one process; start it with python, not torchrun")
     weights = "none"
     saved = None
     if family.trainer.needs_training:
@@ -321,12 +339,11 @@ def test(args, given, family, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()
-    acc, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images)
+    per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(root), "image_size": args.image_size,
-              **acc.summary(), "seconds": round(time.time() - t0, 2)}
+              **metrics.summarize(per_image), "seconds": round(time.time() - t0, 2)}
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
-    per_image = acc.per_image()
     with open(run_dir / "per_image.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image"] + list(per_image))
@@ -380,11 +397,14 @@ def main(argv=None) -> int:
             print(f"note: --{flag} has no effect on {args.model}")
     run_dir = Path(args.results) / (args.run_name or args.model)
     seed_everything(args.seed)
+    torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
     try:
         return (train if args.mode == "train" else test)(args, given, family, run_dir)
     except ckpt_io.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == "__main__":

@@ -194,11 +194,15 @@ class MetricAccumulator:
         return {k: torch.cat(v) for k, v in self.values.items()}
 
     def summary(self) -> dict:
-        per_image = self.per_image()
-        out = {k: float(v.mean()) for k, v in per_image.items()}
-        out.setdefault("lpips", None)
-        out["n_images"] = int(per_image["delta_e"].numel()) if per_image else 0
-        return out
+        return summarize(self.per_image())
+
+
+def summarize(per_image: dict) -> dict:
+    """Means over images of per-image metrics; lpips is None when it was not computed."""
+    out = {k: float(v.mean()) for k, v in per_image.items()}
+    out.setdefault("lpips", None)
+    out["n_images"] = int(per_image["delta_e"].numel()) if per_image else 0
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,18 +1,24 @@
-"""The trainer base: epoch loop, progress bar, validation, metrics, sample grids, logs, checkpoints.
+"""The trainer base: epoch loop, progress bar, validation, metrics, sample grids, logs, checkpoints,
+mixed precision, torch.compile and DistributedDataParallel.
 
 A family implements a few hooks and inherits the rest:
 
     add_args(parser)                     its own flags (static method; shown in --help)
-    configure_optimizers(total_steps)    -> ({name: optimizer}, {name: scheduler})
+    configure_optimizers(total_steps)    -> ({name: optimizer}, {name: scheduler}); self.adam() helps
     train_step(batch) -> {name: loss}    one optimisation step; batch holds "L", "ab" (model scale)
-                                         and "rgb" (in [0, 1]), all (B, C, H, W) on the device
+                                         and "rgb" (in [0, 1]), all (B, C, H, W) on the device.
+                                         Run networks through self.net (the DDP/compiled wrapper of
+                                         self.model) inside `with self.autocast():`, and step with
+                                         self.optimize(name, loss). Return detached tensors.
     predict_ab(L) -> ab                  inference; the default calls the network
     extra_state() / load_extra_state(d)  anything else a checkpoint must hold (EMA, a critic, ...)
 
-Set `needs_training = False` for a family with nothing to learn (the grey baseline).
+Set `needs_training = False` for a family with nothing to learn (the grey baseline). A family with
+a second network (a discriminator) wraps it with `self.wrap(module)`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -24,7 +30,9 @@ from tqdm import tqdm
 
 import metrics
 from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
-from trainers import checkpoint
+from trainers import checkpoint, distributed
+
+SYNC_EVERY = 25  # steps between the host reading losses back from the device (progress bar, NaN check)
 
 
 class TrainingDiverged(RuntimeError):
@@ -33,7 +41,8 @@ class TrainingDiverged(RuntimeError):
 
 class RunLog:
     """Scalars and images of a run: appended to `history.jsonl` in the run folder and, when a
-    wandb run is given, sent to it. Holds no global state; main.py owns the wandb run."""
+    wandb run is given, sent to it. Holds no global state; main.py owns the wandb run. Pass
+    run_dir=None on processes other than the first."""
 
     def __init__(self, run_dir=None, wandb_run=None):
         self.run_dir = Path(run_dir) if run_dir else None
@@ -78,26 +87,30 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, args, device, run_dir=None, log: RunLog | None = None,
                  echo=print):
-        self.model = model.to(device)
         self.args, self.device = args, torch.device(device)
-        self.run_dir = Path(run_dir) if run_dir else None
+        self.rank, _, self.world = distributed.world_from_env()
+        self.is_main = self.rank == 0
+        cuda = self.device.type == "cuda"
+        amp = getattr(args, "amp", "auto")
+        amp = ("bf16" if cuda else "off") if amp == "auto" else amp
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+        self.channels_last = cuda
+        self.model, self.net = self.wrap(model)
+        self.run_dir = Path(run_dir) if run_dir and self.is_main else None
         self.log = log or RunLog()
-        self.echo = echo
+        self.echo = echo if self.is_main else (lambda *a, **k: None)
         self.epoch = 0          # completed epochs
         self.step = 0           # completed optimisation steps
         self.best_metric = math.inf
         self.optimizers: dict = {}
         self.schedulers: dict = {}
+        self.scalers: dict = {}
         self._lpips = None
 
     # -- hooks -----------------------------------------------------------------------------
     def configure_optimizers(self, total_steps: int):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.args.learning_rate, betas=(0.9, 0.99),
-                                weight_decay=0.0)
-        scheds = {}
-        if getattr(self.args, "lr_schedule", "cosine") == "cosine":
-            scheds["model"] = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
-        return {"model": opt}, scheds
+        opt = self.adam(self.model.parameters(), self.args.learning_rate, betas=(0.9, 0.99))
+        return {"model": opt}, self.cosine({"model": opt}, total_steps)
 
     def train_step(self, batch: dict) -> dict:
         raise NotImplementedError
@@ -111,16 +124,68 @@ class Trainer:
     def load_extra_state(self, state: dict) -> None:
         pass
 
+    # -- helpers for the hooks -------------------------------------------------------------
+    def wrap(self, module: torch.nn.Module):
+        """(module, net): the module on the device (channels_last on CUDA, SyncBatchNorm with
+        --sync_bn under DDP), and what to call in training: DDP- and/or torch.compile-wrapped."""
+        module = module.to(self.device)
+        if self.world > 1 and getattr(self.args, "sync_bn", False):
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        net = module
+        if self.world > 1 and any(p.requires_grad for p in module.parameters()):
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if getattr(self.args, "compile", False):
+            net = torch.compile(net)
+        return module, net
+
+    def adam(self, params, lr, betas=(0.9, 0.999), weight_decay=0.0):
+        """AdamW, fused into one kernel on CUDA."""
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay,
+                                 fused=self.device.type == "cuda")
+
+    def cosine(self, optimizers: dict, total_steps: int) -> dict:
+        if getattr(self.args, "lr_schedule", "cosine") != "cosine":
+            return {}
+        return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(1, total_steps))
+                for k, o in optimizers.items()}
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        """zero_grad, backward (loss-scaled under fp16), step."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        scaler = self.scalers.get(name)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
     # -- machinery -------------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> dict:
-        """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab on the trainer's device."""
+        """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on the trainer's device."""
         rgb = uint8_to_float(images.to(self.device, non_blocking=True))
         L, ab = rgb_to_model(rgb)
+        if self.channels_last:
+            L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
         return {"rgb": rgb, "L": L, "ab": ab}
 
     def setup_training(self, steps_per_epoch: int) -> None:
-        if self.needs_training:
-            self.optimizers, self.schedulers = self.configure_optimizers(steps_per_epoch * self.args.epochs)
+        if not self.needs_training:
+            return
+        self.optimizers, self.schedulers = self.configure_optimizers(steps_per_epoch * self.args.epochs)
+        if self.amp_dtype == torch.float16:
+            self.scalers = {k: torch.amp.GradScaler(self.device.type) for k in self.optimizers}
 
     @property
     def lpips(self) -> metrics.LPIPS:
@@ -130,22 +195,29 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0):
-        """Metrics over uint8 (N, 3, S, S) images; returns (MetricAccumulator, first `keep`
+        """Metrics over uint8 (N, 3, S, S) images, batched on the device, shared out over
+        processes; returns (per-image metrics of all N images in order, first `keep`
         (L, prediction, ground truth) for a grid)."""
         self.model.eval()
         acc = metrics.MetricAccumulator(self.lpips)
+        chunk = -(-len(images) // self.world)
+        mine = images[self.rank * chunk:(self.rank + 1) * chunk]
         kept = []
-        for i in range(0, len(images), batch_size):
-            b = self.prepare(images[i:i + batch_size])
-            pred = compose_rgb(b["L"], self.predict_ab(b["L"]))
+        for i in range(0, len(mine), batch_size):
+            b = self.prepare(mine[i:i + batch_size])
+            with self.autocast():
+                ab = self.predict_ab(b["L"])
+            pred = compose_rgb(b["L"], ab.float())
             acc.update(pred, b["rgb"])
             if sum(len(k[0]) for k in kept) < keep:
                 kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
+        per_image = distributed.gather_cat(acc.per_image())
         grid = [torch.cat(t)[:keep] for t in zip(*kept)] if kept else None
-        return acc, grid
+        return per_image, grid
 
-    def fit(self, loader, val_images: torch.Tensor | None) -> dict:
-        """Train from epoch self.epoch + 1 to args.epochs; returns the last validation metrics."""
+    def fit(self, batches, val_images: torch.Tensor | None) -> dict:
+        """Train from epoch self.epoch + 1 to args.epochs on `batches` (colorize_data.TrainBatches);
+        returns the last validation metrics."""
         args = self.args
         last_val = {}
         if not self.needs_training:  # nothing to learn: validate once and checkpoint
@@ -155,30 +227,31 @@ class Trainer:
         for epoch in range(self.epoch + 1, args.epochs + 1):
             t0, seen = time.time(), 0
             self.model.train()
-            sums, counts = defaultdict(float), defaultdict(int)  # a term may be absent some steps
-            bar = tqdm(loader, desc=f"{args.model} epoch {epoch}/{args.epochs}", leave=False,
-                       dynamic_ncols=True, mininterval=1.0)
+            sums, counts = {}, defaultdict(int)  # a term may be absent some steps
+            first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+            bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"{args.model} epoch {epoch}/{args.epochs}",
+                       leave=False, dynamic_ncols=True, mininterval=1.0, disable=not self.is_main)
             for images in bar:
-                batch = self.prepare(images)
-                losses = {k: float(v) for k, v in self.train_step(batch).items()}
-                bad = [k for k, v in losses.items() if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(
-                        f"non-finite {', '.join(bad)} at step {self.step + 1} (epoch {epoch}); stopped. "
-                        f"The last good checkpoint, if any, is intact in {self.run_dir}")
+                losses = self.train_step(self.prepare(images))
                 self.step += 1
                 for s in self.schedulers.values():
                     s.step()
                 n = len(images)
                 seen += n
+                # everything stays on the device; the host looks every SYNC_EVERY steps
+                finite = torch.stack([torch.as_tensor(v, device=self.device).float() for v in losses.values()]).isfinite().all()
+                first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(self.step, device=self.device), first_bad)
                 for k, v in losses.items():
-                    sums[k] += v * n
+                    sums[k] = sums.get(k, 0.0) + v.detach().float() * n
                     counts[k] += n
-                bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+                if self.step % SYNC_EVERY == 0:
+                    self._check_finite(first_bad, losses, epoch)
+                    bar.set_postfix({k: f"{float(v):.4f}" for k, v in losses.items()})
+            self._check_finite(first_bad, losses, epoch)
             self.epoch = epoch
             elapsed = time.time() - t0
-            scalars = {f"train/{k}": v / counts[k] for k, v in sums.items()}
-            scalars.update({"epoch": epoch, "train/images_per_s": seen / max(elapsed, 1e-9)})
+            scalars = distributed.all_mean({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
+            scalars.update({"epoch": epoch, "train/images_per_s": seen * self.world / max(elapsed, 1e-9)})
             for name, opt in self.optimizers.items():
                 scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
             self.log.scalars(scalars, self.step)
@@ -191,11 +264,19 @@ class Trainer:
             self.save_checkpoints(val)
         return last_val
 
+    def _check_finite(self, first_bad: torch.Tensor, losses: dict, epoch: int) -> None:
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            names = [k for k, v in losses.items() if not math.isfinite(float(v))] or list(losses)
+            raise TrainingDiverged(
+                f"non-finite {', '.join(names)} at step {bad_step} (epoch {epoch}); stopped. "
+                f"The last good checkpoint, if any, is intact in {self.run_dir or 'the run folder'}")
+
     def validate(self, val_images) -> dict:
         if val_images is None or not len(val_images):
             return {}
-        acc, grid = self.evaluate(val_images, self.args.batch_size, keep=self.args.num_images)
-        val = acc.summary()
+        per_image, grid = self.evaluate(val_images, self.args.batch_size, keep=self.args.num_images)
+        val = metrics.summarize(per_image)
         self.log.scalars({f"val/{k}": v for k, v in val.items() if k != "n_images"}, self.step)
         if grid and self.run_dir:
             path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
@@ -215,6 +296,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "extra": self.extra_state(),
         }
 
@@ -223,27 +305,27 @@ class Trainer:
         self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
         self.best_metric = ckpt.get("best_metric", math.inf)
         if training:
-            for k, o in self.optimizers.items():
-                if k in ckpt.get("optimizers", {}):
-                    o.load_state_dict(ckpt["optimizers"][k])
-            for k, s in self.schedulers.items():
-                if k in ckpt.get("schedulers", {}):
-                    s.load_state_dict(ckpt["schedulers"][k])
+            for group in ("optimizers", "schedulers", "scalers"):
+                for k, obj in getattr(self, group).items():
+                    if k in ckpt.get(group, {}):
+                        obj.load_state_dict(ckpt[group][k])
         self.load_extra_state(ckpt.get("extra", {}))
 
     def save_checkpoints(self, val: dict) -> None:
         """last.pt always; best.pt when validation delta E improves (or without validation);
-        epoch_N.pt every --save_every epochs."""
-        if self.run_dir is None:
-            return
-        state = self.state_dict()
+        epoch_N.pt every --save_every epochs. Only the first process writes."""
         score = val.get("delta_e", math.inf) if val else math.inf
-        improved = score < self.best_metric or (not val and not (self.run_dir / "best.pt").exists())
-        if improved and val:
-            self.best_metric = state["best_metric"] = score
-        checkpoint.save_atomic(state, self.run_dir / "last.pt")
-        if improved or not (self.run_dir / "best.pt").exists():
-            checkpoint.save_atomic(state, self.run_dir / "best.pt")
-        every = getattr(self.args, "save_every", 0)
-        if every and self.epoch and self.epoch % every == 0:
-            checkpoint.save_atomic(state, self.run_dir / f"epoch_{self.epoch:04d}.pt")
+        if score < self.best_metric:
+            self.best_metric = score
+            improved = True
+        else:
+            improved = not val and self.run_dir is not None and not (self.run_dir / "best.pt").exists()
+        if self.run_dir is not None:
+            state = self.state_dict()
+            checkpoint.save_atomic(state, self.run_dir / "last.pt")
+            if improved or not (self.run_dir / "best.pt").exists():
+                checkpoint.save_atomic(state, self.run_dir / "best.pt")
+            every = getattr(self.args, "save_every", 0)
+            if every and self.epoch and self.epoch % every == 0:
+                checkpoint.save_atomic(state, self.run_dir / f"epoch_{self.epoch:04d}.pt")
+        distributed.barrier()

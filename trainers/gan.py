@@ -54,45 +54,40 @@ class GANTrainer(Trainer):
     def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
         super().__init__(model, args, device, run_dir, log, echo)
         layers = max(1, min(args.d_layers, int(math.log2(args.image_size)) - 3))
-        self.disc = PatchDiscriminator(3, args.d_channels, layers, args.spectral_norm).to(self.device)
+        self.disc, self.disc_net = self.wrap(PatchDiscriminator(3, args.d_channels, layers, args.spectral_norm))
 
     def configure_optimizers(self, total_steps):
         a = self.args
-        opts = {"generator": torch.optim.Adam(self.model.parameters(), lr=a.learning_rate, betas=(0.5, 0.999)),
-                "discriminator": torch.optim.Adam(self.disc.parameters(), lr=a.lr_d or a.learning_rate,
-                                                  betas=(0.5, 0.999))}
-        scheds = {}
-        if a.lr_schedule == "cosine":
-            scheds = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(1, total_steps))
-                      for k, o in opts.items()}
-        return opts, scheds
+        opts = {"generator": self.adam(self.model.parameters(), a.learning_rate, betas=(0.5, 0.999)),
+                "discriminator": self.adam(self.disc.parameters(), a.lr_d or a.learning_rate, betas=(0.5, 0.999))}
+        return opts, self.cosine(opts, total_steps)
 
     def train_step(self, batch):
         a, L, ab = self.args, batch["L"], batch["ab"]
-        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
-        fake = self.model(L)
+        with self.autocast():
+            fake = self.net(L)
         out = {}
         adversarial = self.epoch >= a.pretrain_epochs  # self.epoch counts completed epochs
         if adversarial:
             self.disc.requires_grad_(True)
-            d_real, d_fake = self.disc(L, ab), self.disc(L, fake.detach())
+            with self.autocast():
+                d_real, d_fake = self.disc_net(L, ab), self.disc_net(L, fake.detach())
+            d_real, d_fake = d_real.float(), d_fake.float()
             loss_d = d_loss_fn(a.gan_loss, d_real, d_fake)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            self.optimize("discriminator", loss_d)
             threshold = 0.5 if a.gan_loss == "lsgan" else 0.0
             out.update(d_loss=loss_d.detach(), d_acc_real=(d_real > threshold).float().mean(),
                        d_acc_fake=(d_fake < threshold).float().mean())
         self.disc.requires_grad_(False)
-        l1 = F.l1_loss(fake, ab)
+        l1 = F.l1_loss(fake.float(), ab)
         loss_g = a.lambda_l1 * l1
         if adversarial:
-            g_adv = g_loss_fn(a.gan_loss, self.disc(L, fake))
+            with self.autocast():  # the bare module: D is not updated here, so DDP has nothing to sync
+                judged = self.disc(L, fake)
+            g_adv = g_loss_fn(a.gan_loss, judged.float())
             loss_g = loss_g + g_adv
             out["g_adv"] = g_adv.detach()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        self.optimize("generator", loss_g)
         out.update(g_l1=l1.detach(), g_loss=loss_g.detach())
         return out
 

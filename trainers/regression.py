@@ -19,11 +19,10 @@ class RegressionTrainer(Trainer):
         parser.add_argument("--loss", choices=sorted(LOSSES), default="l1", help="pixel loss on ab")
 
     def train_step(self, batch):
-        opt = self.optimizers["model"]
-        loss = LOSSES[self.args.loss](self.model(batch["L"]), batch["ab"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with self.autocast():
+            pred = self.net(batch["L"])
+        loss = LOSSES[self.args.loss](pred.float(), batch["ab"])
+        self.optimize("model", loss)
         return {"loss": loss.detach()}
 
 
