@@ -41,7 +41,7 @@ def add_args(parser):
 
 
 def build(args):
-    return unet.UNet(channels=args.unet_channels, depth=args.unet_depth, skips=False)
+    return unet.UNet(channels=args.unet_channels, depth=args.unet_depth, skips=False, norm=args.norm)
 
 
 def size_multiple(args):

@@ -7,17 +7,17 @@ the features back to full resolution. Trained from scratch. H and W must be mult
 import torch
 from torch import nn
 
-from models.blocks import Up
+from models.blocks import Up, add_norm_arg, norm_layer
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, norm: str = "batch"):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), norm_layer(norm, c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), norm_layer(norm, c_out))
         self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
-                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), norm_layer(norm, c_out)))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -25,15 +25,15 @@ class BasicBlock(nn.Module):
 
 
 class ResNetColorizer(nn.Module):
-    def __init__(self, width: int = 64):
+    def __init__(self, width: int = 64, norm: str = "batch"):
         super().__init__()
         w = width
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1),                              # 1/4
-            BasicBlock(w, w), BasicBlock(w, w),                 # layer1
-            BasicBlock(w, 2 * w, stride=2), BasicBlock(2 * w, 2 * w))  # layer2, 1/8
-        self.decoder = nn.Sequential(Up(2 * w, w), Up(w, w // 2), Up(w // 2, w // 4),
+            nn.Conv2d(1, w, 7, 2, 3, bias=False), norm_layer(norm, w), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),                                            # 1/4
+            BasicBlock(w, w, norm=norm), BasicBlock(w, w, norm=norm),         # layer1
+            BasicBlock(w, 2 * w, 2, norm), BasicBlock(2 * w, 2 * w, norm=norm))  # layer2, 1/8
+        self.decoder = nn.Sequential(Up(2 * w, w, norm), Up(w, w // 2, norm), Up(w // 2, w // 4, norm),
                                      nn.Conv2d(w // 4, 2, 3, 1, 1))
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
@@ -42,10 +42,11 @@ class ResNetColorizer(nn.Module):
 
 def add_args(parser):
     parser.add_argument("--resnet_width", type=int, default=64, help="channels of the first stage")
+    add_norm_arg(parser)
 
 
 def build(args):
-    return ResNetColorizer(args.resnet_width)
+    return ResNetColorizer(args.resnet_width, args.norm)
 
 
 def size_multiple(args):

@@ -7,23 +7,22 @@ with skips=False it is the plain encoder-decoder generator of `gan` (models/gan.
 import torch
 from torch import nn
 
-from models.blocks import Up, conv_bn_relu
+from models.blocks import Up, add_norm_arg, conv_bn_relu
 
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 2, channels: int = 32, depth: int = 4,
-                 skips: bool = True):
+                 skips: bool = True, norm: str = "batch"):
         super().__init__()
         self.skips = skips
         widths = [channels * 2 ** i for i in range(depth + 1)]
-        self.stem = nn.Sequential(conv_bn_relu(in_channels, widths[0]), conv_bn_relu(widths[0], widths[0]))
-        self.down = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), conv_bn_relu(widths[i], widths[i + 1]),
-                          conv_bn_relu(widths[i + 1], widths[i + 1])) for i in range(depth))
-        self.up = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(depth)))
-        self.merge = nn.ModuleList(
-            nn.Sequential(conv_bn_relu((2 if skips else 1) * widths[i], widths[i]), conv_bn_relu(widths[i], widths[i]))
-            for i in reversed(range(depth)))
+        def double(c_in, c_out):
+            return nn.Sequential(conv_bn_relu(c_in, c_out, norm=norm), conv_bn_relu(c_out, c_out, norm=norm))
+
+        self.stem = double(in_channels, widths[0])
+        self.down = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), double(widths[i], widths[i + 1])) for i in range(depth))
+        self.up = nn.ModuleList(Up(widths[i + 1], widths[i], norm) for i in reversed(range(depth)))
+        self.merge = nn.ModuleList(double((2 if skips else 1) * widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
@@ -42,10 +41,11 @@ class UNet(nn.Module):
 def add_args(parser):
     parser.add_argument("--unet_channels", type=int, default=32, help="channels at full resolution")
     parser.add_argument("--unet_depth", type=int, default=4, help="number of halvings")
+    add_norm_arg(parser)
 
 
 def build(args):
-    return UNet(channels=args.unet_channels, depth=args.unet_depth)
+    return UNet(channels=args.unet_channels, depth=args.unet_depth, norm=args.norm)
 
 
 def size_multiple(args):

@@ -1,0 +1,189 @@
+"""Throughput benchmark of every family: a benchmark, not a test. Prints a table and appends it,
+with the device and the command, to BENCHMARKS.md (or --write FILE; --write '' to only print).
+
+    python bench.py --device cuda --image_size 256 --batch_size 256 --data ../shared/data/photos
+    python bench.py --device cpu --image_size 32 --batch_size 16 --iters 3      # small CPU run
+
+Columns, per family:
+    end-to-end img/s   the training loop as main.py runs it: in-memory uint8 batches, on-device crop,
+                       flip and Lab conversion, train_step
+    data img/s         the data path alone (batches + Lab conversion, no network)
+    compute img/s      train_step alone on a synthetic batch already on the device
+    e2e / compute      the share of compute-only speed that end-to-end training keeps
+    GFLOP/img          FLOPs of one training step per image (torch.utils.flop_counter)
+    TFLOP/s, % peak    achieved by compute-only, against the GPU's dense bf16 peak where known
+    sample img/s       diffusion families only: DDIM sampling with --steps steps
+    1MP img/s          test-mode colorization of 1000x1000 images (ab upsampled, L kept)
+    peak GiB           peak GPU memory of the training step
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import colorize_data as cd
+import main as cli
+from trainers import REGISTRY
+
+# dense bf16 tensor-core peaks, FLOP/s (vendor data sheets)
+PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,
+         "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
+
+
+def peak_flops(device: torch.device):
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAKS.items() if k in name), None)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, iters: int, device, warmup: int = 2) -> float:
+    """Seconds per call of fn, after warm-up calls (compilation, cuDNN autotuning)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+def flops_per_image(trainer, batch) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(trainer.prepare(batch))
+    return counter.get_total_flops() / len(batch)
+
+
+def bench_family(name, opts, images: torch.Tensor) -> dict:
+    argv = ["--model", name, "--image_size", str(opts.image_size), "--batch_size", str(opts.batch_size),
+            "--device", opts.device, "--amp", opts.amp, "--wandb", "disabled", "--lpips", "off",
+            "--epochs", "1", "--steps", str(opts.steps)] + (["--compile"] if opts.compile else [])
+    _, args, _ = cli.parse_args(argv + cli_extra(name, opts.extra))
+    family = REGISTRY[name]
+    device = cli.pick_device(args.device)
+    torch.manual_seed(0)
+    trainer = family.trainer(family.network.build(args), args, device)
+    batches = cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, 0, device)
+    row = {"family": name}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def data_only():
+        for b in batches.epoch(0):
+            trainer.prepare(b)
+
+    n_img = len(batches) * args.batch_size
+    row["data"] = n_img / timed(data_only, 1, device, warmup=1)
+    if family.trainer.needs_training:
+        trainer.setup_training(10_000)
+        trainer.model.train()
+        synthetic = (torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device) * 255).to(torch.uint8)
+        prepared = trainer.prepare(synthetic)
+        row["compute"] = args.batch_size / timed(lambda: trainer.train_step(prepared), opts.iters, device)
+
+        def end_to_end():
+            for b in batches.epoch(1):
+                trainer.train_step(trainer.prepare(b))
+
+        row["e2e"] = n_img / timed(end_to_end, 1, device, warmup=1)
+        row["ratio"] = row["e2e"] / row["compute"]
+        row["gflop"] = flops_per_image(trainer, synthetic) / 1e9
+        row["tflops"] = row["compute"] * row["gflop"] / 1e3
+        peak = peak_flops(device)
+        row["peak"] = 100 * row["tflops"] * 1e12 / peak if peak else None
+        if device.type == "cuda":
+            row["mem"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    trainer.model.eval()
+    sampler = getattr(trainer, "benchmark_sampling", None)  # diffusion families
+    if sampler is not None:
+        row["sample"] = sampler(opts.batch_size, opts.iters)
+    megapixel = torch.rand(1, 3, 1000, 1000, device=device)
+
+    @torch.no_grad()
+    def colorize():
+        with trainer.autocast():
+            cd.colorize_full_resolution(trainer.predict_ab, megapixel, args.image_size)
+
+    row["mp"] = 1 / timed(colorize, opts.iters, device)
+    return row
+
+
+def cli_extra(name, extra):
+    """Pass through extra flags that this family declares."""
+    parser, _, _ = cli.parse_args(["--model", name])
+    known = {s for a in parser._actions for s in a.option_strings}
+    out, i = [], 0
+    while i < len(extra):
+        if extra[i] in known:
+            takes_value = i + 1 < len(extra) and not extra[i + 1].startswith("--")
+            out += extra[i:i + 1 + takes_value]
+            i += 1 + takes_value
+        else:
+            i += 1
+    return out
+
+
+def table(rows) -> str:
+    cols = [("family", "family", "{}"), ("e2e", "end-to-end img/s", "{:.0f}"), ("data", "data img/s", "{:.0f}"),
+            ("compute", "compute img/s", "{:.0f}"), ("ratio", "e2e / compute", "{:.0%}"),
+            ("gflop", "GFLOP/img", "{:.2f}"), ("tflops", "TFLOP/s", "{:.2f}"), ("peak", "% peak", "{:.1f}"),
+            ("sample", "sample img/s", "{:.1f}"), ("mp", "1MP img/s", "{:.1f}"), ("mem", "peak GiB", "{:.2f}")]
+    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(f.format(r[k]) if r.get(k) is not None else "n/a" for k, _, f in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--families", default="all", help="comma-separated names, or all")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--image_size", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--images", type=int, default=0, help="in-memory training images (default: 8 batches)")
+    p.add_argument("--data", default=None, help="decode this folder's training split instead of random images")
+    p.add_argument("--load_size", type=int, default=None)
+    p.add_argument("--iters", type=int, default=20, help="timed compute-only steps")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps for the sampling column")
+    p.add_argument("--amp", default="auto")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--write", default="BENCHMARKS.md", help="append the table here ('' to only print)")
+    opts, opts.extra = p.parse_known_args(argv)
+    names = list(REGISTRY) if opts.families == "all" else opts.families.split(",")
+    n = opts.images or 8 * opts.batch_size
+    if opts.data:
+        split = cd.make_split(opts.data, 0)
+        images, _, _ = cd.load_train_images(opts.data, split["train"][:n], opts.image_size, opts.load_size)
+    else:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (n, 3, opts.image_size, opts.image_size), dtype=torch.uint8, generator=g)
+    rows = [bench_family(name, opts, images) for name in names]
+    device = cli.pick_device(opts.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    text = (f"\n### bench.py, {datetime.date.today().isoformat()}, {where}\n\n"
+            f"`python bench.py {shlex.join(argv if argv is not None else sys.argv[1:])}`; torch {torch.__version__}; "
+            f"{len(images)} in-memory images {'from ' + opts.data if opts.data else '(random)'} at "
+            f"{opts.image_size} px, batch {opts.batch_size}\n\n" + table(rows))
+    print(text)
+    if opts.write:
+        with open(Path(opts.write), "a") as f:
+            f.write(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
