@@ -365,6 +365,88 @@ class TrainBatches:
             yield batch[self.rank * per:(self.rank + 1) * per]
 
 
+class _FileImages(torch.utils.data.Dataset):
+    """One training file -> ((3, S, S) uint8, status): 0 usable, 1 unreadable, 2 grey. JPEGs are
+    decoded by torchvision (libjpeg-turbo), everything else through load_rgb's careful path."""
+
+    def __init__(self, root, paths, size: int, max_pixels):
+        self.root, self.paths, self.size, self.max_pixels = Path(root), list(paths), size, max_pixels
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        path = self.root / self.paths[i]
+        try:
+            if path.suffix.lower() in (".jpg", ".jpeg"):
+                try:
+                    chw = decode_image(read_file(str(path)), ImageReadMode.RGB, apply_exif_orientation=True)
+                    rgb = chw.permute(1, 2, 0).numpy()
+                except RuntimeError:  # CMYK and other JPEGs that libjpeg-turbo's RGB path refuses
+                    rgb = load_rgb(path, self.max_pixels)
+            else:
+                rgb = load_rgb(path, self.max_pixels)
+        except (BadImage, OSError):
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), 1
+        if is_grey(rgb):
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), 2
+        return square_uint8(rgb, self.size), 0
+
+
+class _RankBatches:
+    """Batch sampler: this process's share of each global batch of an epoch's permutation."""
+
+    def __init__(self, n, batch_size, seed, rank, world):
+        self.n, self.bs, self.seed, self.rank, self.world, self.epoch = n, batch_size, seed, rank, world, 0
+
+    def __len__(self):
+        return max(1, self.n // self.bs) if self.n > self.bs else 1
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        for i in range(len(self)):
+            batch = perm[i * self.bs:(i + 1) * self.bs]
+            per = -(-len(batch) // self.world)
+            yield batch[self.rank * per:(self.rank + 1) * per].tolist()
+
+
+class StreamingTrainBatches:
+    """TrainBatches for data sets too large to keep in memory: DataLoader worker processes decode
+    each epoch's files (pinned memory, persistent workers); crops, flips and the Lab conversion then
+    run batched on the device as for the in-memory path. Unreadable and grey files are dropped from
+    their batch, counted, and reported once after the first epoch."""
+
+    def __init__(self, root, paths, batch_size, image_size, load_size, crop, seed, device, rank=0, world=1,
+                 workers=4, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+        self.device, self.image_size, self.crop, self.seed, self.rank = torch.device(device), image_size, crop, seed, rank
+        self.paths = list(paths)
+        self.sampler = _RankBatches(len(self.paths), batch_size, seed, rank, world)
+        files = _FileImages(root, self.paths, max(load_size or image_size, image_size), max_pixels)
+        self.loader = torch.utils.data.DataLoader(
+            files, batch_sampler=self.sampler, num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
+        self.skipped = {1: 0, 2: 0}
+        self.reported = False
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def epoch(self, epoch: int):
+        self.sampler.epoch = epoch
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 101 + self.rank)
+        for images, status in self.loader:
+            for code in (1, 2):
+                self.skipped[code] += int((status == code).sum())
+            images = images[status == 0]
+            if len(images):
+                yield augment_batch(images.to(self.device, non_blocking=True), self.image_size, self.crop, g)
+        if not self.reported and (self.skipped[1] or self.skipped[2]):
+            print(f"note: streaming skipped {self.skipped[1]} unreadable and {self.skipped[2]} grey training file(s)")
+        self.reported = True
+
+
 def load_eval_images(root, rel_paths, image_size, workers=4, max_pixels=None):
     """Resize the shorter side to image_size, centre-crop: a (N, 3, S, S) uint8 tensor."""
     arrays, paths, report = decode_images(root, rel_paths, lambda rgb: square_uint8(rgb, image_size), workers,

@@ -59,7 +59,11 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--steps", type=int, default=50, help="sampling steps of the diffusion families (DDIM)")
     p.add_argument("--num_images", type=int, default=8, help="examples in each sample grid")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="threads that decode images")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="threads that decode images (worker processes when streaming)")
+    p.add_argument("--data_cache", choices=["auto", "memory", "stream"], default="auto",
+                   help="keep the decoded training set in memory, or stream it from disk; auto: memory up to --cache_gb")
+    p.add_argument("--cache_gb", type=float, default=8.0, help="largest decoded training set kept in memory")
     p.add_argument("--val_every", type=int, default=1, help="validate every N epochs (and after the last)")
     p.add_argument("--save_every", type=int, default=10, help="also keep epoch_N.pt every N epochs (0: never)")
     p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
@@ -227,14 +231,22 @@ def get_split(args, run_dir: Path, root: Path) -> dict:
     return cd.make_split(root, args.seed)
 
 
-def train_batches(args, root: Path, split: dict, device) -> cd.TrainBatches:
+def train_batches(args, root: Path, split: dict, device):
+    """In memory (decoded once) when the data set fits in --cache_gb, else streamed from disk."""
+    rank, _, world = distributed.world_from_env()
+    size = max(args.load_size or args.image_size, args.image_size)
+    gigabytes = len(split["train"]) * 3 * size * size / 2 ** 30
+    if args.data_cache == "stream" or (args.data_cache == "auto" and gigabytes > args.cache_gb):
+        print(f"streaming {len(split['train'])} training images from disk ({gigabytes:.1f} GB decoded) "
+              f"with {args.workers} worker(s)")
+        return cd.StreamingTrainBatches(root, split["train"], args.batch_size, args.image_size, args.load_size,
+                                        args.crop, args.seed, device, rank, world, args.workers, args.max_image_pixels)
     images, _, report = cd.load_train_images(root, split["train"], args.image_size, args.load_size,
                                              args.workers, args.max_image_pixels)
     report.warn("the training split")
     if not len(images):
         raise SystemExit(f"error: no usable colour training images under {root} "
                          f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
-    rank, _, world = distributed.world_from_env()
     return cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
 
 

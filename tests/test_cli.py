@@ -77,3 +77,11 @@ def test_wandb_offline_run_is_written_into_the_run_folder(tiny_data, tmp_path, m
     assert "wandb sync" in capsys.readouterr().out
     runs = list((tmp_path / "gray" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def test_streaming_data_path_trains_through_main(tiny_data, tmp_path, capsys):
+    assert main.main(["--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
+                      "--batch_size", "4", "--epochs", "1", "--unet_channels", "8", "--unet_depth", "2",
+                      "--data_cache", "stream", "--workers", "1", "--wandb", "disabled", "--lpips", "off"]) == 0
+    assert "streaming 9 training images" in capsys.readouterr().out
+    assert (tmp_path / "unet" / "last.pt").exists()

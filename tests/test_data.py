@@ -128,3 +128,15 @@ def test_shared_data_loads_as_it_is(shared_data):
     assert len(photos["test"]) == 200 and all(p.startswith("val/") for p in photos["test"])
     images, _, report = cd.load_eval_images(shared_data / "photos", photos["test"][:8], 128)
     assert images.shape == (8, 3, 128, 128) and not report.bad
+
+
+def test_streaming_matches_the_in_memory_path_in_shape_and_counts_skips(bad_corpus, capsys):
+    split = cd.make_split(bad_corpus, seed=0, val_fraction=0, test_fraction=0)
+    stream = cd.StreamingTrainBatches(bad_corpus, split["train"], batch_size=7, image_size=16, load_size=20,
+                                      crop="resized", seed=0, device="cpu", workers=2)
+    assert len(stream) == 2
+    for epoch in (1, 2):
+        batches = list(stream.epoch(epoch))
+        assert all(b.dtype == torch.uint8 and b.shape[1:] == (3, 16, 16) for b in batches)
+    assert stream.skipped == {1: 8, 2: 2}  # 14 files = 2 batches of 7: every file once per epoch, 2 epochs
+    assert "streaming skipped" in capsys.readouterr().out
