@@ -83,7 +83,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
 
     def data_only():
-        for b in batches.epoch(0):
+        for _, b in batches.epoch(0):
             trainer.prepare(b)
 
     n_img = len(batches) * args.batch_size
@@ -96,7 +96,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
         row["compute"] = args.batch_size / timed(lambda: trainer.train_step(prepared), opts.iters, device)
 
         def end_to_end():
-            for b in batches.epoch(1):
+            for _, b in batches.epoch(1):
                 trainer.train_step(trainer.prepare(b))
 
         row["e2e"] = n_img / timed(end_to_end, 1, device, warmup=1)

@@ -353,16 +353,22 @@ class TrainBatches:
         n = len(self.images)
         return max(1, n // self.batch_size) if n > self.batch_size else 1
 
-    def epoch(self, epoch: int):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+    def epoch(self, epoch: int, start: int = 0):
+        """(index, batch) for batches `start`, `start` + 1, ... of `epoch` (a resumed epoch skips
+        the ones it did)."""
         n, bs = len(self.images), self.batch_size
-        perm = torch.randperm(n, generator=g)
-        for i in range(len(self)):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        for i in range(start, len(self)):
             idx = perm[i * bs:(i + 1) * bs]
             batch = augment_batch(self.images[idx.to(self.images.device)].to(self.device, non_blocking=True),
-                                  self.image_size, self.crop, g)
+                                  self.image_size, self.crop, batch_rng(self.seed, epoch, i))
             per = -(-len(batch) // self.world)
-            yield batch[self.rank * per:(self.rank + 1) * per]
+            yield i, batch[self.rank * per:(self.rank + 1) * per]
+
+
+def batch_rng(seed: int, epoch: int, index: int, rank: int = 0) -> torch.Generator:
+    """The generator of one batch's augmentation: a function of where the batch is, nothing else."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 100_003 + index) * 101 + rank)
 
 
 class _FileImages(torch.utils.data.Dataset):
@@ -399,14 +405,15 @@ class _RankBatches:
     """Batch sampler: this process's share of each global batch of an epoch's permutation."""
 
     def __init__(self, n, batch_size, seed, rank, world):
-        self.n, self.bs, self.seed, self.rank, self.world, self.epoch = n, batch_size, seed, rank, world, 0
+        self.n, self.bs, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.start = 0, 0
 
     def __len__(self):
         return max(1, self.n // self.bs) if self.n > self.bs else 1
 
     def __iter__(self):
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
-        for i in range(len(self)):
+        for i in range(self.start, len(self)):
             batch = perm[i * self.bs:(i + 1) * self.bs]
             per = -(-len(batch) // self.world)
             yield batch[self.rank * per:(self.rank + 1) * per].tolist()
@@ -433,15 +440,15 @@ class StreamingTrainBatches:
     def __len__(self):
         return len(self.sampler)
 
-    def epoch(self, epoch: int):
-        self.sampler.epoch = epoch
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 101 + self.rank)
-        for images, status in self.loader:
+    def epoch(self, epoch: int, start: int = 0):
+        self.sampler.epoch, self.sampler.start = epoch, start
+        for i, (images, status) in enumerate(self.loader, start):
             for code in (1, 2):
                 self.skipped[code] += int((status == code).sum())
             images = images[status == 0]
             if len(images):
-                yield augment_batch(images.to(self.device, non_blocking=True), self.image_size, self.crop, g)
+                yield i, augment_batch(images.to(self.device, non_blocking=True), self.image_size, self.crop,
+                                       batch_rng(self.seed, epoch, i, self.rank))
         if not self.reported and (self.skipped[1] or self.skipped[2]):
             print(f"note: streaming skipped {self.skipped[1]} unreadable and {self.skipped[2]} grey training file(s)")
         self.reported = True

@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from trainers import REGISTRY
 import metrics
 from trainers import checkpoint as ckpt_io
 from trainers import distributed
-from trainers.base import RunLog, TrainingDiverged, save_grid
+from trainers.base import RunLog, TrainingDiverged, TrainingStopped, save_grid
 
 DEFAULT_MODEL = "unet"
 # flags that only some families use; a family lists the ones it honours in Trainer.uses_flags
@@ -288,6 +289,8 @@ def train(args, given, family, run_dir: Path) -> int:
     args.data = str(root)
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.pt.*.tmp"):  # a write that a kill -9 cut short
+            stale.unlink()
         split = get_split(args, run_dir, root)
         cd.save_split(split, run_dir / "split.json")
         (run_dir / "args.json").write_text(json.dumps(vars(args), indent=1, default=str))
@@ -306,11 +309,18 @@ def train(args, given, family, run_dir: Path) -> int:
     if saved is not None:
         trainer.load_state_dict(saved, training=True)
         say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
+    resume_hint = f"python main.py --model {args.model} --mode train --resume" + (
+        f" --run_name {run_dir.name}" if run_dir.name != args.model else "") + (
+        f" --results {args.results}" if args.results != "Results" else "")
     try:
-        last_val = trainer.fit(batches, val)
+        with stop_on_signals(trainer):
+            last_val = trainer.fit(batches, val)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:
+        say(f"{e} in {run_dir / 'last.pt'}. Resume with: {resume_hint}")
+        return 130
     finally:
         if wandb_run is not None:
             wandb_run.finish()
@@ -320,6 +330,32 @@ def train(args, given, family, run_dir: Path) -> int:
         f"test with: python main.py --model {args.model} --mode test"
         + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
     return 0
+
+
+class stop_on_signals:
+    """SIGINT (Ctrl-C) and SIGTERM ask the trainer to stop after its current step and write a
+    checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self, trainer):
+        self.trainer, self.previous = trainer, {}
+
+    def _handler(self, signum, frame):
+        if self.trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = True
+        if self.trainer.is_main:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and writing a checkpoint "
+                  f"(Ctrl-C again to interrupt at once)", file=sys.stderr)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.previous.items():
+            signal.signal(sig, old)
+        return False
 
 
 def test(args, given, family, run_dir: Path) -> int:

@@ -39,6 +39,10 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
+class TrainingStopped(Exception):
+    """Training stopped on request (SIGINT/SIGTERM) after a step, with a checkpoint written."""
+
+
 class RunLog:
     """Scalars and images of a run: appended to `history.jsonl` in the run folder and, when a
     wandb run is given, sent to it. Holds no global state; main.py owns the wandb run. Pass
@@ -101,6 +105,8 @@ class Trainer:
         self.echo = echo if self.is_main else (lambda *a, **k: None)
         self.epoch = 0          # completed epochs
         self.step = 0           # completed optimisation steps
+        self.batch_in_epoch = 0  # batches done of the unfinished epoch (a run stopped mid-epoch)
+        self.stop_requested = False  # set by main.py's signal handler
         self.best_metric = math.inf
         self.optimizers: dict = {}
         self.schedulers: dict = {}
@@ -229,11 +235,13 @@ class Trainer:
             self.model.train()
             sums, counts = {}, defaultdict(int)  # a term may be absent some steps
             first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-            bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"{args.model} epoch {epoch}/{args.epochs}",
-                       leave=False, dynamic_ncols=True, mininterval=1.0, disable=not self.is_main)
-            for images in bar:
+            bar = tqdm(batches.epoch(epoch, self.batch_in_epoch), total=len(batches), initial=self.batch_in_epoch,
+                       desc=f"{args.model} epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
+                       mininterval=1.0, disable=not self.is_main)
+            for index, images in bar:
                 losses = self.train_step(self.prepare(images))
                 self.step += 1
+                self.batch_in_epoch = index + 1
                 for s in self.schedulers.values():
                     s.step()
                 n = len(images)
@@ -247,8 +255,13 @@ class Trainer:
                 if self.step % SYNC_EVERY == 0:
                     self._check_finite(first_bad, losses, epoch)
                     bar.set_postfix({k: f"{float(v):.4f}" for k, v in losses.items()})
+                if self._should_stop():
+                    self._check_finite(first_bad, losses, epoch)
+                    self.save_checkpoints({}, only_last=True)
+                    raise TrainingStopped(f"stopped at step {self.step}, {self.batch_in_epoch} of {len(batches)} "
+                                          f"batches into epoch {epoch}; checkpoint written")
             self._check_finite(first_bad, losses, epoch)
-            self.epoch = epoch
+            self.epoch, self.batch_in_epoch = epoch, 0
             elapsed = time.time() - t0
             scalars = distributed.all_mean({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
             scalars.update({"epoch": epoch, "train/images_per_s": seen * self.world / max(elapsed, 1e-9)})
@@ -263,6 +276,14 @@ class Trainer:
                 + "".join(f", val {k} {v:.4f}" for k, v in val.items() if k in ("delta_e", "ssim")))
             self.save_checkpoints(val)
         return last_val
+
+    def _should_stop(self) -> bool:
+        """A stop request, agreed by all processes (they look together every SYNC_EVERY steps)."""
+        if self.world == 1:
+            return self.stop_requested
+        if self.step % SYNC_EVERY:
+            return False
+        return bool(distributed.all_mean({"stop": float(self.stop_requested)})["stop"] > 0)
 
     def _check_finite(self, first_bad: torch.Tensor, losses: dict, epoch: int) -> None:
         bad_step = int(first_bad)
@@ -292,6 +313,9 @@ class Trainer:
             "args": {k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
             "epoch": self.epoch,
             "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": {"torch": torch.get_rng_state(),
+                    **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             "best_metric": self.best_metric,
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -303,17 +327,28 @@ class Trainer:
     def load_state_dict(self, ckpt: dict, training: bool = True) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
+        self.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
         self.best_metric = ckpt.get("best_metric", math.inf)
         if training:
+            rng = ckpt.get("rng", {})
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
             for group in ("optimizers", "schedulers", "scalers"):
                 for k, obj in getattr(self, group).items():
                     if k in ckpt.get(group, {}):
                         obj.load_state_dict(ckpt[group][k])
         self.load_extra_state(ckpt.get("extra", {}))
 
-    def save_checkpoints(self, val: dict) -> None:
+    def save_checkpoints(self, val: dict, only_last: bool = False) -> None:
         """last.pt always; best.pt when validation delta E improves (or without validation);
         epoch_N.pt every --save_every epochs. Only the first process writes."""
+        if only_last:  # a run stopped mid-epoch
+            if self.run_dir is not None:
+                checkpoint.save_atomic(self.state_dict(), self.run_dir / "last.pt")
+            distributed.barrier()
+            return
         score = val.get("delta_e", math.inf) if val else math.inf
         if score < self.best_metric:
             self.best_metric = score

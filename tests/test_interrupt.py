@@ -1,0 +1,87 @@
+"""Runs that survive: SIGTERM writes a checkpoint and exits; SIGKILL at any moment leaves a
+complete checkpoint; --resume then finishes the very run an uninterrupted process would have."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+import main
+from conftest import ROOT
+from trainers import checkpoint as ckpt_io
+
+FLAGS = ["--model", "unet", "--image_size", "16", "--batch_size", "1", "--unet_channels", "8", "--unet_depth", "2",
+         "--norm", "group", "--lpips", "off", "--wandb", "disabled", "--workers", "1", "--device", "cpu",
+         "--save_every", "0"]
+
+
+def start(args, cwd):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def weights(path):
+    return ckpt_io.load(path)["model"]
+
+
+def assert_same_weights(a, b):
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+
+
+def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tiny_data, tmp_path):
+    flags = FLAGS + ["--data", tiny_data, "--epochs", "6"]
+    assert main.main([*map(str, flags), "--results", str(tmp_path / "straight")]) == 0
+    proc = start(flags + ["--results", tmp_path / "cut"], tmp_path)
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("epoch 1/6"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, out
+    assert "Resume with: python main.py --model unet --mode train --resume" in out
+    cut = ckpt_io.load(tmp_path / "cut" / "unet" / "last.pt")
+    assert cut["epoch"] < 6
+    assert main.main([*map(str, flags), "--results", str(tmp_path / "cut"), "--resume"]) == 0
+    done = ckpt_io.load(tmp_path / "cut" / "unet" / "last.pt")
+    assert done["epoch"] == 6 and done["step"] == 6 * 9
+    assert_same_weights(weights(tmp_path / "straight" / "unet" / "last.pt"), done["model"])
+
+
+def wait_for_new_checkpoint(path, since: float, proc, timeout: float = 60) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None:
+        if path.exists() and path.stat().st_mtime > since:
+            return
+        time.sleep(0.05)
+
+
+def test_sigkill_at_random_moments_never_loses_the_run(tiny_data, tmp_path):
+    epochs = 10
+    flags = FLAGS + ["--data", tiny_data, "--epochs", epochs, "--results", tmp_path]
+    rng = random.Random(7)
+    last = tmp_path / "unet" / "last.pt"
+    cut_short = 0
+    for attempt in range(4):
+        proc = start(flags + (["--resume"] if last.exists() else ["--overwrite"]), tmp_path)
+        if attempt == 0:
+            time.sleep(rng.uniform(0.5, 2.5))  # most likely while starting up
+        else:  # once a fresh checkpoint shows training under way, at a random moment after it
+            wait_for_new_checkpoint(last, time.time(), proc)
+            time.sleep(rng.uniform(0.0, 0.6))
+        proc.kill()
+        proc.wait()
+        if last.exists():
+            cut_short += ckpt_io.load(last)["epoch"] < epochs  # always complete and loadable
+    assert cut_short >= 2, "the kills did not land during training: the test did not test anything"
+    proc = start(flags + (["--resume"] if last.exists() else ["--overwrite"]), tmp_path)
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, out
+    final = ckpt_io.load(last)
+    assert final["epoch"] == epochs and final["step"] == epochs * 9
+    assert not list((tmp_path / "unet").glob(".*.tmp"))  # leftovers of killed writes are cleared
