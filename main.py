@@ -81,6 +81,8 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
                    help="mixed precision; auto: bf16 on CUDA, off elsewhere")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks for training")
     p.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA)")
+    p.add_argument("--nan_policy", choices=["stop", "skip"], default="stop",
+                   help="a non-finite loss stops the run, or skips that step (counted)")
     return p
 
 
@@ -133,6 +135,16 @@ def validate(parser, args, family) -> None:
         parser.error(f"--data {args.data}: no such folder")
     if args.resume and args.mode != "train":
         parser.error("--resume goes with --mode train")
+    run_dir = Path(args.results) / (args.run_name or args.model)
+    if args.mode == "train" and args.resume and not (run_dir / "last.pt").is_file():
+        parser.error(f"--resume: there is no {run_dir / 'last.pt'} to resume")
+    if args.mode == "test" and args.weights not in ("best", "last") and not args.weights.isdigit() \
+            and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights}: no such checkpoint file (or use best, last, an epoch number)")
+    existing = next((p for p in [Path(args.results).resolve(), *Path(args.results).resolve().parents] if p.exists()))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        parser.error(f"--results {args.results}: cannot create or write a folder there ({existing} is "
+                     f"{'not writable' if existing.is_dir() else 'not a folder'})")
     world = distributed.world_from_env()[2]
     if args.batch_size % world:
         parser.error(f"--batch_size {args.batch_size} must be a multiple of the number of processes ({world}): "

@@ -107,6 +107,9 @@ class Trainer:
         self.step = 0           # completed optimisation steps
         self.batch_in_epoch = 0  # batches done of the unfinished epoch (a run stopped mid-epoch)
         self.stop_requested = False  # set by main.py's signal handler
+        self.nan_skip = getattr(args, "nan_policy", "stop") == "skip"
+        self.skipped_steps = 0      # optimiser steps skipped for a non-finite loss (--nan_policy skip)
+        self._skipped_now = False
         self.best_metric = math.inf
         self.optimizers: dict = {}
         self.schedulers: dict = {}
@@ -168,6 +171,9 @@ class Trainer:
         """zero_grad, backward (loss-scaled under fp16), step."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
+        if self.nan_skip and not bool(torch.isfinite(loss.detach())):  # reads the loss back: opt-in
+            self._skipped_now = True
+            return
         scaler = self.scalers.get(name)
         if scaler is None:
             loss.backward()
@@ -239,6 +245,7 @@ class Trainer:
                        desc=f"{args.model} epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
                        mininterval=1.0, disable=not self.is_main)
             for index, images in bar:
+                self._skipped_now = False
                 losses = self.train_step(self.prepare(images))
                 self.step += 1
                 self.batch_in_epoch = index + 1
@@ -246,6 +253,9 @@ class Trainer:
                     s.step()
                 n = len(images)
                 seen += n
+                if self._skipped_now:  # --nan_policy skip: counted, left out of the averages
+                    self.skipped_steps += 1
+                    continue
                 # everything stays on the device; the host looks every SYNC_EVERY steps
                 finite = torch.stack([torch.as_tensor(v, device=self.device).float() for v in losses.values()]).isfinite().all()
                 first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(self.step, device=self.device), first_bad)
@@ -265,6 +275,8 @@ class Trainer:
             elapsed = time.time() - t0
             scalars = distributed.all_mean({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
             scalars.update({"epoch": epoch, "train/images_per_s": seen * self.world / max(elapsed, 1e-9)})
+            if self.nan_skip:
+                scalars["train/skipped_steps"] = self.skipped_steps
             for name, opt in self.optimizers.items():
                 scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
             self.log.scalars(scalars, self.step)
@@ -314,6 +326,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "batch_in_epoch": self.batch_in_epoch,
+            "skipped_steps": self.skipped_steps,
             "rng": {"torch": torch.get_rng_state(),
                     **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             "best_metric": self.best_metric,
@@ -328,6 +341,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
+        self.skipped_steps = ckpt.get("skipped_steps", 0)
         self.best_metric = ckpt.get("best_metric", math.inf)
         if training:
             rng = ckpt.get("rng", {})

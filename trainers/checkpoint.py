@@ -33,6 +33,9 @@ def save_atomic(obj: dict, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, permissions, ...: the old file stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous one, if any, is intact") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,0 +1,100 @@
+"""Untrusted checkpoints, divergence policies, unwritable results, disk full, files corrupted mid-run."""
+import errno
+import os
+
+import pytest
+import torch
+
+import main
+from trainers import checkpoint as ckpt_io
+from trainers.regression import RegressionTrainer
+
+TINY = ["--model", "unet", "--image_size", "16", "--batch_size", "4", "--unet_channels", "8", "--unet_depth", "2",
+        "--lpips", "off", "--wandb", "disabled", "--workers", "1"]
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "family": "unet", "model": {}, "args": {}, "x": Payload(marker)}, evil)
+    with pytest.raises(ckpt_io.CheckpointError, match="refusing to load .*evil.pt"):
+        ckpt_io.load(evil)
+    assert main.main(["--model", "unet", "--mode", "test", "--weights", str(evil), "--results", str(tmp_path),
+                      "--wandb", "disabled"]) == 2
+    assert "refusing to load" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tiny_data, tmp_path):
+    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "1"]) == 0
+    good = (tmp_path / "unet" / "last.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ckpt_io.CheckpointError, match="cut.pt is not a readable checkpoint"):
+        ckpt_io.load(cut)
+
+
+def test_nan_policy_skip_counts_and_goes_on(tiny_data, tmp_path, monkeypatch, capsys):
+    real = RegressionTrainer.train_step
+
+    def sometimes_nan(self, batch):
+        if self.step == 1:  # the second step of the run
+            batch = {**batch, "ab": batch["ab"] * float("nan")}
+        return real(self, batch)
+
+    monkeypatch.setattr(RegressionTrainer, "train_step", sometimes_nan)
+    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "2",
+                      "--nan_policy", "skip"]) == 0
+    ckpt = ckpt_io.load(tmp_path / "unet" / "last.pt")
+    assert ckpt["skipped_steps"] == 1 and ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "2",
+                      "--run_name", "stop"]) == 2  # the default policy stops
+    assert "non-finite loss at step 2" in capsys.readouterr().err
+
+
+def test_results_that_cannot_be_written_are_refused_at_start(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit):
+        main.parse_args([*TINY, "--results", str(blocker / "Results")])
+    assert "not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main.parse_args([*TINY, "--resume", "--results", str(tmp_path)])
+    assert "last.pt to resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main.parse_args([*TINY, "--mode", "test", "--weights", str(tmp_path / "missing.pt")])
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_good_one(tiny_data, tmp_path, monkeypatch, capsys):
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+    good = (tmp_path / "unet" / "last.pt").read_bytes()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io.os, "replace", full)
+    assert main.main([*flags, "--epochs", "2", "--resume"]) == 2
+    assert "could not write checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "unet" / "last.pt").read_bytes() == good
+    assert not list((tmp_path / "unet").glob(".*.tmp"))
+
+
+def test_file_corrupted_between_epochs_is_skipped_when_streaming(tiny_data, tmp_path, capsys):
+    import colorize_data as cd
+
+    split = cd.make_split(tiny_data, seed=0)
+    stream = cd.StreamingTrainBatches(tiny_data, split["train"], 4, 16, None, "random", 0, "cpu", workers=0)
+    assert sum(len(b) for _, b in stream.epoch(1)) == 8
+    (tiny_data / split["train"][0]).write_bytes(b"\x89PNG broken")
+    (tiny_data / split["train"][1]).unlink()
+    assert sum(len(b) for _, b in stream.epoch(2)) < 8 and stream.skipped[1] >= 1
