@@ -31,7 +31,7 @@ from trainers.base import RunLog, TrainingDiverged, TrainingStopped, save_grid
 
 DEFAULT_MODEL = "unet"
 # flags that only some families use; a family lists the ones it honours in Trainer.uses_flags
-FAMILY_SPECIFIC_GLOBALS = ("latent_dim", "steps")
+FAMILY_SPECIFIC_GLOBALS = ("latent_dim", "steps", "num_samples")
 
 
 def common_parser(add_help: bool = True, conflict_handler: str = "error") -> argparse.ArgumentParser:
@@ -59,6 +59,8 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--latent_dim", type=int, default=64, help="latent size of the variational families")
     p.add_argument("--steps", type=int, default=50, help="sampling steps of the diffusion families (DDIM)")
     p.add_argument("--num_images", type=int, default=8, help="examples in each sample grid")
+    p.add_argument("--num_samples", type=int, default=1,
+                   help="test mode: colorizations per image of a stochastic family (best-of-K and diversity when > 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads that decode images (worker processes when streaming)")
@@ -121,7 +123,7 @@ def other_families_flags(unknown: list[str]):
 
 def validate(parser, args, family) -> None:
     """Reject bad arguments before any work starts, saying what is valid."""
-    for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers"):
+    for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers", "num_samples", "steps"):
         v = getattr(args, name)
         if v < (0 if name in ("num_images", "workers") else 1):
             parser.error(f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}")
@@ -288,8 +290,8 @@ def merge_saved_args(args, saved: dict, given: set, keep_from_cli: set):
 def train(args, given, family, run_dir: Path) -> int:
     saved = None
     if args.resume:
-        saved = ckpt_io.load(run_dir / "last.pt", family=args.model)
-        args = merge_saved_args(args, saved["args"], given, {"mode", "resume"})
+        saved = ckpt_io.load(run_dir / "last.pt", family=(args.model, *family.trainer.compatible))
+        args = merge_saved_args(args, saved["args"], given, {"model", "mode", "resume"})
     elif (run_dir / "last.pt").exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
@@ -382,8 +384,8 @@ def test(args, given, family, run_dir: Path) -> int:
             have = sorted(p.name for p in run_dir.glob("*.pt")) if run_dir.is_dir() else []
             raise SystemExit(f"error: no checkpoint {path}. Train first (python main.py --model {args.model} "
                              f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
-        saved = ckpt_io.load(path, family=args.model)
-        args = merge_saved_args(args, saved["args"], given, {"mode", "weights"})
+        saved = ckpt_io.load(path, family=(args.model, *family.trainer.compatible))
+        args = merge_saved_args(args, saved["args"], given, {"model", "mode", "weights"})
         weights = str(path)
     root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
     if root is None:
@@ -399,7 +401,7 @@ def test(args, given, family, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()
-    per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images)
+    per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images, num_samples=args.num_samples)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(root), "image_size": args.image_size,
               **metrics.summarize(per_image), "seconds": round(time.time() - t0, 2)}

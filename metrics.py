@@ -166,6 +166,17 @@ class LPIPS:
         return self.net(pred.float() * 2 - 1, target.float() * 2 - 1).flatten(1).mean(1)
 
 
+def diversity(samples: torch.Tensor, target: torch.Tensor) -> dict:
+    """K colorizations (K, B, 3, H, W) of the same images against the ground truth (B, 3, H, W):
+    best_of_k_delta_e, the lowest delta E of the K per image, and diversity_delta_e, the mean delta
+    E between the K(K-1)/2 pairs of colorizations per image (0 when they are identical)."""
+    k = samples.shape[0]
+    errors = torch.stack([delta_e_2000(s, target) for s in samples])
+    pairs = [delta_e_2000(samples[i], samples[j]) for i in range(k) for j in range(i + 1, k)]
+    return {"best_of_k_delta_e": errors.min(0).values,
+            "diversity_delta_e": torch.stack(pairs).mean(0) if pairs else torch.zeros_like(errors[0])}
+
+
 # ----------------------------------------------------------------------------------------------
 # Averaging over images
 # ----------------------------------------------------------------------------------------------
@@ -189,6 +200,14 @@ class MetricAccumulator:
         lp = self.lpips(pred, target) if self.lpips is not None else None
         if lp is not None:
             self._add("lpips", lp)
+
+    @torch.no_grad()
+    def update_samples(self, samples: torch.Tensor, target: torch.Tensor) -> None:
+        """K colorizations per image: headline metrics of the first (the most likely), plus diversity."""
+        self.update(samples[0], target)
+        if samples.shape[0] > 1:
+            for name, v in diversity(samples, target).items():
+                self._add(name, v)
 
     def per_image(self) -> dict[str, torch.Tensor]:
         return {k: torch.cat(v) for k, v in self.values.items()}

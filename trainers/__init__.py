@@ -3,11 +3,13 @@ branches on model names; adding a family is one entry here (see README, "Adding 
 from dataclasses import dataclass
 from types import ModuleType
 
+import models.diffusion
 import models.gan
 import models.gray
 import models.resnet
 import models.unet
 from trainers.base import Trainer
+from trainers.diffusion import DDIMTrainer, DDPMTrainer
 from trainers.gan import GANTrainer
 from trainers.regression import NoTraining, RegressionTrainer
 
@@ -29,4 +31,6 @@ REGISTRY = {
     "unet": Family(models.unet, RegressionTrainer, "UNet with skip connections"),
     "gan": Family(models.gan, GANTrainer, "encoder-decoder generator (no skips) + conditional PatchGAN"),
     "unetgan": Family(models.unet, GANTrainer, "UNet generator + conditional PatchGAN"),
+    "unetddpm": Family(models.diffusion, DDPMTrainer, "conditional diffusion UNet, ancestral DDPM sampling"),
+    "unetddim": Family(models.diffusion, DDIMTrainer, "conditional diffusion UNet, DDIM sampling (--steps, --eta)"),
 }

@@ -72,17 +72,20 @@ class RunLog:
 
 
 def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
-    """One row per image: grey input | prediction | ground truth."""
+    """One row per image: grey input | prediction (or K colorizations, pred (K, B, 3, H, W)) | ground truth."""
     from torchvision.utils import save_image
 
+    preds = list(pred) if pred.dim() == 5 else [pred]
     grey = compose_rgb(L, torch.zeros_like(L).repeat(1, 2, 1, 1))
-    rows = torch.stack([grey.cpu(), pred.cpu(), target.cpu()], dim=1).flatten(0, 1)
+    rows = torch.stack([grey.cpu(), *[p.cpu() for p in preds], target.cpu()], dim=1).flatten(0, 1)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_image(rows, str(path), nrow=3, padding=2, pad_value=1.0)
+    save_image(rows, str(path), nrow=len(preds) + 2, padding=2, pad_value=1.0)
 
 
 class Trainer:
     needs_training = True
+    stochastic = False      # several colorizations per image (--num_samples)
+    compatible: tuple = ()  # other families whose checkpoints this one can load (same network)
     uses_flags: tuple = ()  # global flags beyond the common ones that this family honours
 
     @staticmethod
@@ -126,6 +129,10 @@ class Trainer:
 
     def predict_ab(self, L: torch.Tensor) -> torch.Tensor:
         return self.model(L)
+
+    def sample_ab(self, L: torch.Tensor, k: int) -> torch.Tensor:
+        """(K, B, 2, H, W): K colorizations, the first the most likely. Stochastic families override."""
+        return self.predict_ab(L)[None].expand(k, -1, -1, -1, -1)
 
     def extra_state(self) -> dict:
         return {}
@@ -206,10 +213,12 @@ class Trainer:
         return self._lpips
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0):
+    def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1):
         """Metrics over uint8 (N, 3, S, S) images, batched on the device, shared out over
         processes; returns (per-image metrics of all N images in order, first `keep`
-        (L, prediction, ground truth) for a grid)."""
+        (L, prediction, ground truth) for a grid). A stochastic family with num_samples K > 1 adds
+        best-of-K and diversity, and its grid shows the K colorizations."""
+        k = num_samples if self.stochastic else 1
         self.model.eval()
         acc = metrics.MetricAccumulator(self.lpips)
         chunk = -(-len(images) // self.world)
@@ -218,13 +227,21 @@ class Trainer:
         for i in range(0, len(mine), batch_size):
             b = self.prepare(mine[i:i + batch_size])
             with self.autocast():
-                ab = self.predict_ab(b["L"])
-            pred = compose_rgb(b["L"], ab.float())
-            acc.update(pred, b["rgb"])
+                ab = self.sample_ab(b["L"], k) if k > 1 else self.predict_ab(b["L"])
+            if k > 1:
+                pred = torch.stack([compose_rgb(b["L"], a.float()) for a in ab])
+                acc.update_samples(pred, b["rgb"])
+            else:
+                pred = compose_rgb(b["L"], ab.float())
+                acc.update(pred, b["rgb"])
             if sum(len(k[0]) for k in kept) < keep:
                 kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
         per_image = distributed.gather_cat(acc.per_image())
-        grid = [torch.cat(t)[:keep] for t in zip(*kept)] if kept else None
+        grid = None
+        if kept:
+            L, pred, rgb = zip(*kept)
+            pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
+            grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep]]
         return per_image, grid
 
     def fit(self, batches, val_images: torch.Tensor | None) -> dict:

@@ -41,9 +41,9 @@ def save_atomic(obj: dict, path) -> None:
         raise
 
 
-def load(path, family: str | None = None) -> dict:
+def load(path, family: str | tuple | None = None) -> dict:
     """Load with weights_only=True (tensors and plain containers only) and check that it is a
-    checkpoint of this framework, and of `family` when given."""
+    checkpoint of this framework, and of `family` (a name, or a tuple of compatible names) when given."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -59,8 +59,9 @@ def load(path, family: str | None = None) -> dict:
         raise CheckpointError(f"{path} is not a checkpoint of this framework (no format_version/model)")
     if ckpt["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format {ckpt['format_version']}, newer than this code's {FORMAT_VERSION}")
-    if family is not None and ckpt.get("family") != family:
-        raise CheckpointError(f"{path} is a checkpoint of family '{ckpt.get('family')}', not '{family}'")
+    names = (family,) if isinstance(family, str) else family
+    if names and ckpt.get("family") not in names:
+        raise CheckpointError(f"{path} is a checkpoint of family '{ckpt.get('family')}', not '{names[0]}'")
     return ckpt
 
 

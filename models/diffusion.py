@@ -1,0 +1,189 @@
+"""The conditional denoiser of the diffusion families, and the noise schedule and samplers.
+
+Denoiser: a UNet with a timestep embedding and self-attention at its two lowest resolutions.
+    input  x_t (B, 2, H, W), noisy ab / 110, concatenated with L (B, 1, H, W) in [-1, 1],
+           and the timestep t (B,) as integers in [0, T)
+    output the noise eps (B, 2, H, W) that was added (Ho et al. 2020). eps-prediction: the
+           standard DDPM objective, and DDIM (Song et al. 2021) is written in terms of it.
+H and W must be multiples of 2**depth.
+
+Schedule: one object holding the betas and abar_t = prod(1 - beta) (in float64, stored float32),
+with q_sample (forward noising). Samplers take the network as an argument, so one checkpoint is
+sampled by DDPM (ancestral, all T steps) or by DDIM (any number of steps, eta)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017; Ho et al. 2020)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, t_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(min(32, c_in // 4 or 1), c_in), nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.time = nn.Linear(t_dim, c_out)
+        self.norm2, self.conv2 = nn.GroupNorm(min(32, c_out // 4 or 1), c_out), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time(temb)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(32, channels // 4 or 1), channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        out, _ = self.attn(tokens, tokens, tokens, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class Denoiser(nn.Module):
+    def __init__(self, channels: int = 64, depth: int = 3, attention_levels: int = 2):
+        super().__init__()
+        t_dim = 4 * channels
+        self.channels = channels
+        self.time_mlp = nn.Sequential(nn.Linear(channels, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        widths = [channels * min(2 ** i, 4) for i in range(depth + 1)]
+        attend = lambda level: level >= depth + 1 - attention_levels  # noqa: E731  the lowest resolutions
+        self.stem = nn.Conv2d(3, widths[0], 3, 1, 1)
+        self.down = nn.ModuleList()
+        for i in range(depth):
+            self.down.append(nn.ModuleList([ResBlock(widths[i], widths[i + 1], t_dim),
+                                            SelfAttention(widths[i + 1]) if attend(i + 1) else nn.Identity()]))
+        self.mid = nn.ModuleList([ResBlock(widths[-1], widths[-1], t_dim), SelfAttention(widths[-1]),
+                                  ResBlock(widths[-1], widths[-1], t_dim)])
+        self.up = nn.ModuleList()
+        for i in reversed(range(depth)):
+            self.up.append(nn.ModuleList([ResBlock(2 * widths[i + 1], widths[i], t_dim),
+                                          SelfAttention(widths[i]) if attend(i) else nn.Identity()]))
+        self.out = nn.Sequential(nn.GroupNorm(min(32, widths[0] // 4 or 1), widths[0]), nn.SiLU(),
+                                 nn.Conv2d(widths[0], 2, 3, 1, 1))
+
+    def forward(self, x_t: torch.Tensor, L: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time_mlp(timestep_embedding(t, self.channels).to(x_t.dtype))
+        x = self.stem(torch.cat([x_t, L], dim=1))
+        skips = []
+        for block, attn in self.down:
+            x = attn(block(x, temb))
+            skips.append(x)
+            x = F.avg_pool2d(x, 2)
+        x = self.mid[2](self.mid[1](self.mid[0](x, temb)), temb)
+        for block, attn in self.up:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = attn(block(torch.cat([x, skips.pop()], dim=1), temb))
+        return self.out(x)
+
+
+class NoiseSchedule:
+    """betas and abar_t = prod_{s<=t} (1 - beta_s) for t in [0, T). cosine: Nichol and Dhariwal
+    (2021), abar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), s = 0.008, betas clipped at 0.999; linear:
+    Ho et al. (2020), betas from 1e-4 to 0.02 (scaled to T)."""
+
+    def __init__(self, timesteps: int = 1000, kind: str = "cosine"):
+        T = timesteps
+        if kind == "cosine":
+            s = 0.008
+            x = torch.arange(T + 1, dtype=torch.float64) / T
+            f = torch.cos((x + s) / (1 + s) * math.pi / 2) ** 2
+            betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+        elif kind == "linear":
+            scale = 1000 / T
+            betas = torch.linspace(1e-4 * scale, 0.02 * scale, T, dtype=torch.float64)
+        else:
+            raise ValueError(f"unknown schedule {kind}")
+        self.T, self.kind = T, kind
+        self.betas = betas.float()
+        self.abar = torch.cumprod(1 - betas, 0).float()
+
+    def at(self, values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """values[t] shaped (B, 1, 1, 1) on t's device, float32."""
+        return values.to(t.device)[t].view(-1, 1, 1, 1)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. 2020, eq. 4)."""
+        abar = self.at(self.abar, t)
+        return abar.sqrt() * x0.float() + (1 - abar).sqrt() * noise.float()
+
+    def predict_x0(self, x_t, t, eps):
+        """x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to the ab range [-1, 1]."""
+        abar = self.at(self.abar, t)
+        return ((x_t - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+
+
+@torch.no_grad()
+def ddpm_sample(eps_fn, schedule: NoiseSchedule, L: torch.Tensor, generator=None) -> torch.Tensor:
+    """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2, with the posterior
+    q(x_{t-1} | x_t, x0) of eq. 6-7 around the predicted x0). eps_fn(x_t, L, t) -> eps."""
+    b, _, h, w = L.shape
+    x = _noise_like(torch.empty(b, 2, h, w, device=L.device), generator)
+    betas, abar = schedule.betas.to(L.device), schedule.abar.to(L.device)
+    for i in reversed(range(schedule.T)):
+        t = torch.full((b,), i, device=L.device, dtype=torch.long)
+        x0 = schedule.predict_x0(x, t, eps_fn(x, L, t).float())
+        abar_prev = abar[i - 1] if i > 0 else torch.ones((), device=L.device)
+        coef_x0 = betas[i] * abar_prev.sqrt() / (1 - abar[i])
+        coef_xt = (1 - abar_prev) * (1 - betas[i]).sqrt() / (1 - abar[i])
+        x = coef_x0 * x0 + coef_xt * x
+        if i > 0:
+            var = betas[i] * (1 - abar_prev) / (1 - abar[i])
+            x = x + var.sqrt() * _noise_like(x, generator)
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(eps_fn, schedule: NoiseSchedule, L: torch.Tensor, steps: int = 50, eta: float = 0.0,
+                generator=None) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12) on `steps` evenly spaced timesteps; eta = 0 is deterministic,
+    eta = 1 matches DDPM's variance."""
+    b, _, h, w = L.shape
+    x = _noise_like(torch.empty(b, 2, h, w, device=L.device), generator)
+    abar = schedule.abar.to(L.device)
+    times = torch.linspace(schedule.T - 1, 0, min(steps, schedule.T), device=L.device).round().long().unique_consecutive()
+    for j, i in enumerate(times.tolist()):
+        t = torch.full((b,), i, device=L.device, dtype=torch.long)
+        eps = eps_fn(x, L, t).float()
+        x0 = schedule.predict_x0(x, t, eps)
+        eps = (x - abar[i].sqrt() * x0) / (1 - abar[i]).sqrt()  # consistent with the clipped x0
+        abar_prev = abar[times[j + 1]] if j + 1 < len(times) else torch.ones((), device=L.device)
+        sigma = eta * ((1 - abar_prev) / (1 - abar[i]) * (1 - abar[i] / abar_prev)).clamp_min(0).sqrt()
+        x = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp_min(0).sqrt() * eps
+        if j + 1 < len(times) and eta > 0:
+            x = x + sigma * _noise_like(x, generator)
+    return x
+
+
+def _noise_like(x: torch.Tensor, generator=None) -> torch.Tensor:
+    if generator is None:
+        return torch.randn_like(x)
+    return torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
+
+
+def add_args(parser):
+    parser.add_argument("--diff_channels", type=int, default=64, help="channels of the denoiser's first level")
+    parser.add_argument("--diff_depth", type=int, default=3, help="halvings of the denoiser")
+
+
+def build(args):
+    return Denoiser(args.diff_channels, args.diff_depth)
+
+
+def size_multiple(args):
+    return 2 ** args.diff_depth

@@ -1,0 +1,95 @@
+"""Diffusion: known answers for both samplers, the schedule, shared checkpoints, K samples."""
+import json
+
+import pytest
+import torch
+
+import main
+import metrics
+from models.diffusion import Denoiser, NoiseSchedule, ddim_sample, ddpm_sample
+from trainers import checkpoint as ckpt_io
+
+TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
+        "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "20", "--steps", "4", "--val_images", "2",
+        "--val_steps", "2", "--lpips", "off"]
+
+
+def oracle_for(schedule, x0):
+    def eps(x_t, L, t):
+        abar = schedule.at(schedule.abar, t)
+        return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+    return eps
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_samplers_return_x0_with_an_oracle(kind):
+    schedule = NoiseSchedule(200, kind)
+    x0 = torch.rand(3, 2, 8, 8) * 1.8 - 0.9
+    L = torch.zeros(3, 1, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert (ddpm_sample(oracle_for(schedule, x0), schedule, L, g) - x0).abs().max() < 1e-3
+    for steps in (1, 2, 10, 50, 200):
+        assert (ddim_sample(oracle_for(schedule, x0), schedule, L, steps, eta=0.0) - x0).abs().max() < 1e-3, steps
+    # with eta > 0 the oracle still pins x0 at every step: only the last step's x0 matters
+    assert (ddim_sample(oracle_for(schedule, x0), schedule, L, 25, eta=1.0, generator=g) - x0).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_schedule_properties(kind):
+    s = NoiseSchedule(1000, kind)
+    assert s.abar.dtype == torch.float32 and s.abar.shape == (1000,)
+    assert (s.abar[1:] < s.abar[:-1]).all() and s.abar[0] > 0.99 and s.abar[-1] < 1e-3
+    x0, noise = torch.ones(2, 2, 4, 4), torch.zeros(2, 2, 4, 4)
+    t = torch.tensor([0, 999])
+    xt = s.q_sample(x0.bfloat16(), t, noise)
+    assert xt.dtype == torch.float32 and torch.allclose(xt[1], x0[1] * s.abar[999].sqrt())
+
+
+def test_denoiser_shapes_and_timestep_conditioning():
+    net = Denoiser(8, 2).eval()
+    x, L = torch.randn(2, 2, 16, 16), torch.randn(2, 1, 16, 16)
+    out = net(x, L, torch.tensor([1, 1]))
+    assert out.shape == (2, 2, 16, 16)
+    assert not torch.allclose(out, net(x, L, torch.tensor([15, 15])))
+    assert not torch.allclose(out, net(x, -L, torch.tensor([1, 1])))  # conditioned on the grey image
+
+
+def test_diversity_metrics_on_hand_made_inputs():
+    target = torch.rand(2, 3, 12, 12)
+    pred = torch.rand(2, 3, 12, 12)
+    same = metrics.diversity(torch.stack([pred, pred, pred]), target)
+    assert same["diversity_delta_e"].abs().max() < 1e-6
+    assert torch.allclose(same["best_of_k_delta_e"], metrics.delta_e_2000(pred, target))
+    mixed = metrics.diversity(torch.stack([pred, target]), target)
+    assert mixed["best_of_k_delta_e"].abs().max() < 1e-4  # one sample is perfect
+    assert torch.allclose(mixed["diversity_delta_e"], metrics.delta_e_2000(pred, target))
+
+
+def test_ddpm_checkpoint_samples_as_ddim_with_k_samples(tiny_data, tmp_path):
+    flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main(["--model", "unetddpm", "--epochs", "2", *flags]) == 0
+    ckpt = ckpt_io.load(tmp_path / "unetddpm" / "best.pt")
+    assert "ema" in ckpt["extra"] and ckpt["family"] == "unetddpm"
+    assert any(not torch.equal(ckpt["extra"]["ema"][k], ckpt["model"][k]) for k in ckpt["model"])
+    history = [json.loads(x) for x in (tmp_path / "unetddpm" / "history.jsonl").read_text().splitlines()]
+    assert any("val/loss" in h for h in history) and any("val/delta_e" in h for h in history)
+    assert main.main(["--model", "unetddim", "--mode", "test", "--weights", str(tmp_path / "unetddpm" / "best.pt"),
+                      "--num_samples", "3", *flags]) == 0
+    m = json.loads((tmp_path / "unetddim" / "metrics.json").read_text())
+    assert m["model"] == "unetddim" and m["n_images"] == 4
+    assert m["best_of_k_delta_e"] <= m["delta_e"] + 1e-6
+    assert m["diversity_delta_e"] > 0.1  # the K samples really differ
+    from PIL import Image
+
+    width = Image.open(tmp_path / "unetddim" / "test_grid.png").size[0]
+    assert width == 2 + 5 * (16 + 2)  # grey | 3 samples | ground truth
+    assert main.main(["--model", "unetddpm", "--mode", "test", "--num_samples", "1", *flags]) == 0
+    m = json.loads((tmp_path / "unetddpm" / "metrics.json").read_text())
+    assert "diversity_delta_e" not in m
+
+
+def test_bf16_autocast_training_step_stays_finite(tiny_data, tmp_path):
+    assert main.main(["--model", "unetddim", "--epochs", "1", "--amp", "bf16", *TINY, "--data", str(tiny_data),
+                      "--results", str(tmp_path)]) == 0
+    ckpt = ckpt_io.load(tmp_path / "unetddim" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
