@@ -77,6 +77,36 @@ def compose_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     return lab_to_rgb(lab)
 
 
+AB_BIN = 10        # the ab grid of Zhang et al. and Deshpande et al.: bins of 10 x 10 ab units
+AB_BINS_PER_AXIS = 23  # bin centres -110, -100, ..., 110 on each axis
+
+
+def ab_bin_index(ab: torch.Tensor) -> torch.Tensor:
+    """Scaled ab (B, 2, H, W) -> (B, H, W) index of its 10 x 10 bin on the 23 x 23 grid (a major)."""
+    q = torch.round(ab.float() * AB_SCALE / AB_BIN).long().clamp(-11, 11) + 11
+    return q[:, 0] * AB_BINS_PER_AXIS + q[:, 1]
+
+
+@torch.no_grad()
+def ab_histogram(batches, device) -> torch.Tensor:
+    """Pixel counts per ab bin (529,) over uint8 RGB batches (an iterable of (B, 3, H, W))."""
+    counts = torch.zeros(AB_BINS_PER_AXIS ** 2, dtype=torch.float64, device=device)
+    for images in batches:
+        _, ab = rgb_to_model(uint8_to_float(images.to(device)))
+        counts += torch.bincount(ab_bin_index(ab).flatten(), minlength=counts.numel()).double()
+    return counts
+
+
+def rebalancing_weights(counts: torch.Tensor, mix: float = 0.5) -> torch.Tensor:
+    """w proportional to ((1 - mix) p + mix / Q)^-1 over the Q bins that occur, scaled so that the
+    expected weight under p is 1 (Zhang et al. 2016, eq. 4); 0 for bins that never occur."""
+    p = counts / counts.sum()
+    seen = p > 0
+    w = torch.zeros_like(p)
+    w[seen] = 1.0 / ((1 - mix) * p[seen] + mix / int(seen.sum()))
+    return (w / (p * w).sum()).float()
+
+
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 

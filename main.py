@@ -94,7 +94,9 @@ def parse_args(argv=None):
     parser = common_parser()
     family = REGISTRY[pre.model]
     group = parser.add_argument_group(f"{pre.model} options ({family.description})")
-    family.add_args(group)
+    family.network.add_args(group)
+    arch_flags = {a.dest for a in group._group_actions}
+    family.trainer.add_args(group)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         ignored = other_families_flags(unknown)
@@ -103,7 +105,7 @@ def parse_args(argv=None):
         print(f"note: {' '.join(ignored)} belong to other families than {args.model}; ignored")
     given = {a.dest for a in parser._actions for s in a.option_strings
              if any(x == s or x.startswith(s + "=") for x in argv)}
-    args.family_flags = sorted({a.dest for a in group._group_actions})
+    args.arch_flags = sorted(arch_flags)  # the network's own flags: fixed by a checkpoint's weights
     validate(parser, args, family)
     return parser, args, given
 
@@ -276,14 +278,15 @@ def eval_images(args, root: Path, rel_paths, what: str):
 # ----------------------------------------------------------------------------------------------
 def merge_saved_args(args, saved: dict, given: set, keep_from_cli: set):
     """Arguments saved in a checkpoint, overridden by flags given on this command line, except the
-    family's architecture flags, which must match the saved weights."""
+    network's architecture flags (and --latent_dim), which must match the saved weights."""
     merged = argparse.Namespace(**{**vars(args), **saved})
+    fixed = set(args.arch_flags) | {"latent_dim"}
     for k in given | keep_from_cli:
-        if k in args.family_flags and k in saved and getattr(args, k) != saved[k]:
+        if k in fixed and k in saved and getattr(args, k) != saved[k]:
             print(f"note: --{k} {getattr(args, k)} ignored; the checkpoint was built with {saved[k]}")
             continue
         setattr(merged, k, getattr(args, k))
-    merged.family_flags = args.family_flags
+    merged.arch_flags = args.arch_flags
     return merged
 
 

@@ -4,6 +4,8 @@
 H and W must be multiples of 2**depth; channels double at each level from `channels`. With the
 defaults (32 channels, depth 4) it has about 8.6 M parameters. Also the generator of `unetgan`;
 with skips=False it is the plain encoder-decoder generator of `gan` (models/gan.py)."""
+from __future__ import annotations
+
 import torch
 from torch import nn
 
@@ -12,9 +14,10 @@ from models.blocks import Up, add_norm_arg, conv_bn_relu
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 2, channels: int = 32, depth: int = 4,
-                 skips: bool = True, norm: str = "batch"):
+                 skips: bool = True, norm: str = "batch", latent_dim: int = 0):
         super().__init__()
-        self.skips = skips
+        self.skips, self.latent_dim = skips, latent_dim
+        self.bottleneck_channels = channels * 2 ** depth
         widths = [channels * 2 ** i for i in range(depth + 1)]
         def double(c_in, c_out):
             return nn.Sequential(conv_bn_relu(c_in, c_out, norm=norm), conv_bn_relu(c_out, c_out, norm=norm))
@@ -24,13 +27,23 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(Up(widths[i + 1], widths[i], norm) for i in reversed(range(depth)))
         self.merge = nn.ModuleList(double((2 if skips else 1) * widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
+        if latent_dim:  # a latent code joins the features at the bottleneck (the VAE decoders)
+            self.fuse = nn.Sequential(nn.Conv2d(widths[-1] + latent_dim, widths[-1], 1), nn.ReLU(inplace=True))
 
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
+    def encode(self, L: torch.Tensor):
+        """Bottleneck features (B, C, h, w) and the skip features of every scale."""
         x = self.stem(L)
         skips = []
         for down in self.down:
             skips.append(x)
             x = down(x)
+        return x, skips
+
+    def forward(self, L: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        x, skips = self.encode(L)
+        if self.latent_dim:
+            z = x.new_zeros(x.shape[0], self.latent_dim) if z is None else z.to(x.dtype)
+            x = self.fuse(torch.cat([x, z[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1))
         for up, merge in zip(self.up, self.merge):
             x = up(x)
             skip = skips.pop()

@@ -62,7 +62,7 @@ def wait_for_new_checkpoint(path, since: float, proc, timeout: float = 60) -> No
 
 
 def test_sigkill_at_random_moments_never_loses_the_run(tiny_data, tmp_path):
-    epochs = 10
+    epochs = 30
     flags = FLAGS + ["--data", tiny_data, "--epochs", epochs, "--results", tmp_path]
     rng = random.Random(7)
     last = tmp_path / "unet" / "last.pt"
@@ -73,7 +73,7 @@ def test_sigkill_at_random_moments_never_loses_the_run(tiny_data, tmp_path):
             time.sleep(rng.uniform(0.5, 2.5))  # most likely while starting up
         else:  # once a fresh checkpoint shows training under way, at a random moment after it
             wait_for_new_checkpoint(last, time.time(), proc)
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.3))
         proc.kill()
         proc.wait()
         if last.exists():

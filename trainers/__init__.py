@@ -1,22 +1,23 @@
 """The registry: every `--model` name, its network and the trainer that trains it. main.py has no
 branches on model names; adding a family is one entry here (see README, "Adding a family")."""
 from dataclasses import dataclass
-from types import ModuleType
 
 import models.diffusion
 import models.gan
 import models.gray
 import models.resnet
 import models.unet
+import models.vae
 from trainers.base import Trainer
 from trainers.diffusion import DDIMTrainer, DDPMTrainer
 from trainers.gan import GANTrainer
 from trainers.regression import NoTraining, RegressionTrainer
+from trainers.vae import CVAEMDNTrainer, VAETrainer
 
 
 @dataclass(frozen=True)
 class Family:
-    network: ModuleType       # a models/ module: add_args, build, size_multiple
+    network: object           # a models/ module (or object) with add_args, build, size_multiple
     trainer: type[Trainer]
     description: str
 
@@ -31,6 +32,9 @@ REGISTRY = {
     "unet": Family(models.unet, RegressionTrainer, "UNet with skip connections"),
     "gan": Family(models.gan, GANTrainer, "encoder-decoder generator (no skips) + conditional PatchGAN"),
     "unetgan": Family(models.unet, GANTrainer, "UNet generator + conditional PatchGAN"),
+    "basicvae": Family(models.vae.BASIC, VAETrainer, "conditional VAE, decoder without skips"),
+    "unetvae": Family(models.vae.UNET, VAETrainer, "conditional VAE, UNet decoder with skips"),
+    "cvae_mdn": Family(models.vae.CVAE_MDN, CVAEMDNTrainer, "CVAE + mixture density network (Deshpande et al. 2017)"),
     "unetddpm": Family(models.diffusion, DDPMTrainer, "conditional diffusion UNet, ancestral DDPM sampling"),
     "unetddim": Family(models.diffusion, DDIMTrainer, "conditional diffusion UNet, DDIM sampling (--steps, --eta)"),
 }

@@ -134,6 +134,12 @@ class Trainer:
         """(K, B, 2, H, W): K colorizations, the first the most likely. Stochastic families override."""
         return self.predict_ab(L)[None].expand(k, -1, -1, -1, -1)
 
+    def on_fit_start(self, batches) -> None:
+        """Before the first step: statistics of the training data (colour-bin frequencies, ...)."""
+
+    def on_epoch_end(self, scalars: dict) -> None:
+        """After each epoch's training, with its scalars (add to them, or warn)."""
+
     def extra_state(self) -> dict:
         return {}
 
@@ -202,6 +208,7 @@ class Trainer:
     def setup_training(self, steps_per_epoch: int) -> None:
         if not self.needs_training:
             return
+        self.steps_per_epoch = steps_per_epoch
         self.optimizers, self.schedulers = self.configure_optimizers(steps_per_epoch * self.args.epochs)
         if self.amp_dtype == torch.float16:
             self.scalers = {k: torch.amp.GradScaler(self.device.type) for k in self.optimizers}
@@ -253,6 +260,7 @@ class Trainer:
             last_val = self.validate(val_images)
             self.save_checkpoints(last_val)
             return last_val
+        self.on_fit_start(batches)
         for epoch in range(self.epoch + 1, args.epochs + 1):
             t0, seen = time.time(), 0
             self.model.train()
@@ -296,6 +304,7 @@ class Trainer:
                 scalars["train/skipped_steps"] = self.skipped_steps
             for name, opt in self.optimizers.items():
                 scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
+            self.on_epoch_end(scalars)
             self.log.scalars(scalars, self.step)
             val = {}
             if val_images is not None and len(val_images) and (epoch % args.val_every == 0 or epoch == args.epochs):

@@ -1,0 +1,101 @@
+"""Networks of the variational families: conditional VAEs and the mixture density network.
+
+ConditionalVAE: q(z | ab, L) by a small convolutional encoder -> (mu, logvar), each (B, latent_dim);
+the decoder is the UNet of models/unet.py on L with z joined at its bottleneck:
+    basicvae  no skip connections: the decoder sees L only through the bottleneck (and z)
+    unetvae   skips: the decoder gets multi-scale L features (z is then easy to ignore)
+    cvae_mdn  Deshpande et al. (2017): the posterior encoder sees ab only; the conditional encoder
+              on L feeds the decoder at every scale (skips)
+decode(L, z) -> ab (B, 2, H, W), ab / 110, unbounded.
+
+MDN (Deshpande et al. 2017): from grey-image features (the bottleneck of the conditional
+encoder, (B, C, h, w)) to a mixture of K Gaussians over z: logits (B, K) and means (B, K, latent_dim).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models import unet
+from models.blocks import conv_bn_relu
+
+
+class PosteriorEncoder(nn.Module):
+    def __init__(self, in_channels: int, latent_dim: int, channels: int = 32, depth: int = 3):
+        super().__init__()
+        layers, c = [], in_channels
+        for i in range(depth):
+            layers.append(conv_bn_relu(c, channels * 2 ** i, stride=2))
+            c = channels * 2 ** i
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.mu, self.logvar = nn.Linear(c, latent_dim), nn.Linear(c, latent_dim)
+
+    def forward(self, x):
+        h = self.features(x)
+        return self.mu(h), self.logvar(h).clamp(-10, 10)
+
+
+class ConditionalVAE(nn.Module):
+    def __init__(self, latent_dim: int, channels: int = 32, depth: int = 4, skips: bool = True,
+                 posterior_sees_L: bool = True, norm: str = "batch"):
+        super().__init__()
+        self.latent_dim, self.posterior_sees_L = latent_dim, posterior_sees_L
+        self.encoder = PosteriorEncoder(3 if posterior_sees_L else 2, latent_dim, channels, min(depth, 4))
+        self.decoder = unet.UNet(1, 2, channels, depth, skips=skips, norm=norm, latent_dim=latent_dim)
+
+    def posterior(self, L, ab):
+        return self.encoder(torch.cat([L, ab], 1) if self.posterior_sees_L else ab)
+
+    def decode(self, L, z):
+        return self.decoder(L, z)
+
+    def forward(self, L, ab):
+        """Training pass: (ab prediction from a posterior sample, mu, logvar)."""
+        mu, logvar = self.posterior(L, ab)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        return self.decode(L, z), mu, logvar
+
+
+class MDN(nn.Module):
+    def __init__(self, in_channels: int, latent_dim: int, components: int = 8, hidden: int = 256):
+        super().__init__()
+        self.k, self.latent_dim = components, latent_dim
+        self.net = nn.Sequential(conv_bn_relu(in_channels, hidden), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, components * (1 + latent_dim)))
+
+    def forward(self, features):
+        out = self.net(features)
+        return out[:, :self.k], out[:, self.k:].view(-1, self.k, self.latent_dim)
+
+
+def mdn_loss(logits: torch.Tensor, means: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Deshpande et al. (2017): -log pi_k* + ||z - mu_k*||^2 with k* the component nearest to z,
+    averaged over the batch."""
+    d2 = ((means - z[:, None, :]) ** 2).sum(-1)           # (B, K)
+    nearest = d2.argmin(1)
+    log_pi = torch.log_softmax(logits, 1)
+    rows = torch.arange(len(z), device=z.device)
+    return (-log_pi[rows, nearest] + d2[rows, nearest]).mean()
+
+
+class VAENetwork:
+    """The `models/` interface (add_args, build, size_multiple) of one variational family."""
+
+    def __init__(self, skips: bool, posterior_sees_L: bool):
+        self.skips, self.posterior_sees_L = skips, posterior_sees_L
+
+    def add_args(self, parser):
+        unet.add_args(parser)
+
+    def build(self, args):
+        return ConditionalVAE(args.latent_dim, args.unet_channels, args.unet_depth, self.skips,
+                              self.posterior_sees_L, args.norm)
+
+    def size_multiple(self, args):
+        return unet.size_multiple(args)
+
+
+BASIC = VAENetwork(skips=False, posterior_sees_L=True)
+UNET = VAENetwork(skips=True, posterior_sees_L=True)
+CVAE_MDN = VAENetwork(skips=True, posterior_sees_L=False)

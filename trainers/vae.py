@@ -1,0 +1,184 @@
+"""Variational training: `basicvae` and `unetvae` (VAETrainer), `cvae_mdn` (CVAEMDNTrainer).
+
+VAETrainer: loss = reconstruction (L1 on ab) + beta * KL(q(z | ab, L) || N(0, I)), beta rising
+linearly from 0 to --kl_weight over --kl_anneal_epochs. The KL is reported per latent dimension
+(`train/kl_active_dims`: dimensions whose KL exceeds 0.01 nats); when none is active the decoder
+ignores z (posterior collapse, easy for `unetvae` with its skips) and a warning says so.
+Colorizing: the first colorization decodes z = 0 (the prior's mode), the others z ~ N(0, I).
+
+CVAEMDNTrainer (Deshpande et al. 2017, "Learning Diverse Image Colorization"):
+    stage vae  L_hist: squared ab error weighted per pixel by the rebalanced inverse frequency of
+               its ground-truth colour bin (10 x 10 ab bins, frequencies counted on the training
+               split, weights as Zhang et al. 2016 eq. 4 with lambda 0.5); L_grad: squared error of
+               the horizontal and vertical ab gradients (--lambda_grad); the annealed KL.
+    stage mdn  the CVAE frozen; an MDN on grey-image features predicts K (--mdn_components, 8)
+               Gaussians over z; loss: -log pi_k* + ||z - mu_k*||^2, k* the component nearest to the
+               encoder's z (its posterior mean).
+    --stage both (default) trains the VAE for the first epochs and the MDN for the last
+    --mdn_epochs (half of --epochs by default), in one checkpoint.
+    Grey-image features (--mdn_features): the paper used Zhang et al.'s pretrained network, which
+    cannot be downloaded here; the default, `conditional`, is the bottleneck of the CVAE's own
+    conditional encoder on L, trained in stage vae on the same data: no extra network and nothing
+    to download. (The trunk of the `colorful` family is to be offered once that family exists.)
+    Colorizing: the mixture means, in decreasing weight, decoded; the first is the most likely.
+"""
+import torch
+import torch.nn.functional as F
+
+from colorize_data import ab_bin_index, ab_histogram, rebalancing_weights
+from models.vae import MDN, mdn_loss
+from trainers.base import Trainer
+
+
+class VAETrainer(Trainer):
+    stochastic = True
+    uses_flags = ("latent_dim", "num_samples")
+
+    @staticmethod
+    def add_args(parser):
+        parser.add_argument("--kl_weight", type=float, default=1e-3, help="weight of the KL term after warm-up")
+        parser.add_argument("--kl_anneal_epochs", type=float, default=5, help="epochs of linear KL warm-up from 0")
+
+    def kl_factor(self) -> float:
+        warm = self.args.kl_anneal_epochs * max(1, getattr(self, "steps_per_epoch", 1))
+        return self.args.kl_weight * (min(1.0, self.step / warm) if warm > 0 else 1.0)
+
+    def kl_terms(self, mu, logvar):
+        per_dim = 0.5 * (mu.float() ** 2 + logvar.float().exp() - 1 - logvar.float()).mean(0)
+        return per_dim.sum(), (per_dim > 0.01).sum().float()
+
+    def reconstruction(self, pred, ab):
+        return F.l1_loss(pred, ab)
+
+    def train_step(self, batch):
+        L, ab = batch["L"], batch["ab"]
+        with self.autocast():
+            pred, mu, logvar = self.net(L, ab)
+        recon = self.reconstruction(pred.float(), ab)
+        kl, active = self.kl_terms(mu, logvar)
+        beta = self.kl_factor()
+        loss = recon + beta * kl
+        self.optimize("model", loss)
+        return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach(), "kl_active_dims": active,
+                "kl_beta": torch.tensor(beta)}
+
+    def on_epoch_end(self, scalars):
+        if scalars.get("train/kl_active_dims", 1) < 0.5:
+            self.echo(f"warning: posterior collapse: no latent dimension carries information "
+                      f"(KL {scalars.get('train/kl', 0):.4f}); the decoder ignores z, so samples will not differ. "
+                      f"Try a larger --kl_anneal_epochs or a smaller --kl_weight")
+
+    def decode(self, L, z):
+        return self.model.decode(L, z)
+
+    def predict_ab(self, L):
+        return self.decode(L, L.new_zeros(len(L), self.model.latent_dim))
+
+    def sample_ab(self, L, k):
+        zs = [L.new_zeros(len(L), self.model.latent_dim)] + [torch.randn(len(L), self.model.latent_dim, device=L.device)
+                                                             for _ in range(k - 1)]
+        return torch.stack([self.decode(L, z) for z in zs])
+
+
+class CVAEMDNTrainer(VAETrainer):
+    @staticmethod
+    def add_args(parser):
+        VAETrainer.add_args(parser)
+        parser.add_argument("--stage", choices=["both", "vae", "mdn"], default="both",
+                            help="train the CVAE, the MDN (on a trained CVAE, with --resume), or both in turn")
+        parser.add_argument("--mdn_epochs", type=int, default=None, help="with --stage both: the last epochs, for the MDN")
+        parser.add_argument("--mdn_components", type=int, default=8, help="Gaussians in the mixture over z")
+        parser.add_argument("--mdn_features", choices=["conditional"], default="conditional",
+                            help="grey-image features of the MDN: the CVAE's conditional encoder on L")
+        parser.add_argument("--lambda_grad", type=float, default=1.0, help="weight of L_grad")
+
+    def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
+        super().__init__(model, args, device, run_dir, log, echo)
+        self.mdn, self.mdn_net = self.wrap(MDN(self.model.decoder.bottleneck_channels, self.model.latent_dim,
+                                               args.mdn_components))
+        self.bin_weights = None
+        self.mdn_trained = False
+
+    def configure_optimizers(self, total_steps):
+        opts = {"model": self.adam(self.model.parameters(), self.args.learning_rate, betas=(0.9, 0.99)),
+                "mdn": self.adam(self.mdn.parameters(), self.args.learning_rate, betas=(0.9, 0.99))}
+        return opts, self.cosine({"model": opts["model"]}, total_steps)  # the MDN's rate stays constant
+
+    def in_mdn_stage(self) -> bool:
+        a = self.args
+        if a.stage != "both":
+            return a.stage == "mdn"
+        mdn_epochs = a.epochs // 2 if a.mdn_epochs is None else a.mdn_epochs
+        return self.epoch >= a.epochs - mdn_epochs  # self.epoch counts completed epochs
+
+    def on_fit_start(self, batches):
+        if self.bin_weights is None:  # colour-bin frequencies of the training split, once per run
+            counts = ab_histogram((b for _, b in batches.epoch(0)), self.device)
+            self.bin_weights = rebalancing_weights(counts).to(self.device)
+
+    def features(self, L):
+        return self.model.decoder.encode(L)[0]
+
+    def train_step(self, batch):
+        L, ab = batch["L"], batch["ab"]
+        if self.in_mdn_stage():
+            self.model.eval()  # frozen CVAE: its posterior mean is the MDN's target
+            with torch.no_grad(), self.autocast():
+                z, _ = self.model.posterior(L, ab)
+                feats = self.features(L)
+            self.mdn.train()
+            with self.autocast():
+                logits, means = self.mdn_net(feats)
+            loss = mdn_loss(logits.float(), means.float(), z.float())
+            self.optimize("mdn", loss)
+            self.mdn_trained = True
+            return {"mdn": loss.detach()}
+        with self.autocast():
+            pred, mu, logvar = self.net(L, ab)
+        pred = pred.float()
+        w = self.bin_weights[ab_bin_index(ab)]
+        hist = (w * ((pred - ab) ** 2).sum(1)).mean()
+        grad = (F.mse_loss(pred.diff(dim=-1), ab.diff(dim=-1)) + F.mse_loss(pred.diff(dim=-2), ab.diff(dim=-2)))
+        kl, active = self.kl_terms(mu, logvar)
+        beta = self.kl_factor()
+        loss = hist + self.args.lambda_grad * grad + beta * kl
+        self.optimize("model", loss)
+        return {"loss": loss.detach(), "hist": hist.detach(), "grad": grad.detach(), "kl": kl.detach(),
+                "kl_active_dims": active, "kl_beta": torch.tensor(beta)}
+
+    def on_epoch_end(self, scalars):
+        if "train/kl_active_dims" in scalars:
+            super().on_epoch_end(scalars)
+
+    def mixture(self, L):
+        """Component means ordered by decreasing weight (B, K, latent) and the weights (B, K)."""
+        self.mdn.eval()
+        logits, means = self.mdn(self.features(L))
+        order = logits.argsort(1, descending=True)
+        return torch.gather(means, 1, order[..., None].expand_as(means)), torch.softmax(logits, 1).gather(1, order)
+
+    def predict_ab(self, L):
+        if not self.mdn_trained:
+            return super().predict_ab(L)
+        return self.decode(L, self.mixture(L)[0][:, 0])
+
+    def sample_ab(self, L, k):
+        if not self.mdn_trained:
+            return super().sample_ab(L, k)
+        means, weights = self.mixture(L)
+        zs = [means[:, i] for i in range(min(k, means.shape[1]))]
+        for _ in range(k - len(zs)):  # more colorizations than components: draw from the mixture
+            pick = torch.multinomial(weights.float(), 1)[:, 0]
+            zs.append(means[torch.arange(len(L), device=L.device), pick] + torch.randn_like(means[:, 0]))
+        return torch.stack([self.decode(L, z) for z in zs])
+
+    def extra_state(self):
+        return {"mdn": self.mdn.state_dict(), "mdn_trained": self.mdn_trained,
+                **({"bin_weights": self.bin_weights.cpu()} if self.bin_weights is not None else {})}
+
+    def load_extra_state(self, state):
+        if "mdn" in state:
+            self.mdn.load_state_dict(state["mdn"])
+        self.mdn_trained = bool(state.get("mdn_trained", False))
+        if "bin_weights" in state:
+            self.bin_weights = state["bin_weights"].to(self.device)
