@@ -4,7 +4,7 @@
 #
 #   bash script.sh                                   # demo data, defaults of main.py
 #   bash script.sh --data ../shared/data/cifar10 --image_size 32 --epochs 30 --device cuda
-#   bash script.sh --quick                           # a CPU smoke run: tiny images, one epoch
+#   bash script.sh --quick                           # a CPU smoke run: small images, one epoch
 #
 # Any other option is passed to every main.py call (e.g. --batch_size 128 --wandb offline).
 # Each run logs to RESULTS/logs/<family>.{train,test}.log; runs are started afresh (--overwrite).
@@ -17,7 +17,8 @@ COMMON=()
 TRAIN_ONLY=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) TRAIN_ONLY+=(--epochs 1); COMMON+=(--image_size 32 --batch_size 64); shift ;;
+    --quick) TRAIN_ONLY+=(--epochs 1)  # small images, one epoch, short diffusion chains
+             COMMON+=(--image_size 32 --batch_size 64 --timesteps 100 --steps 10); shift ;;
     --results) RESULTS=$2; shift 2 ;;
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
     -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
