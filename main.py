@@ -24,7 +24,6 @@ import torch
 
 import colorize_data as cd
 from trainers import REGISTRY
-import metrics
 from trainers import checkpoint as ckpt_io
 from trainers import distributed
 from trainers.base import RunLog, TrainingDiverged, TrainingStopped, save_grid
@@ -404,10 +403,11 @@ def test(args, given, family, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()
-    per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images, num_samples=args.num_samples)
+    summary, per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images,
+                                                num_samples=args.num_samples)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(root), "image_size": args.image_size,
-              **metrics.summarize(per_image), "seconds": round(time.time() - t0, 2)}
+              **summary, "seconds": round(time.time() - t0, 2)}
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     with open(run_dir / "per_image.csv", "w", newline="") as f:
         w = csv.writer(f)

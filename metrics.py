@@ -7,6 +7,8 @@ Every function returns one value per image, shape (B,); `MetricAccumulator` aver
     ssim           SSIM on RGB, 11x11 Gaussian window, sigma 1.5, data range 1, mean over channels
     psnr           10 log10(1 / MSE) on RGB
     colorfulness   Hasler and Suesstrunk (2003) on 0..255 RGB
+    auc            Zhang et al. (2016): area under the share of pixels whose ab error is within t,
+                   t = 0..150, as a fraction; auc_rebalanced weights ground-truth colour bins equally
     LPIPS          the `lpips` package, AlexNet; inputs are scaled to [-1, 1] here, not by callers
 
 Run as a script to write the comparison table: `python metrics.py summary Results`.
@@ -166,6 +168,41 @@ class LPIPS:
         return self.net(pred.float() * 2 - 1, target.float() * 2 - 1).flatten(1).mean(1)
 
 
+AUC_MAX = 150  # Zhang et al. 2016: thresholds 0..150 on the ab error
+
+
+def ab_error_histograms(pred: torch.Tensor, target: torch.Tensor):
+    """Per-pixel ab error (Euclidean, ab units) of RGB batches, bucketed by its ceiling into
+    0..AUC_MAX+1: (per-image counts (B, AUC_MAX + 2), per-ground-truth-bin counts (529, AUC_MAX + 2))."""
+    from colorize_data import AB_BINS_PER_AXIS, AB_SCALE, ab_bin_index
+
+    lab_p, lab_t = rgb_to_lab(pred.float()), rgb_to_lab(target.float())
+    err = (lab_p[:, 1:] - lab_t[:, 1:]).norm(dim=1)                       # (B, H, W)
+    bucket = err.ceil().clamp(max=AUC_MAX + 1).long()
+    width = AUC_MAX + 2
+    b = len(err)
+    per_image = torch.bincount((torch.arange(b, device=err.device)[:, None, None] * width + bucket).flatten(),
+                               minlength=b * width).view(b, width)
+    gt_bin = ab_bin_index(lab_t[:, 1:] / AB_SCALE)
+    per_bin = torch.bincount((gt_bin * width + bucket).flatten(),
+                             minlength=AB_BINS_PER_AXIS ** 2 * width).view(-1, width)
+    return per_image, per_bin
+
+
+def auc_from_histogram(counts: torch.Tensor) -> torch.Tensor:
+    """Area under the curve of the share of pixels with error <= t, t = 0..AUC_MAX, as a fraction
+    of the largest possible area (rows of counts as made by ab_error_histograms)."""
+    within = counts.double().cumsum(-1)[..., :AUC_MAX + 1] / counts.double().sum(-1, keepdim=True).clamp_min(1)
+    return within.mean(-1)
+
+
+def rebalanced_auc(per_bin: torch.Tensor) -> float | None:
+    """Zhang et al.'s class-rebalanced AuC: every ground-truth colour bin weighs the same, i.e.
+    pixels are weighted by the inverse frequency of their bin."""
+    seen = per_bin.sum(-1) > 0
+    return float(auc_from_histogram(per_bin[seen]).mean()) if seen.any() else None
+
+
 def diversity(samples: torch.Tensor, target: torch.Tensor) -> dict:
     """K colorizations (K, B, 3, H, W) of the same images against the ground truth (B, 3, H, W):
     best_of_k_delta_e, the lowest delta E of the K per image, and diversity_delta_e, the mean delta
@@ -186,6 +223,7 @@ class MetricAccumulator:
     def __init__(self, lpips_metric: LPIPS | None = None):
         self.lpips = lpips_metric
         self.values: dict[str, list[torch.Tensor]] = {}
+        self.per_bin = None  # ab-error histogram per ground-truth colour bin, for the rebalanced AuC
 
     def _add(self, name, v):
         self.values.setdefault(name, []).append(v.detach().float().cpu())
@@ -197,6 +235,9 @@ class MetricAccumulator:
         self._add("psnr", psnr(pred, target))
         self._add("colorfulness", colorfulness(pred))
         self._add("colorfulness_gt", colorfulness(target))
+        per_image, per_bin = ab_error_histograms(pred, target)
+        self._add("auc", auc_from_histogram(per_image))
+        self.per_bin = per_bin if self.per_bin is None else self.per_bin + per_bin
         lp = self.lpips(pred, target) if self.lpips is not None else None
         if lp is not None:
             self._add("lpips", lp)
@@ -213,13 +254,16 @@ class MetricAccumulator:
         return {k: torch.cat(v) for k, v in self.values.items()}
 
     def summary(self) -> dict:
-        return summarize(self.per_image())
+        return summarize(self.per_image(), self.per_bin)
 
 
-def summarize(per_image: dict) -> dict:
-    """Means over images of per-image metrics; lpips is None when it was not computed."""
+def summarize(per_image: dict, per_bin: torch.Tensor | None = None) -> dict:
+    """Means over images of per-image metrics (lpips None when it was not computed), and the
+    class-rebalanced AuC from the pooled per-bin histogram."""
     out = {k: float(v.mean()) for k, v in per_image.items()}
     out.setdefault("lpips", None)
+    if per_bin is not None:
+        out["auc_rebalanced"] = rebalanced_auc(per_bin)
     out["n_images"] = int(per_image["delta_e"].numel()) if per_image else 0
     return out
 
@@ -229,7 +273,8 @@ def summarize(per_image: dict) -> dict:
 # ----------------------------------------------------------------------------------------------
 # column, header, which value is best ("min", "max", or "gt": closest to the ground truth's)
 SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"),
-                   ("lpips", "LPIPS", "min"), ("colorfulness", "colourfulness", "gt")]
+                   ("lpips", "LPIPS", "min"), ("colorfulness", "colourfulness", "gt"), ("auc", "AuC", "max"),
+                   ("auc_rebalanced", "AuC rebal.", "max")]
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -251,7 +296,7 @@ def summary_table(rows: list[dict]) -> str:
         cells = [r.get("run", "?"), r.get("model", "?"), str(r.get("n_images", "?"))]
         for key, _, _ in SUMMARY_COLUMNS:
             v = r.get(key)
-            text = "n/a" if v is None else f"{v:.4f}" if key in ("ssim", "lpips") else f"{v:.2f}"
+            text = "n/a" if v is None else f"{v:.4f}" if key in ("ssim", "lpips", "auc", "auc_rebalanced") else f"{v:.2f}"
             cells.append(f"**{text}**" if v is not None and v == best.get(key) else text)
         gt = r.get("colorfulness_gt")
         cells.append("n/a" if gt is None else f"{gt:.2f}")

@@ -100,3 +100,36 @@ def test_summary_marks_best(tmp_path):
     gray_row, unet_row = table.splitlines()[2:4]
     assert "**9.00**" in unet_row and "**0.9500**" in gray_row and "**25.40**" in gray_row
     assert "**20.00**" in unet_row and "n/a" in unet_row
+
+
+def lab_image(L, a, b, h=10, w=12):
+    import colorize_data as cd
+
+    lab = torch.tensor([L, a, b], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, h, w).clone()
+    return lab, cd.lab_to_rgb(lab)
+
+
+def test_auc_known_answers():
+    _, grey = lab_image(50, 0, 0)
+    _, off = lab_image(50, 29.7, 39.6)  # ab error 49.5: within every threshold from 50 to 150
+    assert metrics.auc_from_histogram(metrics.ab_error_histograms(grey, grey)[0]).item() == pytest.approx(1.0)
+    auc = metrics.auc_from_histogram(metrics.ab_error_histograms(off, grey)[0]).item()
+    assert auc == pytest.approx(101 / 151, abs=1e-6)
+
+
+def test_rebalanced_auc_weighs_colour_bins_equally():
+    lab_t, target = lab_image(50, 0, 0, h=10, w=12)
+    lab_t[:, 1:, :1] = torch.tensor([40.0, 20.0]).view(1, 2, 1, 1)  # one row of a rare colour
+    import colorize_data as cd
+
+    target = cd.lab_to_rgb(lab_t)
+    pred = target.clone()
+    pred[:, :, :1] = cd.lab_to_rgb(torch.tensor([50.0, 0, 0], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 1, 12))
+    pred, target = torch.cat([pred] * 2, -1), torch.cat([target] * 2, -1)  # wide enough for SSIM
+    pred, target = torch.cat([pred] * 2, -2), torch.cat([target] * 2, -2)
+    acc = metrics.MetricAccumulator()
+    acc.update(pred, target)  # the common grey is perfect, the rare colour (error ~44.7) is not
+    s = acc.summary()
+    rare = (151 - 45) / 151  # error 44.72 -> within from t = 45 on
+    assert s["auc"] == pytest.approx(0.9 * 1 + 0.1 * rare, abs=1e-3)
+    assert s["auc_rebalanced"] == pytest.approx((1 + rare) / 2, abs=1e-3)

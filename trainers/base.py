@@ -222,8 +222,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1):
         """Metrics over uint8 (N, 3, S, S) images, batched on the device, shared out over
-        processes; returns (per-image metrics of all N images in order, first `keep`
-        (L, prediction, ground truth) for a grid). A stochastic family with num_samples K > 1 adds
+        processes; returns (metrics averaged over images, per-image metrics of all N images in
+        order, first `keep` (L, prediction, ground truth) for a grid). A stochastic family with num_samples K > 1 adds
         best-of-K and diversity, and its grid shows the K colorizations."""
         k = num_samples if self.stochastic else 1
         self.model.eval()
@@ -244,12 +244,15 @@ class Trainer:
             if sum(len(k[0]) for k in kept) < keep:
                 kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
         per_image = distributed.gather_cat(acc.per_image())
+        per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
+            529, metrics.AUC_MAX + 2, dtype=torch.long, device=self.device)
+        summary = metrics.summarize(per_image, distributed.all_sum(per_bin))
         grid = None
         if kept:
             L, pred, rgb = zip(*kept)
             pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
             grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep]]
-        return per_image, grid
+        return summary, per_image, grid
 
     def fit(self, batches, val_images: torch.Tensor | None) -> dict:
         """Train from epoch self.epoch + 1 to args.epochs on `batches` (colorize_data.TrainBatches);
@@ -334,8 +337,7 @@ class Trainer:
     def validate(self, val_images) -> dict:
         if val_images is None or not len(val_images):
             return {}
-        per_image, grid = self.evaluate(val_images, self.args.batch_size, keep=self.args.num_images)
-        val = metrics.summarize(per_image)
+        val, _, grid = self.evaluate(val_images, self.args.batch_size, keep=self.args.num_images)
         self.log.scalars({f"val/{k}": v for k, v in val.items() if k != "n_images"}, self.step)
         if grid and self.run_dir:
             path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"

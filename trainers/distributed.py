@@ -43,6 +43,15 @@ def all_mean(values: dict) -> dict:
     return dict(zip(keys, (t / dist.get_world_size()).tolist()))
 
 
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over processes (a copy; the input is left alone)."""
+    if not active():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
 def gather_cat(per_image: dict) -> dict:
     """Concatenate dicts of per-image CPU tensors from every process, in rank order."""
     if not active():
