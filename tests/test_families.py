@@ -11,7 +11,7 @@ from trainers import checkpoint as ckpt_io
 TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2",
         "--workers", "1", "--unet_channels", "8", "--unet_depth", "2", "--resnet_width", "8",
         "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "10", "--steps", "3", "--val_images", "2",
-        "--val_steps", "2", "--latent_dim", "8"]
+        "--val_steps", "2", "--latent_dim", "8", "--colorful_width", "8"]
 
 
 def run(*argv):

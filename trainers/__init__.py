@@ -2,6 +2,7 @@
 branches on model names; adding a family is one entry here (see README, "Adding a family")."""
 from dataclasses import dataclass
 
+import models.colorful
 import models.diffusion
 import models.gan
 import models.gray
@@ -9,6 +10,7 @@ import models.resnet
 import models.unet
 import models.vae
 from trainers.base import Trainer
+from trainers.colorful import ColorfulTrainer
 from trainers.diffusion import DDIMTrainer, DDPMTrainer
 from trainers.gan import GANTrainer
 from trainers.regression import NoTraining, RegressionTrainer
@@ -35,6 +37,7 @@ REGISTRY = {
     "basicvae": Family(models.vae.BASIC, VAETrainer, "conditional VAE, decoder without skips"),
     "unetvae": Family(models.vae.UNET, VAETrainer, "conditional VAE, UNet decoder with skips"),
     "cvae_mdn": Family(models.vae.CVAE_MDN, CVAEMDNTrainer, "CVAE + mixture density network (Deshpande et al. 2017)"),
+    "colorful": Family(models.colorful, ColorfulTrainer, "Zhang et al. 2016: classification over ab bins"),
     "unetddpm": Family(models.diffusion, DDPMTrainer, "conditional diffusion UNet, ancestral DDPM sampling"),
     "unetddim": Family(models.diffusion, DDIMTrainer, "conditional diffusion UNet, DDIM sampling (--steps, --eta)"),
 }

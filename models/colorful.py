@@ -1,0 +1,155 @@
+"""Zhang et al. (2016), "Colorful Image Colorization": colour as classification over ab bins.
+
+The gamut: ab bins of 10 x 10 on a grid with centres at multiples of 10, kept when some sRGB colour
+falls in them (`ab_gamut`, computed from all 256^3 sRGB colours, cached on disk).
+
+The network (ECCV16 design, widths scaled by `width`, 64 in the paper): eight blocks of 3x3
+convolutions with BatchNorm; blocks 1-3 halve the resolution, blocks 5-6 are dilated (2), block
+8 upsamples by 2, so the class logits come out at a quarter of the input resolution.
+    input  L (B, 1, H, W) in [-1, 1];  output logits (B, Q, H/4, W/4) over the Q gamut bins
+`trunk(L)` gives the block-7 features (B, 8 width, H/8, W/8). H and W must be multiples of 8.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from colorize_data import AB_BIN, AB_BINS_PER_AXIS, rgb_to_lab
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("COLORIZATION_CACHE", Path.home() / ".cache" / "colorization"))
+
+
+@functools.lru_cache(maxsize=None)
+def ab_gamut() -> tuple[torch.Tensor, torch.Tensor]:
+    """(centres (Q, 2) in ab units, sorted by grid index; one sRGB example in [0, 1] per bin (Q, 3)).
+    Every sRGB colour (256^3) is converted to Lab and binned; computed once, then read from disk."""
+    path = _cache_dir() / "ab_gamut_v1.pt"
+    try:
+        cached = torch.load(path, weights_only=True)
+        return cached["centres"], cached["examples"]
+    except (OSError, RuntimeError, KeyError):
+        pass
+    v = torch.arange(256, dtype=torch.float32) / 255
+    best = torch.full((AB_BINS_PER_AXIS ** 2,), -1, dtype=torch.long)
+    for r in range(256):  # one red level at a time: 65,536 colours
+        g, b = torch.meshgrid(v, v, indexing="ij")
+        rgb = torch.stack([torch.full_like(g, float(v[r])), g, b])[None]
+        ab = rgb_to_lab(rgb)[0, 1:].reshape(2, -1)
+        q = torch.round(ab / AB_BIN).long() + AB_BINS_PER_AXIS // 2
+        idx = q[0] * AB_BINS_PER_AXIS + q[1]
+        codes = r * 65536 + torch.arange(65536)
+        best.scatter_reduce_(0, idx, codes, reduce="amax")
+    kept = (best >= 0).nonzero()[:, 0]
+    centres = torch.stack([kept // AB_BINS_PER_AXIS, kept % AB_BINS_PER_AXIS], 1).float()
+    centres = (centres - AB_BINS_PER_AXIS // 2) * AB_BIN
+    code = best[kept]
+    examples = torch.stack([code // 65536, (code // 256) % 256, code % 256], 1).float() / 255
+    try:
+        _cache_dir().mkdir(parents=True, exist_ok=True)
+        torch.save({"centres": centres, "examples": examples}, path)
+    except OSError:
+        pass  # a read-only home: compute again next time
+    return centres, examples
+
+
+def _block(c_in, c_out, n, stride_last=1, dilation=1):
+    layers = []
+    for i in range(n):
+        stride = stride_last if i == n - 1 else 1
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, stride, dilation, dilation=dilation), nn.ReLU(True)]
+    return nn.Sequential(*layers, nn.BatchNorm2d(c_out))
+
+
+class ColorfulNet(nn.Module):
+    def __init__(self, classes: int, width: int = 64):
+        super().__init__()
+        w = width
+        self.trunk_blocks = nn.Sequential(
+            _block(1, w, 2, stride_last=2), _block(w, 2 * w, 2, stride_last=2), _block(2 * w, 4 * w, 3, stride_last=2),
+            _block(4 * w, 8 * w, 3), _block(8 * w, 8 * w, 3, dilation=2), _block(8 * w, 8 * w, 3, dilation=2),
+            _block(8 * w, 8 * w, 3))
+        self.head = nn.Sequential(nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1), nn.ReLU(True),
+                                  nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
+                                  nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
+                                  nn.Conv2d(4 * w, classes, 1))
+
+    def trunk(self, L):
+        return self.trunk_blocks(L)
+
+    def forward(self, L):
+        return self.head(self.trunk(L))
+
+
+def add_args(parser):
+    parser.add_argument("--colorful_width", type=int, default=64, help="channels of the first block (ECCV16: 64)")
+
+
+def build(args):
+    return ColorfulNet(len(ab_gamut()[0]), args.colorful_width)
+
+
+def size_multiple(args):
+    return 8
+
+
+def grid_to_gamut(centres: torch.Tensor) -> torch.Tensor:
+    """(529,) lookup from the 23 x 23 ab grid index to the gamut index, -1 outside the gamut."""
+    q = (centres / AB_BIN).round().long() + AB_BINS_PER_AXIS // 2
+    lookup = torch.full((AB_BINS_PER_AXIS ** 2,), -1, dtype=torch.long)
+    lookup[q[:, 0] * AB_BINS_PER_AXIS + q[:, 1]] = torch.arange(len(centres))
+    return lookup
+
+
+def soft_encode(ab: torch.Tensor, lookup: torch.Tensor, k: int = 5, sigma: float = 5.0):
+    """Zhang et al.'s soft target: the k nearest gamut bins of each pixel, with Gaussian weights
+    (sigma in ab units) summing to 1. ab (B, 2, h, w) in ab units -> (index (B, k, h, w) into the
+    gamut, weight (B, k, h, w)), nearest first. Candidates are the 4 x 4 grid bins around the
+    pixel, which hold its k = 5 nearest bins wherever those are in the gamut."""
+    half = AB_BINS_PER_AXIS // 2
+    base = torch.floor(ab / AB_BIN).long()
+    offsets = torch.arange(-1, 3, device=ab.device).view(1, 4, 1, 1)
+    qa = (base[:, :1] + offsets)[:, :, None]                     # (B, 4, 1, h, w)
+    qb = (base[:, 1:] + offsets)[:, None, :]                     # (B, 1, 4, h, w)
+    qa, qb = torch.broadcast_tensors(qa, qb)
+    inside = (qa.abs() <= half) & (qb.abs() <= half)
+    grid = ((qa + half) * AB_BINS_PER_AXIS + (qb + half)).clamp(0, AB_BINS_PER_AXIS ** 2 - 1)
+    gamut = torch.where(inside, lookup.to(ab.device)[grid], torch.full_like(grid, -1)).flatten(1, 2)
+    d2 = ((ab[:, :1, None] - qa * AB_BIN) ** 2 + (ab[:, 1:, None] - qb * AB_BIN) ** 2).flatten(1, 2)
+    d2 = torch.where(gamut >= 0, d2, torch.full_like(d2, float("inf")))
+    d2, order = d2.topk(k, dim=1, largest=False)
+    index = gamut.gather(1, order).clamp_min(0)
+    weight = torch.exp(-d2 / (2 * sigma ** 2))
+    return index, weight / weight.sum(1, keepdim=True)
+
+
+def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
+    """f_T(z) = exp(log z / T) / sum exp(log z / T), i.e. softmax(logits / T); then the expected
+    bin centre under f_T. T = 1: the mean; T -> 0: the mode. (B, Q, h, w) -> (B, 2, h, w) ab units."""
+    f = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.einsum("bqhw,qc->bchw", f, centres.to(f))
+
+
+def smoothed_prior(grid_counts: torch.Tensor, centres: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Bin frequencies (529 grid counts) smoothed by a 2-D Gaussian of `sigma` ab units in ab
+    space, restricted to the gamut bins and normalised: (Q,)."""
+    s = sigma / AB_BIN  # in grid cells
+    r = max(1, int(3 * s + 0.5))
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-x ** 2 / (2 * s ** 2))
+    kernel = (g[:, None] * g[None, :]) / (g.sum() ** 2)
+    grid = grid_counts.double().cpu().view(1, 1, AB_BINS_PER_AXIS, AB_BINS_PER_AXIS)
+    smooth = torch.nn.functional.conv2d(grid, kernel[None, None], padding=r).flatten()
+    p = smooth[grid_to_gamut(centres) >= 0]  # grid order = gamut order (both sorted by grid index)
+    return (p / p.sum()).float()
+
+
+def rebalance(prior: torch.Tensor, mix: float = 0.5) -> torch.Tensor:
+    """w proportional to ((1 - mix) p + mix / Q)^-1 over the Q gamut bins, with sum p w = 1."""
+    w = 1.0 / ((1 - mix) * prior.double() + mix / len(prior))
+    return (w / (prior.double() * w).sum()).float()

@@ -1,0 +1,60 @@
+"""Training `colorful` (Zhang et al. 2016): class-rebalanced multinomial cross-entropy over ab bins.
+
+Before the first step the prior is counted over the training split (pixels per ab bin, smoothed
+by a Gaussian of --prior_sigma ab units in ab space), giving the rebalancing weights
+w ~ ((1 - lambda) p + lambda / Q)^-1 with E_p[w] = 1 (--rebalance_lambda 0.5); it is kept in the
+checkpoint, so test mode needs no data. The target is the soft encoding of the ab of each pixel
+at the logits' (quarter) resolution: its 5 nearest bins, Gaussian weights (--soft_sigma 5). The
+loss per pixel is -sum_q target_q log softmax(logits)_q times the weight of the pixel's nearest bin.
+Decoding: the annealed mean with --temperature (0.38, the paper's), upsampled to full size."""
+import torch
+import torch.nn.functional as F
+
+from colorize_data import AB_SCALE, ab_histogram
+from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, rebalance, smoothed_prior, soft_encode
+from trainers.base import Trainer
+
+
+class ColorfulTrainer(Trainer):
+    @staticmethod
+    def add_args(parser):
+        parser.add_argument("--temperature", type=float, default=0.38, help="annealed mean: 1 the mean, near 0 the mode")
+        parser.add_argument("--rebalance_lambda", type=float, default=0.5, help="mix of the prior with a uniform one")
+        parser.add_argument("--prior_sigma", type=float, default=5.0, help="smoothing of the prior, ab units")
+        parser.add_argument("--soft_sigma", type=float, default=5.0, help="soft-encoding Gaussian, ab units")
+        parser.set_defaults(learning_rate=3e-4)
+
+    def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
+        super().__init__(model, args, device, run_dir, log, echo)
+        centres, _ = ab_gamut()
+        self.centres = centres.to(self.device)
+        self.lookup = grid_to_gamut(centres).to(self.device)
+        self.prior = self.weights = None
+
+    def on_fit_start(self, batches):
+        if self.prior is None:
+            counts = ab_histogram((b for _, b in batches.epoch(0)), self.device)
+            self.prior = smoothed_prior(counts, self.centres.cpu(), self.args.prior_sigma).to(self.device)
+            self.weights = rebalance(self.prior, self.args.rebalance_lambda).to(self.device)
+
+    def train_step(self, batch):
+        with self.autocast():
+            logits = self.net(batch["L"])
+        ab = F.adaptive_avg_pool2d(batch["ab"], logits.shape[-2:]) * AB_SCALE  # target at the logits' size
+        index, target = soft_encode(ab, self.lookup, sigma=self.args.soft_sigma)
+        logp = torch.log_softmax(logits.float(), dim=1)
+        ce = -(target * logp.gather(1, index)).sum(1)
+        loss = (self.weights[index[:, 0]] * ce).mean()
+        self.optimize("model", loss)
+        return {"loss": loss.detach(), "ce": ce.mean().detach()}
+
+    def predict_ab(self, L):
+        ab = annealed_mean(self.model(L), self.centres, self.args.temperature)
+        return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False) / AB_SCALE
+
+    def extra_state(self):
+        return {} if self.prior is None else {"prior": self.prior.cpu(), "weights": self.weights.cpu()}
+
+    def load_extra_state(self, state):
+        if "prior" in state:
+            self.prior, self.weights = state["prior"].to(self.device), state["weights"].to(self.device)
