@@ -90,6 +90,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
     row["data"] = n_img / timed(data_only, 1, device, warmup=1)
     if family.trainer.needs_training:
         trainer.setup_training(10_000)
+        trainer.on_fit_start(batches)
         trainer.model.train()
         synthetic = (torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device) * 255).to(torch.uint8)
         prepared = trainer.prepare(synthetic)
