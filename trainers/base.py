@@ -9,7 +9,8 @@ A family implements a few hooks and inherits the rest:
                                          and "rgb" (in [0, 1]), all (B, C, H, W) on the device.
                                          Run networks through self.net (the DDP/compiled wrapper of
                                          self.model) inside `with self.autocast():`, and step with
-                                         self.optimize(name, loss). Return detached tensors.
+                                         self.optimize(name, loss). Return detached tensors on the
+                                         device (never .item(): that stalls the GPU) or plain floats.
     predict_ab(L) -> ab                  inference; the default calls the network
     extra_state() / load_extra_state(d)  anything else a checkpoint must hold (EMA, a critic, ...)
 
@@ -285,10 +286,13 @@ class Trainer:
                     self.skipped_steps += 1
                     continue
                 # everything stays on the device; the host looks every SYNC_EVERY steps
-                finite = torch.stack([torch.as_tensor(v, device=self.device).float() for v in losses.values()]).isfinite().all()
-                first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(self.step, device=self.device), first_bad)
+                # (no host-to-device copies here either: plain numbers stay on the host)
+                on_device = [v.detach().float().reshape(()) for v in losses.values() if torch.is_tensor(v)]
+                if on_device:
+                    finite = torch.stack(on_device).isfinite().all()
+                    first_bad = torch.where((first_bad < 0) & ~finite, self.step, first_bad)
                 for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().float() * n
+                    sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v)) * n
                     counts[k] += n
                 if self.step % SYNC_EVERY == 0:
                     self._check_finite(first_bad, losses, epoch)

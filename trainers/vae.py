@@ -60,7 +60,7 @@ class VAETrainer(Trainer):
         loss = recon + beta * kl
         self.optimize("model", loss)
         return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach(), "kl_active_dims": active,
-                "kl_beta": torch.tensor(beta)}
+                "kl_beta": beta}
 
     def on_epoch_end(self, scalars):
         if scalars.get("train/kl_active_dims", 1) < 0.5:
@@ -144,7 +144,7 @@ class CVAEMDNTrainer(VAETrainer):
         loss = hist + self.args.lambda_grad * grad + beta * kl
         self.optimize("model", loss)
         return {"loss": loss.detach(), "hist": hist.detach(), "grad": grad.detach(), "kl": kl.detach(),
-                "kl_active_dims": active, "kl_beta": torch.tensor(beta)}
+                "kl_active_dims": active, "kl_beta": beta}
 
     def on_epoch_end(self, scalars):
         if "train/kl_active_dims" in scalars:
