@@ -120,3 +120,35 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
         ckpt_io.save_atomic({"format_version": 1, "model": {}, "x": Boom()}, target)
     assert torch.equal(ckpt_io.load(target)["model"]["w"], torch.ones(2))  # the old one is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].trainer.needs_training])
+def test_every_family_resumes_into_the_uninterrupted_run(name, tiny_data, tmp_path):
+    """--resume restores networks, optimizers, schedulers, EMA, discriminator, MDN, priors and the
+    random state: one epoch + one resumed epoch ends where two epochs in one go end."""
+    flags = family_flags(name) + ["--data", tiny_data, "--lpips", "off", "--save_every", "0", "--lr_schedule", "constant"]
+    assert run("--model", name, "--epochs", "2", "--results", tmp_path / "a", *flags) == 0
+    assert run("--model", name, "--epochs", "1", "--results", tmp_path / "b", *flags) == 0
+    assert run("--model", name, "--epochs", "2", "--resume", "--results", tmp_path / "b", *flags) == 0
+    a = ckpt_io.load(tmp_path / "a" / name / "last.pt")
+    b = ckpt_io.load(tmp_path / "b" / name / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for part in ("model", "extra"):
+        for k, v in a[part].items():
+            if torch.is_tensor(v):
+                assert torch.allclose(v.float(), b[part][k].float(), atol=1e-5), (part, k)
+            elif isinstance(v, dict):
+                for kk, vv in v.items():
+                    assert torch.allclose(vv.float(), b[part][k][kk].float(), atol=1e-5), (part, k, kk)
+
+
+def test_resuming_with_more_epochs_stretches_the_cosine_schedule(tiny_data, tmp_path):
+    flags = family_flags("unet") + ["--data", tiny_data, "--lpips", "off", "--results", tmp_path,
+                                    "--learning_rate", "0.01"]
+    assert run("--model", "unet", "--epochs", "1", *flags) == 0  # 2 steps: the cosine reaches 0
+    assert run("--model", "unet", "--epochs", "3", "--resume", *flags) == 0  # 4 more, on a 6-step cosine
+    history = [json.loads(x) for x in (tmp_path / "unet" / "history.jsonl").read_text().splitlines()]
+    lrs = [h["train/lr_model"] for h in history if "train/lr_model" in h]
+    # end of epoch 1 (2-step cosine: 0), of epoch 2 (step 4 of 6: 0.01 (1 + cos(2 pi / 3)) / 2), of epoch 3
+    assert lrs == pytest.approx([0.0, 0.0025, 0.0], abs=1e-7)
+    assert ckpt_io.load(tmp_path / "unet" / "last.pt")["schedulers"]["model"]["T_max"] == 6

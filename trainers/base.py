@@ -210,7 +210,8 @@ class Trainer:
         if not self.needs_training:
             return
         self.steps_per_epoch = steps_per_epoch
-        self.optimizers, self.schedulers = self.configure_optimizers(steps_per_epoch * self.args.epochs)
+        self.total_steps = steps_per_epoch * self.args.epochs
+        self.optimizers, self.schedulers = self.configure_optimizers(self.total_steps)
         if self.amp_dtype == torch.float16:
             self.scalers = {k: torch.amp.GradScaler(self.device.type) for k in self.optimizers}
 
@@ -341,7 +342,11 @@ class Trainer:
     def validate(self, val_images) -> dict:
         if val_images is None or not len(val_images):
             return {}
-        val, _, grid = self.evaluate(val_images, self.args.batch_size, keep=self.args.num_images)
+        # validation draws its own random numbers (fixed, so its samples are comparable across
+        # epochs) and leaves training's untouched: a run resumed after a validation is the same run
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            val, _, grid = self.evaluate(val_images, self.args.batch_size, keep=self.args.num_images)
         self.log.scalars({f"val/{k}": v for k, v in val.items() if k != "n_images"}, self.step)
         if grid and self.run_dir:
             path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
@@ -385,6 +390,11 @@ class Trainer:
                 for k, obj in getattr(self, group).items():
                     if k in ckpt.get(group, {}):
                         obj.load_state_dict(ckpt[group][k])
+            for s in self.schedulers.values():  # resumed with another --epochs: stretch the cosine
+                if isinstance(s, torch.optim.lr_scheduler.CosineAnnealingLR) and s.T_max != self.total_steps:
+                    s.T_max = max(1, self.total_steps)
+                    for group, lr in zip(s.optimizer.param_groups, s._get_closed_form_lr()):
+                        group["lr"] = lr
         self.load_extra_state(ckpt.get("extra", {}))
 
     def save_checkpoints(self, val: dict, only_last: bool = False) -> None:
