@@ -274,7 +274,18 @@ def summarize(per_image: dict, per_bin: torch.Tensor | None = None) -> dict:
 # column, header, which value is best ("min", "max", or "gt": closest to the ground truth's)
 SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"),
                    ("lpips", "LPIPS", "min"), ("colorfulness", "colourfulness", "gt"), ("auc", "AuC", "max"),
-                   ("auc_rebalanced", "AuC rebal.", "max")]
+                   ("auc_rebalanced", "AuC rebal.", "max"), ("best_of_k_delta_e", "best-of-K delta E", "min"),
+                   ("diversity_delta_e", "diversity", "max")]
+FOUR_DIGITS = ("ssim", "lpips", "auc", "auc_rebalanced")
+
+
+def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean over images."""
+    g = torch.Generator().manual_seed(seed)
+    v = values.double()
+    means = v[torch.randint(0, len(v), (n, len(v)), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -290,33 +301,97 @@ def summary_table(rows: list[dict]) -> str:
             best[key] = min(vals, key=lambda v: abs(v - target))
         else:
             best[key] = (min if rule == "min" else max)(vals)
-    head = ["run", "model", "images"] + [h for _, h, _ in SUMMARY_COLUMNS] + ["colourfulness (ground truth)"]
+    head = (["run", "model", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
+            + ["colourfulness (ground truth)", "training s", "training img/s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.get("run", "?"), r.get("model", "?"), str(r.get("n_images", "?"))]
         for key, _, _ in SUMMARY_COLUMNS:
             v = r.get(key)
-            text = "n/a" if v is None else f"{v:.4f}" if key in ("ssim", "lpips", "auc", "auc_rebalanced") else f"{v:.2f}"
+            text = "n/a" if v is None else f"{v:.4f}" if key in FOUR_DIGITS else f"{v:.2f}"
+            if v is not None and f"{key}_ci" in r:
+                lo, hi = r[f"{key}_ci"]
+                text += f" [{lo:.4f}, {hi:.4f}]" if key in FOUR_DIGITS else f" [{lo:.2f}, {hi:.2f}]"
             cells.append(f"**{text}**" if v is not None and v == best.get(key) else text)
-        gt = r.get("colorfulness_gt")
-        cells.append("n/a" if gt is None else f"{gt:.2f}")
+        for key, fmt in (("colorfulness_gt", "{:.2f}"), ("train_seconds", "{:.0f}"), ("train_images_per_s", "{:.0f}")):
+            cells.append("n/a" if r.get(key) is None else fmt.format(r[key]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def load_run(run_dir: Path) -> dict:
+    """metrics.json of a run, with bootstrap intervals from per_image.csv and training time and
+    speed from history.jsonl."""
+    import csv
+
+    r = json.loads((run_dir / "metrics.json").read_text())
+    r.setdefault("run", run_dir.name)
+    if (run_dir / "per_image.csv").exists():
+        with open(run_dir / "per_image.csv") as f:
+            table = list(csv.DictReader(f))
+        for key in ("delta_e", "ssim"):
+            if table and key in table[0]:
+                r[f"{key}_ci"] = bootstrap_ci(torch.tensor([float(t[key]) for t in table]))
+    if (run_dir / "history.jsonl").exists():
+        epochs = [json.loads(x) for x in (run_dir / "history.jsonl").read_text().splitlines()]
+        seconds = [e["train/epoch_seconds"] for e in epochs if "train/epoch_seconds" in e]
+        speed = [e["train/images_per_s"] for e in epochs if "train/images_per_s" in e]
+        r["train_seconds"] = sum(seconds) if seconds else None
+        r["train_images_per_s"] = sum(speed) / len(speed) if speed else None
+    return r
+
+
+def compare_image(runs: list[Path], out: Path) -> Path | None:
+    """Results/compare.png: the same test images side by side: grey input, every run's (first)
+    colorization, ground truth; cut out of each run's test_grid.png (grey | prediction(s) | truth)."""
+    from PIL import Image
+
+    grids = [(d.name, Image.open(d / "test_grid.png").convert("RGB")) for d in runs if (d / "test_grid.png").exists()]
+    if not grids:
+        return None
+    size = json.loads((runs[0] / "metrics.json").read_text()).get("image_size")
+    cell = size + 2  # torchvision's save_image pads every cell by 2 pixels
+    rows = min(g.size[1] // cell for _, g in grids)
+    cols = [grids[0][1].crop((0, 0, cell, rows * cell))]
+    cols += [g.crop((cell, 0, 2 * cell, rows * cell)) for _, g in grids]
+    last = grids[0][1]
+    cols.append(last.crop((last.size[0] - cell, 0, last.size[0], rows * cell)))
+    canvas = Image.new("RGB", (cell * len(cols), rows * cell), "white")
+    for i, c in enumerate(cols):
+        canvas.paste(c, (i * cell, 0))
+    canvas.save(out)
+    (out.with_suffix(".txt")).write_text("columns: grey | " + " | ".join(n for n, _ in grids) + " | ground truth\n")
+    return out
+
+
 def write_summary(results_dir) -> Path:
+    """RESULTS/summary.md and summary.csv (one row per run with a metrics.json) and compare.png."""
+    import csv
+
     results_dir = Path(results_dir)
-    rows = []
-    for f in sorted(results_dir.glob("*/metrics.json")):
-        r = json.loads(f.read_text())
-        r.setdefault("run", f.parent.name)
-        rows.append(r)
-    if not rows:
+    runs = sorted(f.parent for f in results_dir.glob("*/metrics.json"))
+    if not runs:
         raise FileNotFoundError(f"no */metrics.json under {results_dir}: run some tests first")
+    rows = [load_run(d) for d in runs]
     out = results_dir / "summary.md"
-    notes = ("Test split, one row per run. Bold: best per column (colourfulness: closest to the "
-             "ground truth's). LPIPS n/a: the AlexNet weights were not available.\n\n")
-    out.write_text("# Results\n\n" + notes + summary_table(rows))
+    notes = ("Test split, one row per run. Bold: best per column (colourfulness: closest to the ground "
+             "truth's). [a, b]: 95% bootstrap interval of the mean over images. LPIPS n/a: the AlexNet "
+             "weights were not available. Best-of-K and diversity: stochastic families tested with "
+             "--num_samples K > 1.\n\n")
+    compare = compare_image(runs, results_dir / "compare.png")
+    out.write_text("# Results\n\n" + notes + summary_table(rows)
+                   + ("\n![the same test images, every run](compare.png)\n" if compare else ""))
+    keys = ["run", "model", "n_images"] + [k for k, _, _ in SUMMARY_COLUMNS] + \
+        ["delta_e_ci_low", "delta_e_ci_high", "ssim_ci_low", "ssim_ci_high", "colorfulness_gt",
+         "train_seconds", "train_images_per_s"]
+    with open(results_dir / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            for key in ("delta_e", "ssim"):
+                if f"{key}_ci" in r:
+                    r[f"{key}_ci_low"], r[f"{key}_ci_high"] = r[f"{key}_ci"]
+            w.writerow(r)
     return out
 
 

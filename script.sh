@@ -7,12 +7,15 @@
 #   bash script.sh --quick                           # a CPU smoke run: small images, one epoch
 #
 # Any other option is passed to every main.py call (e.g. --batch_size 128 --wandb offline).
-# Each run logs to RESULTS/logs/<family>.{train,test}.log; runs are started afresh (--overwrite).
+# Each run logs to RESULTS/logs/<family>.{train,test}.log. A family whose test already finished
+# is skipped, and one whose training was interrupted resumes from its last.pt, so an interrupted
+# batch can simply be started again; --force trains and tests everything afresh.
 set -uo pipefail
 cd "$(dirname "$0")"
 
 PY=${PYTHON:-python}
 RESULTS=Results
+FORCE=
 COMMON=()
 TRAIN_ONLY=()
 while [ $# -gt 0 ]; do
@@ -20,8 +23,9 @@ while [ $# -gt 0 ]; do
     --quick) TRAIN_ONLY+=(--epochs 1)  # small images, one epoch, short diffusion chains
              COMMON+=(--image_size 32 --batch_size 64 --timesteps 100 --steps 10); shift ;;
     --results) RESULTS=$2; shift 2 ;;
+    --force) FORCE=1; shift ;;
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) COMMON+=("$1"); shift ;;
   esac
 done
@@ -31,8 +35,13 @@ mkdir -p "$RESULTS/logs"
 families=$($PY -c "from trainers import REGISTRY; print(' '.join(REGISTRY))") || exit 1
 failed=()
 for family in $families; do
-  echo "== $family: train"
-  if ! $PY main.py --model "$family" --mode train --overwrite "${COMMON[@]}" "${TRAIN_ONLY[@]}" \
+  if [ -z "$FORCE" ] && [ -f "$RESULTS/$family/metrics.json" ]; then
+    echo "== $family: done before, skipped (--force to redo)"; continue
+  fi
+  how=(--overwrite)
+  [ -z "$FORCE" ] && [ -f "$RESULTS/$family/last.pt" ] && how=(--resume)
+  echo "== $family: train ${how[*]}"
+  if ! $PY main.py --model "$family" --mode train "${how[@]}" "${COMMON[@]}" "${TRAIN_ONLY[@]}" \
        > "$RESULTS/logs/$family.train.log" 2>&1; then
     echo "   failed, see $RESULTS/logs/$family.train.log"; failed+=("$family"); continue
   fi
@@ -41,7 +50,7 @@ for family in $families; do
     echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family"); continue
   fi
 done
-$PY metrics.py summary "$RESULTS"
+$PY metrics.py summary "$RESULTS" > /dev/null && echo "summary: $RESULTS/summary.md, summary.csv, compare.png"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed: ${failed[*]}" >&2
   exit 1

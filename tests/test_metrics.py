@@ -133,3 +133,10 @@ def test_rebalanced_auc_weighs_colour_bins_equally():
     rare = (151 - 45) / 151  # error 44.72 -> within from t = 45 on
     assert s["auc"] == pytest.approx(0.9 * 1 + 0.1 * rare, abs=1e-3)
     assert s["auc_rebalanced"] == pytest.approx((1 + rare) / 2, abs=1e-3)
+
+
+def test_bootstrap_interval_covers_the_mean():
+    values = torch.tensor(np.random.default_rng(0).normal(10, 2, 400))
+    lo, hi = metrics.bootstrap_ci(values)
+    assert lo < values.mean().item() < hi
+    assert 0.2 < hi - lo < 0.6  # about 2 * 1.96 * 2 / sqrt(400) = 0.39

@@ -307,7 +307,8 @@ class Trainer:
             self.epoch, self.batch_in_epoch = epoch, 0
             elapsed = time.time() - t0
             scalars = distributed.all_mean({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
-            scalars.update({"epoch": epoch, "train/images_per_s": seen * self.world / max(elapsed, 1e-9)})
+            scalars.update({"epoch": epoch, "train/images_per_s": seen * self.world / max(elapsed, 1e-9),
+                            "train/epoch_seconds": elapsed})
             if self.nan_skip:
                 scalars["train/skipped_steps"] = self.skipped_steps
             for name, opt in self.optimizers.items():

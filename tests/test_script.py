@@ -1,0 +1,28 @@
+"""script.sh --quick end to end on tiny data: every family, the report, and a restart that skips."""
+import csv
+import os
+import subprocess
+
+from conftest import ROOT
+
+
+def test_script_quick_runs_every_family_and_writes_the_report(tiny_data, tmp_path):
+    from trainers import REGISTRY
+
+    env = {**os.environ, "PYTHON": os.sys.executable, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    cmd = ["bash", str(ROOT / "script.sh"), "--quick", "--data", str(tiny_data), "--results", str(tmp_path),
+           "--image_size", "16", "--batch_size", "4", "--unet_channels", "8", "--unet_depth", "2",
+           "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "10", "--steps", "3", "--val_images", "2",
+           "--colorful_width", "8", "--latent_dim", "4", "--lpips", "off", "--workers", "1"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for name in ("summary.md", "summary.csv", "compare.png"):
+        assert (tmp_path / name).exists(), name
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["model"] for row in rows) == sorted(REGISTRY)
+    assert all(float(row["delta_e_ci_low"]) <= float(row["delta_e"]) <= float(row["delta_e_ci_high"]) for row in rows)
+    for family in REGISTRY:
+        assert (tmp_path / "logs" / f"{family}.test.log").exists()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skipped") == len(REGISTRY)
