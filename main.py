@@ -26,6 +26,7 @@ import colorize_data as cd
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 from trainers import distributed
+from trainers import semantic
 from trainers.base import RunLog, TrainingDiverged, TrainingStopped, save_grid
 
 DEFAULT_MODEL = "unet"
@@ -38,7 +39,8 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
                                 add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 conflict_handler=conflict_handler)
     p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
-    p.add_argument("--mode", choices=["train", "test"], default="train")
+    p.add_argument("--mode", choices=["train", "test", "classifier"], default="train",
+                   help="classifier: train the semantic-interpretability classifier on a data set with class folders")
     p.add_argument("--seed", type=int, default=0, help="random seed (also decides the data split)")
     p.add_argument("--data", default=None,
                    help="image folder (searched recursively; train/ test/ val/ subfolders are used as splits). "
@@ -403,11 +405,16 @@ def test(args, given, family, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()
+    judge = semantic.load(args.results, args.image_size, device)
     summary, per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images,
-                                                num_samples=args.num_samples)
+                                                num_samples=args.num_samples, collect=judge is not None)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(root), "image_size": args.image_size,
               **summary, "seconds": round(time.time() - t0, 2)}
+    if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
+        labels = semantic.labels_for(paths, judge[1])
+        if (labels >= 0).all():
+            result["semantic_accuracy"] = semantic.accuracy(judge[0], trainer.last_predictions, labels, device)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     with open(run_dir / "per_image.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -426,6 +433,31 @@ def test(args, given, family, run_dir: Path) -> int:
         if grid:
             RunLog(None, wandb_run).image("test/samples", run_dir / "test_grid.png", 0)
         wandb_run.finish()
+    return 0
+
+
+def classifier(args) -> int:
+    """--mode classifier: train the semantic-interpretability classifier (trainers/semantic.py)."""
+    root = data_root(args)
+    split = cd.make_split(root, args.seed)
+    classes = sorted({semantic.class_of(p) for p in split["train"]} - {""})
+    if len(classes) < 2:
+        print(f"no class folders under {root}: the semantic-interpretability classifier is skipped")
+        return 0
+    device = pick_device(args.device)
+    train_images, train_paths = eval_images(args, root, split["train"], "the training split")
+    test_images, test_paths = eval_images(args, root, split["test"] or split["val"], "the test split")
+    labels = semantic.labels_for(train_paths, classes)
+    model = semantic.train_classifier(train_images, labels, len(classes), args.epochs, args.batch_size,
+                                      args.learning_rate, device, args.seed)
+    test_labels = semantic.labels_for(test_paths, classes)
+    report = {"classes": classes, "n_test": len(test_paths), "image_size": args.image_size, "epochs": args.epochs,
+              "accuracy_color": semantic.accuracy(model, test_images, test_labels, device),
+              "accuracy_grey": semantic.accuracy(model, test_images, test_labels, device, transform=semantic.grey)}
+    semantic.save(model, classes, args.image_size, Path(args.results) / "classifier", report)
+    print(json.dumps(report, indent=1))
+    print(f"classifier written to {Path(args.results) / 'classifier'}; each family's test mode now reports "
+          f"semantic_accuracy")
     return 0
 
 
@@ -464,6 +496,8 @@ def main(argv=None) -> int:
     seed_everything(args.seed)
     torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
     try:
+        if args.mode == "classifier":
+            return classifier(args)
         return (train if args.mode == "train" else test)(args, given, family, run_dir)
     except ckpt_io.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

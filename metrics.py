@@ -275,8 +275,8 @@ def summarize(per_image: dict, per_bin: torch.Tensor | None = None) -> dict:
 SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"),
                    ("lpips", "LPIPS", "min"), ("colorfulness", "colourfulness", "gt"), ("auc", "AuC", "max"),
                    ("auc_rebalanced", "AuC rebal.", "max"), ("best_of_k_delta_e", "best-of-K delta E", "min"),
-                   ("diversity_delta_e", "diversity", "max")]
-FOUR_DIGITS = ("ssim", "lpips", "auc", "auc_rebalanced")
+                   ("diversity_delta_e", "diversity", "max"), ("semantic_accuracy", "semantic acc.", "max")]
+FOUR_DIGITS = ("ssim", "lpips", "auc", "auc_rebalanced", "semantic_accuracy")
 
 
 def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -378,6 +378,13 @@ def write_summary(results_dir) -> Path:
              "truth's). [a, b]: 95% bootstrap interval of the mean over images. LPIPS n/a: the AlexNet "
              "weights were not available. Best-of-K and diversity: stochastic families tested with "
              "--num_samples K > 1.\n\n")
+    judge = results_dir / "classifier" / "classifier.json"
+    if judge.exists():
+        c = json.loads(judge.read_text())
+        notes += (f"Semantic accuracy: a classifier trained on the colour training images "
+                  f"({len(c['classes'])} classes) recognises {c['accuracy_color']:.4f} of the colour test "
+                  f"images and {c['accuracy_grey']:.4f} of their grey versions; the column gives its "
+                  f"accuracy on each run's colorizations.\n\n")
     compare = compare_image(runs, results_dir / "compare.png")
     out.write_text("# Results\n\n" + notes + summary_table(rows)
                    + ("\n![the same test images, every run](compare.png)\n" if compare else ""))

@@ -34,6 +34,12 @@ mkdir -p "$RESULTS/logs"
 
 families=$($PY -c "from trainers import REGISTRY; print(' '.join(REGISTRY))") || exit 1
 failed=()
+# semantic interpretability: a classifier of the colour images, when the data has class folders
+if [ -n "$FORCE" ] || [ ! -f "$RESULTS/classifier/classifier.pt" ]; then
+  echo "== classifier (semantic interpretability)"
+  $PY main.py --mode classifier "${COMMON[@]}" "${TRAIN_ONLY[@]}" > "$RESULTS/logs/classifier.log" 2>&1 \
+    || { echo "   failed, see $RESULTS/logs/classifier.log"; failed+=(classifier); }
+fi
 for family in $families; do
   if [ -z "$FORCE" ] && [ -f "$RESULTS/$family/metrics.json" ]; then
     echo "== $family: done before, skipped (--force to redo)"; continue

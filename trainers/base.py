@@ -222,12 +222,15 @@ class Trainer:
         return self._lpips
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1):
+    def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1,
+                 collect: bool = False):
         """Metrics over uint8 (N, 3, S, S) images, batched on the device, shared out over
         processes; returns (metrics averaged over images, per-image metrics of all N images in
         order, first `keep` (L, prediction, ground truth) for a grid). A stochastic family with num_samples K > 1 adds
-        best-of-K and diversity, and its grid shows the K colorizations."""
+        best-of-K and diversity, and its grid shows the K colorizations. collect=True keeps every
+        (first) colorization as uint8 in self.last_predictions (one process)."""
         k = num_samples if self.stochastic else 1
+        collected = []
         self.model.eval()
         acc = metrics.MetricAccumulator(self.lpips)
         chunk = -(-len(images) // self.world)
@@ -243,8 +246,11 @@ class Trainer:
             else:
                 pred = compose_rgb(b["L"], ab.float())
                 acc.update(pred, b["rgb"])
+            if collect:
+                collected.append(((pred[0] if k > 1 else pred) * 255).round().to(torch.uint8).cpu())
             if sum(len(k[0]) for k in kept) < keep:
                 kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
+        self.last_predictions = torch.cat(collected) if collected else None
         per_image = distributed.gather_cat(acc.per_image())
         per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
             529, metrics.AUC_MAX + 2, dtype=torch.long, device=self.device)
