@@ -364,6 +364,78 @@ def compare_image(runs: list[Path], out: Path) -> Path | None:
     return out
 
 
+def plot_summary(rows: list[dict], out: Path) -> Path:
+    """Results/summary.png: one bar chart per metric, a bar per run (95% intervals where known)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    shown = [(k, h, rule) for k, h, rule in SUMMARY_COLUMNS if any(r.get(k) is not None for r in rows)]
+    cols = 3
+    fig, axes = plt.subplots(-(-len(shown) // cols), cols, figsize=(5 * cols, 0.4 * len(rows) * -(-len(shown) // cols) + 2),
+                             squeeze=False)
+    names = [r["run"] for r in rows]
+    for ax, (key, header, rule) in zip(axes.flat, shown):
+        vals = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
+        err = None
+        if any(f"{key}_ci" in r for r in rows):
+            err = [[v - r[f"{key}_ci"][0] if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)],
+                   [r[f"{key}_ci"][1] - v if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)]]
+        ax.barh(names, vals, xerr=err, color="#4c72b0")
+        if key == "colorfulness":
+            gt = [r["colorfulness_gt"] for r in rows if r.get("colorfulness_gt") is not None]
+            if gt:
+                ax.axvline(sum(gt) / len(gt), color="#dd8452", label="ground truth")
+                ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{header} ({'lower' if rule == 'min' else 'closer to truth' if rule == 'gt' else 'higher'} is better)",
+                     fontsize=10)
+        ax.invert_yaxis()
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_curves(runs: list[Path], out: Path) -> Path | None:
+    """Results/curves.png: per run, the training loss and the validation delta E over epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
+    drawn = False
+    for d in runs:
+        if not (d / "history.jsonl").exists():
+            continue
+        hist = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()]
+        train = [(h["epoch"], h[k]) for h in hist if "epoch" in h
+                 for k in ("train/loss", "train/g_loss", "train/mdn") if k in h][:]
+        val = [(h["step"], h["val/delta_e"]) for h in hist if "val/delta_e" in h]
+        if train:
+            ax_loss.plot(*zip(*train), marker=".", label=d.name)
+            drawn = True
+        if val:
+            epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h}
+            ax_val.plot([epochs.get(s, s) for s, _ in val], [v for _, v in val], marker=".", label=d.name)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax_loss.set(title="training loss (train/loss, GAN: train/g_loss, MDN stage: train/mdn)", xlabel="epoch",
+                yscale="log")
+    ax_val.set(title="validation delta E 2000 (lower is better)", xlabel="epoch")
+    for ax in (ax_loss, ax_val):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def write_summary(results_dir) -> Path:
     """RESULTS/summary.md and summary.csv (one row per run with a metrics.json) and compare.png."""
     import csv
@@ -386,8 +458,11 @@ def write_summary(results_dir) -> Path:
                   f"images and {c['accuracy_grey']:.4f} of their grey versions; the column gives its "
                   f"accuracy on each run's colorizations.\n\n")
     compare = compare_image(runs, results_dir / "compare.png")
-    out.write_text("# Results\n\n" + notes + summary_table(rows)
-                   + ("\n![the same test images, every run](compare.png)\n" if compare else ""))
+    plot_summary(rows, results_dir / "summary.png")
+    curves = plot_curves(runs, results_dir / "curves.png")
+    out.write_text("# Results\n\n" + notes + summary_table(rows) + "\n![every metric, every run](summary.png)\n"
+                   + ("\n![the same test images, every run](compare.png)\n" if compare else "")
+                   + ("\n![training curves](curves.png)\n" if curves else ""))
     keys = ["run", "model", "n_images"] + [k for k, _, _ in SUMMARY_COLUMNS] + \
         ["delta_e_ci_low", "delta_e_ci_high", "ssim_ci_low", "ssim_ci_high", "colorfulness_gt",
          "train_seconds", "train_images_per_s"]

@@ -16,7 +16,7 @@ def test_script_quick_runs_every_family_and_writes_the_report(tiny_data, tmp_pat
            "--colorful_width", "8", "--latent_dim", "4", "--lpips", "off", "--workers", "1"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for name in ("summary.md", "summary.csv", "compare.png"):
+    for name in ("summary.md", "summary.csv", "compare.png", "summary.png", "curves.png"):
         assert (tmp_path / name).exists(), name
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
