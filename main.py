@@ -76,6 +76,9 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto",
                    help="auto: online with an API key, else offline into the run folder; WANDB_MODE wins over auto")
     p.add_argument("--wandb_project", default="colorization")
+    p.add_argument("--log_checkpoints", action="store_true", help="upload best.pt and last.pt to wandb as an artifact")
+    p.add_argument("--table_images", type=int, default=64,
+                   help="test images in the wandb table of per-image results (images and metrics)")
     p.add_argument("--lpips", choices=["auto", "off"], default="auto",
                    help="auto: LPIPS when AlexNet's weights are available, else reported as null")
     p.add_argument("--max_image_pixels", type=int, default=cd.DEFAULT_MAX_IMAGE_PIXELS,
@@ -333,6 +336,8 @@ def train(args, given, family, run_dir: Path) -> int:
     try:
         with stop_on_signals(trainer):
             last_val = trainer.fit(batches, val)
+        if wandb_run is not None and args.log_checkpoints:
+            log_checkpoints(wandb_run, run_dir, trainer.epoch)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -407,7 +412,8 @@ def test(args, given, family, run_dir: Path) -> int:
     t0 = time.time()
     judge = semantic.load(args.results, args.image_size, device)
     summary, per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images,
-                                                num_samples=args.num_samples, collect=judge is not None)
+                                                num_samples=args.num_samples,
+                                                collect=judge is not None or wandb_run is not None)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(root), "image_size": args.image_size,
               **summary, "seconds": round(time.time() - t0, 2)}
@@ -432,8 +438,37 @@ def test(args, given, family, run_dir: Path) -> int:
         RunLog(None, wandb_run).summary({f"test/{k}": v for k, v in result.items()})
         if grid:
             RunLog(None, wandb_run).image("test/samples", run_dir / "test_grid.png", 0)
+        log_test_table(wandb_run, args, paths, images, trainer.last_predictions, per_image)
         wandb_run.finish()
     return 0
+
+
+def log_checkpoints(run, run_dir: Path, epoch: int) -> None:
+    """--log_checkpoints: best.pt and last.pt as one wandb artifact of type model."""
+    import wandb
+
+    artifact = wandb.Artifact(f"{run_dir.name}-checkpoints", type="model", metadata={"epoch": epoch})
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).exists():
+            artifact.add_file(str(run_dir / name))
+    run.log_artifact(artifact)
+
+
+def log_test_table(run, args, paths, images, predictions, per_image) -> None:
+    """A wandb.Table of the first --table_images test images: grey input, colorization, truth and
+    their metrics, so families can be compared image by image on the dashboard."""
+    import wandb
+
+    n = min(args.table_images, len(paths))
+    keys = [k for k in ("delta_e", "ssim", "psnr", "colorfulness", "auc") if k in per_image]
+    table = wandb.Table(columns=["image", "grey", "colorized", "truth"] + keys)
+    rgb = cd.uint8_to_float(images[:n])
+    grey = (cd.compose_rgb(cd.rgb_to_model(rgb)[0], torch.zeros(n, 2, *rgb.shape[2:])) * 255).round().to(torch.uint8)
+    as_np = lambda t: t.permute(1, 2, 0).numpy()  # noqa: E731
+    for i in range(n):
+        table.add_data(paths[i], wandb.Image(as_np(grey[i])), wandb.Image(as_np(predictions[i])),
+                       wandb.Image(as_np(images[i])), *[float(per_image[k][i]) for k in keys])
+    run.log({"test/per_image": table})
 
 
 def classifier(args) -> int:

@@ -85,3 +85,17 @@ def test_streaming_data_path_trains_through_main(tiny_data, tmp_path, capsys):
                       "--data_cache", "stream", "--workers", "1", "--wandb", "disabled", "--lpips", "off"]) == 0
     assert "streaming 9 training images" in capsys.readouterr().out
     assert (tmp_path / "unet" / "last.pt").exists()
+
+
+def test_wandb_offline_with_checkpoint_artifact_and_per_image_table(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    flags = ["--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
+             "--batch_size", "4", "--unet_channels", "8", "--unet_depth", "2", "--wandb", "offline", "--lpips", "off"]
+    assert main.main([*flags, "--epochs", "1", "--log_checkpoints"]) == 0
+    assert main.main([*flags, "--mode", "test", "--table_images", "3"]) == 0
+    out = capsys.readouterr()
+    assert "wandb could not start" not in out.out and "Traceback" not in out.err
+    runs = sorted((tmp_path / "unet" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # a train run and a test run
+    test_files = list(runs[1].rglob("*.table.json"))  # the per-image table, written with the run
+    assert test_files and "colorized" in test_files[0].read_text()
