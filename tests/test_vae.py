@@ -120,3 +120,16 @@ def test_mdn_stage_resumes_a_vae_stage_checkpoint(tiny_data, tmp_path):
     for k, v in vae["model"].items():  # the CVAE was frozen during the MDN stage
         if v.is_floating_point() and "running" not in k:
             assert torch.equal(v, both["model"][k]), k
+
+
+def test_mdn_on_the_trunk_of_a_trained_colorful_model(tiny_data, tmp_path):
+    flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main(["--model", "colorful", "--epochs", "1", "--colorful_width", "8", *flags]) == 0
+    weights = tmp_path / "colorful" / "last.pt"
+    assert main.main(["--model", "cvae_mdn", "--epochs", "2", "--mdn_features", "colorful",
+                      "--colorful_weights", str(weights), *flags]) == 0
+    ckpt = ckpt_io.load(tmp_path / "cvae_mdn" / "last.pt")
+    assert ckpt["extra"]["mdn_trained"] and "feature_net" in ckpt["extra"]
+    assert ckpt["args"]["mdn_colorful_width"] == 8
+    weights.unlink()  # the cvae_mdn checkpoint carries the trunk: test mode needs no colorful file
+    assert main.main(["--model", "cvae_mdn", "--mode", "test", "--num_samples", "2", *flags]) == 0

@@ -19,9 +19,12 @@ CVAEMDNTrainer (Deshpande et al. 2017, "Learning Diverse Image Colorization"):
     Grey-image features (--mdn_features): the paper used Zhang et al.'s pretrained network, which
     cannot be downloaded here; the default, `conditional`, is the bottleneck of the CVAE's own
     conditional encoder on L, trained in stage vae on the same data: no extra network and nothing
-    to download. (The trunk of the `colorful` family is to be offered once that family exists.)
+    to download. `colorful` takes the frozen trunk of a `colorful` model trained here
+    (--colorful_weights), the closest to the paper's choice.
     Colorizing: the mixture means, in decreasing weight, decoded; the first is the most likely.
 """
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -88,14 +91,18 @@ class CVAEMDNTrainer(VAETrainer):
                             help="train the CVAE, the MDN (on a trained CVAE, with --resume), or both in turn")
         parser.add_argument("--mdn_epochs", type=int, default=None, help="with --stage both: the last epochs, for the MDN")
         parser.add_argument("--mdn_components", type=int, default=8, help="Gaussians in the mixture over z")
-        parser.add_argument("--mdn_features", choices=["conditional"], default="conditional",
-                            help="grey-image features of the MDN: the CVAE's conditional encoder on L")
+        parser.add_argument("--mdn_features", choices=["conditional", "colorful"], default="conditional",
+                            help="grey-image features of the MDN: the CVAE's conditional encoder on L, or the "
+                                 "trunk of a trained `colorful` model (--colorful_weights)")
+        parser.add_argument("--colorful_weights", default=None, help="a `colorful` checkpoint, for --mdn_features colorful")
         parser.add_argument("--lambda_grad", type=float, default=1.0, help="weight of L_grad")
 
     def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
         super().__init__(model, args, device, run_dir, log, echo)
-        self.mdn, self.mdn_net = self.wrap(MDN(self.model.decoder.bottleneck_channels, self.model.latent_dim,
-                                               args.mdn_components))
+        self.feature_net = self._colorful_trunk() if args.mdn_features == "colorful" else None
+        channels = (8 * self.feature_net.width if self.feature_net is not None
+                    else self.model.decoder.bottleneck_channels)
+        self.mdn, self.mdn_net = self.wrap(MDN(channels, self.model.latent_dim, args.mdn_components))
         self.bin_weights = None
         self.mdn_trained = False
 
@@ -116,7 +123,29 @@ class CVAEMDNTrainer(VAETrainer):
             counts = ab_histogram((b for _, b in batches.epoch(0)), self.device)
             self.bin_weights = rebalancing_weights(counts).to(self.device)
 
+    def _colorful_trunk(self):
+        """The frozen network of a trained `colorful` model; its width is kept in the arguments and
+        its weights in this family's checkpoint, so test mode does not need the file again."""
+        from models.colorful import ColorfulNet, ab_gamut
+        from trainers import checkpoint
+
+        a = self.args
+        path = a.colorful_weights
+        saved = checkpoint.load(path, family="colorful") if path and Path(path).is_file() else None
+        if saved is None and getattr(a, "mdn_colorful_width", None) is None:
+            raise SystemExit(f"error: --mdn_features colorful needs --colorful_weights, a checkpoint of a trained "
+                             f"`colorful` model (got {path!r})")
+        width = saved["args"]["colorful_width"] if saved else a.mdn_colorful_width
+        a.mdn_colorful_width = width  # saved with the run's arguments
+        net = ColorfulNet(len(ab_gamut()[0]), width)
+        net.width = width
+        if saved:
+            net.load_state_dict(saved["model"])
+        return net.to(self.device).eval().requires_grad_(False)
+
     def features(self, L):
+        if self.feature_net is not None:
+            return self.feature_net.trunk(L)
         return self.model.decoder.encode(L)[0]
 
     def train_step(self, batch):
@@ -174,11 +203,14 @@ class CVAEMDNTrainer(VAETrainer):
 
     def extra_state(self):
         return {"mdn": self.mdn.state_dict(), "mdn_trained": self.mdn_trained,
+                **({"feature_net": self.feature_net.state_dict()} if self.feature_net is not None else {}),
                 **({"bin_weights": self.bin_weights.cpu()} if self.bin_weights is not None else {})}
 
     def load_extra_state(self, state):
         if "mdn" in state:
             self.mdn.load_state_dict(state["mdn"])
+        if "feature_net" in state and self.feature_net is not None:
+            self.feature_net.load_state_dict(state["feature_net"])
         self.mdn_trained = bool(state.get("mdn_trained", False))
         if "bin_weights" in state:
             self.bin_weights = state["bin_weights"].to(self.device)
