@@ -72,7 +72,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
     argv = ["--model", name, "--image_size", str(opts.image_size), "--batch_size", str(opts.batch_size),
             "--device", opts.device, "--amp", opts.amp, "--wandb", "disabled", "--lpips", "off",
             "--epochs", "1", "--steps", str(opts.steps)] + (["--compile"] if opts.compile else [])
-    _, args, _ = cli.parse_args(argv + cli_extra(name, opts.extra))
+    _, args, _ = cli.parse_args(argv + opts.extra)  # main.py ignores other families' flags
     family = REGISTRY[name]
     device = cli.pick_device(args.device)
     torch.manual_seed(0)
@@ -121,21 +121,6 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
 
     row["mp"] = 1 / timed(colorize, opts.iters, device)
     return row
-
-
-def cli_extra(name, extra):
-    """Pass through extra flags that this family declares."""
-    parser, _, _ = cli.parse_args(["--model", name])
-    known = {s for a in parser._actions for s in a.option_strings}
-    out, i = [], 0
-    while i < len(extra):
-        if extra[i] in known:
-            takes_value = i + 1 < len(extra) and not extra[i + 1].startswith("--")
-            out += extra[i:i + 1 + takes_value]
-            i += 1 + takes_value
-        else:
-            i += 1
-    return out
 
 
 def table(rows) -> str:

@@ -97,13 +97,13 @@ def ab_histogram(batches, device) -> torch.Tensor:
     return counts
 
 
-def rebalancing_weights(counts: torch.Tensor, mix: float = 0.5) -> torch.Tensor:
-    """w proportional to ((1 - mix) p + mix / Q)^-1 over the Q bins that occur, scaled so that the
-    expected weight under p is 1 (Zhang et al. 2016, eq. 4); 0 for bins that never occur."""
-    p = counts / counts.sum()
-    seen = p > 0
+def rebalancing_weights(counts: torch.Tensor, mix: float = 0.5, all_bins: bool = False) -> torch.Tensor:
+    """w proportional to ((1 - mix) p + mix / Q)^-1, scaled so that the expected weight under p is 1
+    (Zhang et al. 2016, eq. 4). Q: the bins that occur (others get 0), or every bin with all_bins."""
+    p = counts.double() / counts.sum()
+    support = torch.ones_like(p, dtype=torch.bool) if all_bins else p > 0
     w = torch.zeros_like(p)
-    w[seen] = 1.0 / ((1 - mix) * p[seen] + mix / int(seen.sum()))
+    w[support] = 1.0 / ((1 - mix) * p[support] + mix / int(support.sum()))
     return (w / (p * w).sum()).float()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from colorize_data import AB_BIN, AB_BINS_PER_AXIS, rgb_to_lab
+from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, ab_bin_index, rgb_to_lab
 
 
 def _cache_dir() -> Path:
@@ -41,8 +41,7 @@ def ab_gamut() -> tuple[torch.Tensor, torch.Tensor]:
         g, b = torch.meshgrid(v, v, indexing="ij")
         rgb = torch.stack([torch.full_like(g, float(v[r])), g, b])[None]
         ab = rgb_to_lab(rgb)[0, 1:].reshape(2, -1)
-        q = torch.round(ab / AB_BIN).long() + AB_BINS_PER_AXIS // 2
-        idx = q[0] * AB_BINS_PER_AXIS + q[1]
+        idx = ab_bin_index(ab.view(1, 2, 1, -1) / AB_SCALE).flatten()
         codes = r * 65536 + torch.arange(65536)
         best.scatter_reduce_(0, idx, codes, reduce="amax")
     kept = (best >= 0).nonzero()[:, 0]
@@ -147,9 +146,3 @@ def smoothed_prior(grid_counts: torch.Tensor, centres: torch.Tensor, sigma: floa
     smooth = torch.nn.functional.conv2d(grid, kernel[None, None], padding=r).flatten()
     p = smooth[grid_to_gamut(centres) >= 0]  # grid order = gamut order (both sorted by grid index)
     return (p / p.sum()).float()
-
-
-def rebalance(prior: torch.Tensor, mix: float = 0.5) -> torch.Tensor:
-    """w proportional to ((1 - mix) p + mix / Q)^-1 over the Q gamut bins, with sum p w = 1."""
-    w = 1.0 / ((1 - mix) * prior.double() + mix / len(prior))
-    return (w / (prior.double() * w).sum()).float()

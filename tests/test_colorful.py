@@ -3,8 +3,8 @@ import numpy as np
 import torch
 from skimage import color
 
-from colorize_data import AB_BINS_PER_AXIS
-from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, rebalance, smoothed_prior, soft_encode
+from colorize_data import AB_BINS_PER_AXIS, rebalancing_weights
+from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 
 
 def test_gamut_bins_are_reachable_complete_and_not_transposed():
@@ -62,6 +62,6 @@ def test_prior_and_rebalancing_weights():
     prior = smoothed_prior(counts, centres)
     assert prior.shape == (len(centres),) and abs(prior.sum().item() - 1) < 1e-5
     assert prior[5] > prior[100] > 0 and (prior > 0).sum() > 2  # smoothed in ab space: neighbours get mass
-    w = rebalance(prior)
+    w = rebalancing_weights(prior, all_bins=True)
     assert abs((prior * w).sum().item() - 1) < 1e-5  # expected weight under p is 1
     assert w[100] > w[5]  # rare colours weigh more

@@ -10,8 +10,8 @@ Decoding: the annealed mean with --temperature (0.38, the paper's), upsampled to
 import torch
 import torch.nn.functional as F
 
-from colorize_data import AB_SCALE, ab_histogram
-from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, rebalance, smoothed_prior, soft_encode
+from colorize_data import AB_SCALE, ab_histogram, rebalancing_weights
+from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 from trainers.base import Trainer
 
 
@@ -35,7 +35,7 @@ class ColorfulTrainer(Trainer):
         if self.prior is None:
             counts = ab_histogram((b for _, b in batches.epoch(0)), self.device)
             self.prior = smoothed_prior(counts, self.centres.cpu(), self.args.prior_sigma).to(self.device)
-            self.weights = rebalance(self.prior, self.args.rebalance_lambda).to(self.device)
+            self.weights = rebalancing_weights(self.prior, self.args.rebalance_lambda, all_bins=True).to(self.device)
 
     def train_step(self, batch):
         with self.autocast():
