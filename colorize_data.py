@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,11 @@ def compose_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     return lab_to_rgb(lab)
 
 
+def cache_dir() -> Path:
+    """Where computed tables (the ab gamut, colour-bin counts per data set) are kept."""
+    return Path(os.environ.get("COLORIZATION_CACHE", Path.home() / ".cache" / "colorization"))
+
+
 AB_BIN = 10        # the ab grid of Zhang et al. and Deshpande et al.: bins of 10 x 10 ab units
 AB_BINS_PER_AXIS = 23  # bin centres -110, -100, ..., 110 on each axis
 
@@ -94,6 +100,57 @@ def ab_histogram(batches, device) -> torch.Tensor:
     for images in batches:
         _, ab = rgb_to_model(uint8_to_float(images.to(device)))
         counts += torch.bincount(ab_bin_index(ab).flatten(), minlength=counts.numel()).double()
+    return counts
+
+
+def data_key(root, paths, *settings) -> str:
+    """A name for a data set as read with `settings`: its folder, and each file's path, size and
+    modification time. Statistics cached under it are recomputed when any file changes."""
+    import hashlib
+
+    h = hashlib.sha1(json.dumps([str(Path(root).resolve()), [str(s) for s in settings]]).encode())
+    for rel in sorted(paths):
+        try:
+            st = (Path(root) / rel).stat()
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{rel}\0missing\n".encode())
+    return h.hexdigest()[:20]
+
+
+@torch.no_grad()
+def train_ab_counts(batches, device) -> torch.Tensor:
+    """Pixel counts per ab bin (529,) over one pass (epoch 0) of the training batches, summed over
+    the processes of a distributed run. Cached on disk per data set when the batches carry a
+    `key` (see `data_key`), so every family and run on the same data counts it once."""
+    import torch.distributed as dist
+
+    key = getattr(batches, "key", None)
+    path = cache_dir() / "ab_counts" / f"{key}.pt" if key else None
+    shared = dist.is_available() and dist.is_initialized()
+    cached = None
+    if path is not None and path.is_file():
+        try:
+            cached = torch.load(path, weights_only=True).to(device)
+        except (OSError, RuntimeError):
+            pass  # a damaged cache file: count again
+    if shared:  # use the cache only if every process has it (nodes need not share a disk)
+        hit = torch.tensor([float(cached is not None)], device=device)
+        dist.all_reduce(hit, op=dist.ReduceOp.MIN)
+        cached = cached if hit.item() else None
+    if cached is not None:
+        return cached
+    counts = ab_histogram((b for _, b in batches.epoch(0)), device)
+    if shared:
+        dist.all_reduce(counts)  # each process saw its own share of the batches
+    if path is not None and (not shared or dist.get_rank() == 0):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(counts.cpu(), tmp)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache: count again next time
     return counts
 
 

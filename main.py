@@ -260,15 +260,20 @@ def train_batches(args, root: Path, split: dict, device):
     if args.data_cache == "stream" or (args.data_cache == "auto" and gigabytes > args.cache_gb):
         print(f"streaming {len(split['train'])} training images from disk ({gigabytes:.1f} GB decoded) "
               f"with {args.workers} worker(s)")
-        return cd.StreamingTrainBatches(root, split["train"], args.batch_size, args.image_size, args.load_size,
-                                        args.crop, args.seed, device, rank, world, args.workers, args.max_image_pixels)
-    images, _, report = cd.load_train_images(root, split["train"], args.image_size, args.load_size,
-                                             args.workers, args.max_image_pixels)
-    report.warn("the training split")
-    if not len(images):
-        raise SystemExit(f"error: no usable colour training images under {root} "
-                         f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
-    return cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
+        batches = cd.StreamingTrainBatches(root, split["train"], args.batch_size, args.image_size, args.load_size,
+                                           args.crop, args.seed, device, rank, world, args.workers,
+                                           args.max_image_pixels)
+    else:
+        images, _, report = cd.load_train_images(root, split["train"], args.image_size, args.load_size,
+                                                 args.workers, args.max_image_pixels)
+        report.warn("the training split")
+        if not len(images):
+            raise SystemExit(f"error: no usable colour training images under {root} "
+                             f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
+        batches = cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
+    # names the data set for statistics cached across runs (colour-bin counts)
+    batches.key = cd.data_key(root, split["train"], args.image_size, args.load_size, args.crop, args.seed, world)
+    return batches
 
 
 def eval_images(args, root: Path, rel_paths, what: str):

@@ -1,7 +1,9 @@
 """Zhang et al. (2016), "Colorful Image Colorization": colour as classification over ab bins.
 
-The gamut: ab bins of 10 x 10 on a grid with centres at multiples of 10, kept when some sRGB colour
-falls in them (`ab_gamut`, computed from all 256^3 sRGB colours, cached on disk).
+The gamut: ab bins of 10 x 10 on a grid with centres at multiples of 10 (`ab_gamut`, computed from
+all 256^3 sRGB colours, cached on disk): by default the corners of every grid cell that some sRGB
+colour falls in (309 bins; Zhang et al. report 313), or with --gamut inside only the bins that some
+sRGB colour falls in (261).
 
 The network (ECCV16 design, widths scaled by `width`, 64 in the paper): eight blocks of 3x3
 convolutions with BatchNorm; blocks 1-3 halve the resolution, blocks 5-6 are dilated (2), block
@@ -12,45 +14,63 @@ convolutions with BatchNorm; blocks 1-3 halve the resolution, blocks 5-6 are dil
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, ab_bin_index, rgb_to_lab
+from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, rgb_to_lab
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("COLORIZATION_CACHE", Path.home() / ".cache" / "colorization"))
+GAMUTS = ("corners", "inside")
 
 
 @functools.lru_cache(maxsize=None)
-def ab_gamut() -> tuple[torch.Tensor, torch.Tensor]:
+def ab_gamut(kind: str = "corners") -> tuple[torch.Tensor, torch.Tensor]:
     """(centres (Q, 2) in ab units, sorted by grid index; one sRGB example in [0, 1] per bin (Q, 3)).
-    Every sRGB colour (256^3) is converted to Lab and binned; computed once, then read from disk."""
-    path = _cache_dir() / "ab_gamut_v1.pt"
+
+    Every sRGB colour (256^3) is converted to Lab; its ab lies in one cell of the grid whose
+    corners are the bin centres (multiples of 10) and is nearest to one of those corners.
+      "inside":  the bins some sRGB colour falls in (is nearest to): 261 bins. No grid of 10,
+                 wherever its origin, holds more than 267 (tests/test_colorful.py).
+      "corners": the four corners of every cell some sRGB colour falls in: 309 bins, Zhang et al.
+                 report 313. Every sRGB ab is then a convex (bilinear) combination of gamut bins,
+                 so the mean over bins can reach it and a colour at the edge of the gamut is
+                 soft-encoded over bins on both sides of it, as it is inside.
+    The example of a bin is a colour that falls in it ("inside") or in a cell it is a corner of.
+    Computed once (about a second), then read from disk."""
+    if kind not in GAMUTS:
+        raise ValueError(f"unknown gamut {kind!r}; one of {GAMUTS}")
+    path = cache_dir() / f"ab_gamut_{kind}_v2.pt"
     try:
         cached = torch.load(path, weights_only=True)
         return cached["centres"], cached["examples"]
     except (OSError, RuntimeError, KeyError):
         pass
+    n, half = AB_BINS_PER_AXIS, AB_BINS_PER_AXIS // 2
     v = torch.arange(256, dtype=torch.float32) / 255
-    best = torch.full((AB_BINS_PER_AXIS ** 2,), -1, dtype=torch.long)
+    best = torch.full((n * n,), -1, dtype=torch.long)  # per bin (or per cell): the largest code seen
     for r in range(256):  # one red level at a time: 65,536 colours
         g, b = torch.meshgrid(v, v, indexing="ij")
         rgb = torch.stack([torch.full_like(g, float(v[r])), g, b])[None]
-        ab = rgb_to_lab(rgb)[0, 1:].reshape(2, -1)
-        idx = ab_bin_index(ab.view(1, 2, 1, -1) / AB_SCALE).flatten()
+        ab = rgb_to_lab(rgb)[0, 1:].reshape(2, -1) / AB_BIN
+        q = (ab.round() if kind == "inside" else ab.floor()).long() + half  # the bin, or the cell's low corner
         codes = r * 65536 + torch.arange(65536)
-        best.scatter_reduce_(0, idx, codes, reduce="amax")
+        best.scatter_reduce_(0, q[0] * n + q[1], codes, reduce="amax")
+    if kind == "corners":  # a cell's example stands for its four corners
+        cells = best.view(n, n)
+        best = torch.full((n + 1, n + 1), -1, dtype=torch.long)
+        for da in (0, 1):
+            for db in (0, 1):
+                best[da:da + n, db:db + n] = torch.maximum(best[da:da + n, db:db + n], cells)
+        if (best[n] >= 0).any() or (best[:, n] >= 0).any():
+            raise RuntimeError("the gamut does not fit the 23 x 23 grid")
+        best = best[:n, :n].flatten()
     kept = (best >= 0).nonzero()[:, 0]
-    centres = torch.stack([kept // AB_BINS_PER_AXIS, kept % AB_BINS_PER_AXIS], 1).float()
-    centres = (centres - AB_BINS_PER_AXIS // 2) * AB_BIN
+    centres = (torch.stack([kept // n, kept % n], 1).float() - half) * AB_BIN
     code = best[kept]
     examples = torch.stack([code // 65536, (code // 256) % 256, code % 256], 1).float() / 255
     try:
-        _cache_dir().mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"centres": centres, "examples": examples}, path)
     except OSError:
         pass  # a read-only home: compute again next time
@@ -87,10 +107,13 @@ class ColorfulNet(nn.Module):
 
 def add_args(parser):
     parser.add_argument("--colorful_width", type=int, default=64, help="channels of the first block (ECCV16: 64)")
+    parser.add_argument("--gamut", choices=GAMUTS, default="corners",
+                        help="ab bins: corners of the grid cells sRGB reaches (309, near Zhang's 313) or the bins "
+                             "sRGB falls in (261)")
 
 
 def build(args):
-    return ColorfulNet(len(ab_gamut()[0]), args.colorful_width)
+    return ColorfulNet(len(ab_gamut(args.gamut)[0]), args.colorful_width)
 
 
 def size_multiple(args):

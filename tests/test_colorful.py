@@ -1,4 +1,6 @@
 """Zhang et al. (2016): the gamut, the soft encoding, the annealed mean, the rebalancing weights."""
+import os
+
 import numpy as np
 import torch
 from skimage import color
@@ -7,23 +9,49 @@ from colorize_data import AB_BINS_PER_AXIS, rebalancing_weights
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 
 
-def test_gamut_bins_are_reachable_complete_and_not_transposed():
-    centres, examples = ab_gamut()
-    # every bin holds an sRGB colour: its example lands in it under skimage's own conversion
-    lab = color.rgb2lab(examples.double().numpy()[None])[0]
-    assert np.abs(lab[:, 1:] - centres.numpy()).max() <= 5 + 1e-6
-    # an independent coarse sampling of sRGB by skimage finds no bin we lack
-    v = np.linspace(0, 1, 24)
+def _srgb_ab(steps):
+    v = np.linspace(0, 1, steps)
     cube = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(1, -1, 3)
-    ab = color.rgb2lab(cube)[0, :, 1:]
-    coarse = {tuple(c) for c in (np.round(ab / 10) * 10).astype(int).tolist()}
+    return color.rgb2lab(cube)[0, :, 1:]
+
+
+def test_gamut_near_313_reachable_and_not_transposed():
+    centres, examples = ab_gamut("corners")
     ours = {tuple(c) for c in centres.long().tolist()}
-    assert coarse <= ours and len(ours) - len(coarse) < 0.15 * len(ours)
-    # a and b not swapped: the sRGB gamut is not symmetric under a <-> b, and blue reaches b = -110
+    # Zhang et al. report 313 bins; ours are the corners of the grid cells sRGB colours fall in
+    assert abs(len(ours) - 313) <= 5 and len(ours) == 309
+    # every bin is reachable: its example, an sRGB colour, lies (under skimage's own conversion)
+    # in a grid cell that the bin is a corner of
+    lab = color.rgb2lab(examples.double().numpy()[None])[0]
+    offset = lab[:, 1:] - centres.numpy()
+    assert (np.abs(offset) < 10).all()
+    # an independent sampling of sRGB by skimage: all four corners of each cell it reaches are ours
+    cells = np.floor(_srgb_ab(24) / 10).astype(int)
+    coarse = {(10 * (a + da), 10 * (b + db)) for a, b in cells.tolist() for da in (0, 1) for db in (0, 1)}
+    assert coarse <= ours and len(ours) - len(coarse) < 0.1 * len(ours)
+    # a and b not swapped: the gamut is not symmetric under a <-> b; green is a = -86, b = 83 and
+    # blue b = -108, so bin (-90, 90) is a corner of green's cell and (-110, 80) is no bin at all
     assert {(b, a) for a, b in ours} != ours
-    assert min(b for _, b in ours) == -110 and max(a for a, _ in ours) == 100
-    # The sRGB gamut has 261 such bins, not the 313 Zhang et al. report (see README, "colorful")
-    assert len(ours) == 261
+    assert (-90, 90) in ours and (90, -90) in ours and (-110, 80) not in ours
+    assert min(b for _, b in ours) == -110 and min(a for a, _ in ours) == -90
+    # the bins sRGB colours fall in are all kept
+    inside = {tuple(c) for c in ab_gamut("inside")[0].long().tolist()}
+    assert inside < ours
+
+
+def test_the_bins_srgb_falls_in_are_261_and_no_grid_of_10_holds_313():
+    """The issue's first definition (bins some sRGB colour falls in) cannot give 313: wherever the
+    grid's origin, at most 267 bins of 10 x 10 hold an sRGB colour."""
+    centres, examples = ab_gamut("inside")
+    assert len(centres) == 261
+    lab = color.rgb2lab(examples.double().numpy()[None])[0]
+    assert np.abs(lab[:, 1:] - centres.numpy()).max() <= 5 + 1e-6  # each example falls in its bin
+    ab = _srgb_ab(64)
+    def bins(oa, ob):
+        q = np.floor((ab - (oa, ob)) / 10).astype(int) + 50
+        return len(np.unique(q[:, 0] * 100 + q[:, 1]))
+    counts = [bins(oa, ob) for oa in range(0, 10, 2) for ob in range(0, 10, 2)]
+    assert max(counts) <= 267
 
 
 def test_soft_encoding_sums_to_one_and_peaks_at_the_true_bin():
@@ -65,3 +93,28 @@ def test_prior_and_rebalancing_weights():
     w = rebalancing_weights(prior, all_bins=True)
     assert abs((prior * w).sum().item() - 1) < 1e-5  # expected weight under p is 1
     assert w[100] > w[5]  # rare colours weigh more
+
+
+def test_bin_counts_are_cached_per_data_set(tiny_data, tmp_path, monkeypatch):
+    """Counted once per data set, shared by runs and families; counted again when a file changes."""
+    import colorize_data as cd
+    import main
+    from trainers import checkpoint as ckpt_io
+
+    monkeypatch.setenv("COLORIZATION_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = cd.ab_histogram
+    monkeypatch.setattr(cd, "ab_histogram", lambda *a, **k: calls.append(1) or real(*a, **k))
+    flags = ["--data", str(tiny_data), "--results", str(tmp_path / "R"), "--image_size", "16", "--batch_size", "4",
+             "--epochs", "1", "--wandb", "disabled", "--workers", "1", "--colorful_width", "8", "--val_images", "2"]
+    assert main.main(["--model", "colorful", "--run_name", "a", *flags]) == 0
+    assert main.main(["--model", "colorful", "--run_name", "b", "--gamut", "inside", *flags]) == 0
+    assert len(calls) == 1 and len(list((tmp_path / "cache" / "ab_counts").glob("*.pt"))) == 1
+    a = ckpt_io.load(tmp_path / "R" / "a" / "last.pt")
+    b = ckpt_io.load(tmp_path / "R" / "b" / "last.pt")
+    assert len(a["extra"]["prior"]) == 309 and len(b["extra"]["prior"]) == 261
+    assert b["model"]["head.6.weight"].shape[0] == 261  # the network predicts over its own gamut
+    first = sorted((tiny_data / "train").iterdir())[0]
+    os.utime(first, ns=(1, 1))  # same pixels, another modification time
+    assert main.main(["--model", "colorful", "--run_name", "c", *flags]) == 0
+    assert len(calls) == 2

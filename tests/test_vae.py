@@ -130,6 +130,6 @@ def test_mdn_on_the_trunk_of_a_trained_colorful_model(tiny_data, tmp_path):
                       "--colorful_weights", str(weights), *flags]) == 0
     ckpt = ckpt_io.load(tmp_path / "cvae_mdn" / "last.pt")
     assert ckpt["extra"]["mdn_trained"] and "feature_net" in ckpt["extra"]
-    assert ckpt["args"]["mdn_colorful_width"] == 8
+    assert ckpt["args"]["mdn_colorful_width"] == 8 and ckpt["args"]["mdn_colorful_gamut"] == "corners"
     weights.unlink()  # the cvae_mdn checkpoint carries the trunk: test mode needs no colorful file
     assert main.main(["--model", "cvae_mdn", "--mode", "test", "--num_samples", "2", *flags]) == 0

@@ -1,6 +1,7 @@
 """Training `colorful` (Zhang et al. 2016): class-rebalanced multinomial cross-entropy over ab bins.
 
-Before the first step the prior is counted over the training split (pixels per ab bin, smoothed
+Before the first step the prior is counted over the training split (pixels per ab bin, cached per
+data set in the cache folder; smoothed
 by a Gaussian of --prior_sigma ab units in ab space), giving the rebalancing weights
 w ~ ((1 - lambda) p + lambda / Q)^-1 with E_p[w] = 1 (--rebalance_lambda 0.5); it is kept in the
 checkpoint, so test mode needs no data. The target is the soft encoding of the ab of each pixel
@@ -10,7 +11,7 @@ Decoding: the annealed mean with --temperature (0.38, the paper's), upsampled to
 import torch
 import torch.nn.functional as F
 
-from colorize_data import AB_SCALE, ab_histogram, rebalancing_weights
+from colorize_data import AB_SCALE, rebalancing_weights, train_ab_counts
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 from trainers.base import Trainer
 
@@ -26,14 +27,14 @@ class ColorfulTrainer(Trainer):
 
     def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
         super().__init__(model, args, device, run_dir, log, echo)
-        centres, _ = ab_gamut()
+        centres, _ = ab_gamut(args.gamut)
         self.centres = centres.to(self.device)
         self.lookup = grid_to_gamut(centres).to(self.device)
         self.prior = self.weights = None
 
     def on_fit_start(self, batches):
         if self.prior is None:
-            counts = ab_histogram((b for _, b in batches.epoch(0)), self.device)
+            counts = train_ab_counts(batches, self.device)
             self.prior = smoothed_prior(counts, self.centres.cpu(), self.args.prior_sigma).to(self.device)
             self.weights = rebalancing_weights(self.prior, self.args.rebalance_lambda, all_bins=True).to(self.device)
 

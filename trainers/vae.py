@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from colorize_data import ab_bin_index, ab_histogram, rebalancing_weights
+from colorize_data import ab_bin_index, rebalancing_weights, train_ab_counts
 from models.vae import MDN, mdn_loss
 from trainers.base import Trainer
 
@@ -120,7 +120,7 @@ class CVAEMDNTrainer(VAETrainer):
 
     def on_fit_start(self, batches):
         if self.bin_weights is None:  # colour-bin frequencies of the training split, once per run
-            counts = ab_histogram((b for _, b in batches.epoch(0)), self.device)
+            counts = train_ab_counts(batches, self.device)
             self.bin_weights = rebalancing_weights(counts).to(self.device)
 
     def _colorful_trunk(self):
@@ -136,8 +136,9 @@ class CVAEMDNTrainer(VAETrainer):
             raise SystemExit(f"error: --mdn_features colorful needs --colorful_weights, a checkpoint of a trained "
                              f"`colorful` model (got {path!r})")
         width = saved["args"]["colorful_width"] if saved else a.mdn_colorful_width
-        a.mdn_colorful_width = width  # saved with the run's arguments
-        net = ColorfulNet(len(ab_gamut()[0]), width)
+        gamut = saved["args"].get("gamut", "inside") if saved else getattr(a, "mdn_colorful_gamut", "inside")
+        a.mdn_colorful_width, a.mdn_colorful_gamut = width, gamut  # saved with the run's arguments
+        net = ColorfulNet(len(ab_gamut(gamut)[0]), width)
         net.width = width
         if saved:
             net.load_state_dict(saved["model"])
