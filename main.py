@@ -426,6 +426,9 @@ def test(args, given, family, run_dir: Path) -> int:
         labels = semantic.labels_for(paths, judge[1])
         if (labels >= 0).all():
             result["semantic_accuracy"] = semantic.accuracy(judge[0], trainer.last_predictions, labels, device)
+        else:
+            print(f"note: semantic accuracy left out: {int((labels < 0).sum())} of {len(labels)} test images are not "
+                  f"in a class folder the classifier knows ({', '.join(judge[1][:5])}, ...)")
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     with open(run_dir / "per_image.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -33,6 +33,12 @@ def test_classifier_learns_a_separable_toy_and_families_report_semantic_accuracy
     assert main.main(["--model", "gray", "--mode", "test", *flags]) == 0
     m = json.loads((tmp_path / "R" / "gray" / "metrics.json").read_text())
     assert abs(m["semantic_accuracy"] - report["accuracy_grey"]) < 1e-9  # grey colorization = grey input
+    # a test at another image size cannot use this classifier: it says so instead of staying silent
+    capsys.readouterr()
+    other = [f if f != "16" else "24" for f in flags]
+    assert main.main(["--model", "gray", "--mode", "test", "--run_name", "gray24", *other]) == 0
+    assert "semantic accuracy left out" in capsys.readouterr().out
+    assert "semantic_accuracy" not in json.loads((tmp_path / "R" / "gray24" / "metrics.json").read_text())
 
 
 def test_classifier_without_class_folders_is_skipped(tiny_data, tmp_path, capsys):

@@ -95,6 +95,9 @@ def load(results_dir, image_size: int, device):
         return None
     ckpt = checkpoint.load(path, family="classifier")
     if ckpt["args"]["image_size"] != image_size:
+        print(f"note: semantic accuracy left out: the classifier in {path.parent} was trained at "
+              f"{ckpt['args']['image_size']} px, this test runs at {image_size} px (train one with "
+              f"--mode classifier --image_size {image_size})")
         return None
     classes = ckpt["args"]["classes"].split(",")
     model = SmallClassifier(len(classes))
