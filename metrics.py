@@ -399,37 +399,50 @@ def plot_summary(rows: list[dict], out: Path) -> Path:
     return out
 
 
+NOT_LOSSES = {"train/images_per_s", "train/epoch_seconds", "train/kl_active_dims"}
+
+
 def plot_curves(runs: list[Path], out: Path) -> Path | None:
-    """Results/curves.png: per run, the training loss and the validation delta E over epochs."""
+    """Results/curves.png: validation delta E of every run on one chart (the comparison), then the
+    training losses of each run in its own panel (their scales differ from family to family)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5))
-    drawn = False
+    curves = []
     for d in runs:
         if not (d / "history.jsonl").exists():
             continue
-        hist = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()]
-        train = [(h["epoch"], h[k]) for h in hist if "epoch" in h
-                 for k in ("train/loss", "train/g_loss", "train/mdn") if k in h][:]
-        val = [(h["step"], h["val/delta_e"]) for h in hist if "val/delta_e" in h]
-        if train:
-            ax_loss.plot(*zip(*train), marker=".", label=d.name)
-            drawn = True
-        if val:
-            epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h}
-            ax_val.plot([epochs.get(s, s) for s, _ in val], [v for _, v in val], marker=".", label=d.name)
-            drawn = True
-    if not drawn:
-        plt.close(fig)
+        hist = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines() if x.strip()]
+        epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h and "step" in h}
+        losses = {k: [(h["epoch"], h[k]) for h in hist if "epoch" in h and k in h]
+                  for k in sorted({k for h in hist for k in h if k.startswith("train/")} - NOT_LOSSES)
+                  if not k.startswith("train/lr")}
+        val = [(epochs.get(h.get("step"), h.get("step")), h["val/delta_e"]) for h in hist if "val/delta_e" in h]
+        if val or any(losses.values()):
+            curves.append((d.name, losses, val))
+    if not curves:
         return None
-    ax_loss.set(title="training loss (train/loss, GAN: train/g_loss, MDN stage: train/mdn)", xlabel="epoch",
-                yscale="log")
-    ax_val.set(title="validation delta E 2000 (lower is better)", xlabel="epoch")
-    for ax in (ax_loss, ax_val):
+    cols = min(4, len(curves) + 1)
+    rows = -(-(len(curves) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
+    axes = axes.flatten()
+    for name, _, val in curves:
+        if val:
+            axes[0].plot(*zip(*val), marker=".", label=name)
+    axes[0].set(title="validation delta E 2000 (lower is better)", xlabel="epoch")
+    axes[0].legend(fontsize=7)
+    for ax, (name, losses, _) in zip(axes[1:], curves):
+        for key, points in losses.items():
+            if points:
+                ax.plot(*zip(*points), marker=".", label=key.removeprefix("train/"))
+        ax.set(title=f"{name}: training losses", xlabel="epoch")
+        if all(v > 0 for points in losses.values() for _, v in points):
+            ax.set_yscale("log")
         ax.legend(fontsize=7)
+    for ax in axes[len(curves) + 1:]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
