@@ -98,3 +98,20 @@ def test_file_corrupted_between_epochs_is_skipped_when_streaming(tiny_data, tmp_
     (tiny_data / split["train"][0]).write_bytes(b"\x89PNG broken")
     (tiny_data / split["train"][1]).unlink()
     assert sum(len(b) for _, b in stream.epoch(2)) < 8 and stream.skipped[1] >= 1
+
+
+def test_weights_that_do_not_fit_the_network_are_a_clear_error(tiny_data, tmp_path, capsys):
+    """A checkpoint whose saved arguments build another network (here: its gamut flag lost, as in
+    a checkpoint written before --gamut existed) stops with a message, not a torch trace."""
+    import main
+    from trainers import checkpoint as ckpt_io
+
+    flags = ["--model", "colorful", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
+             "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--colorful_width", "8", "--lpips", "off"]
+    assert main.main([*flags, "--epochs", "1", "--gamut", "inside"]) == 0
+    path = tmp_path / "colorful" / "last.pt"
+    ckpt = ckpt_io.load(path)
+    del ckpt["args"]["gamut"]
+    ckpt_io.save_atomic(ckpt, path)
+    assert main.main([*flags, "--mode", "test", "--weights", "last"]) != 0
+    assert "do not fit the network" in capsys.readouterr().err
