@@ -31,7 +31,7 @@ def ab_gamut(kind: str = "corners") -> tuple[torch.Tensor, torch.Tensor]:
     Every sRGB colour (256^3) is converted to Lab; its ab lies in one cell of the grid whose
     corners are the bin centres (multiples of 10) and is nearest to one of those corners.
       "inside":  the bins some sRGB colour falls in (is nearest to): 261 bins. No grid of 10,
-                 wherever its origin, holds more than 267 (tests/test_colorful.py).
+                 whatever its origin, holds more than 267 (tests/test_colorful.py tries 25).
       "corners": the four corners of every cell some sRGB colour falls in: 309 bins, Zhang et al.
                  report 313. Every sRGB ab is then a convex (bilinear) combination of gamut bins,
                  so the mean over bins can reach it and a colour at the edge of the gamut is
