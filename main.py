@@ -70,6 +70,8 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--cache_gb", type=float, default=8.0, help="largest decoded training set kept in memory")
     p.add_argument("--val_every", type=int, default=1, help="validate every N epochs (and after the last)")
     p.add_argument("--save_every", type=int, default=10, help="also keep epoch_N.pt every N epochs (0: never)")
+    p.add_argument("--best_by", default="delta_e", choices=("delta_e", "ssim", "psnr", "lpips", "auc", "auc_rebalanced"),
+                   help="the validation metric that picks best.pt (delta_e and lpips: lower is better)")
     p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
     p.add_argument("--resume", action="store_true", help="continue the run in RESULTS/RUN_NAME from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh over an existing run folder")

@@ -99,3 +99,18 @@ def test_wandb_offline_with_checkpoint_artifact_and_per_image_table(tiny_data, t
     assert len(runs) == 2  # a train run and a test run
     test_files = list((tmp_path / "unet" / "wandb").rglob("*.table.json"))  # the test run's per-image table
     assert test_files and "colorized" in test_files[0].read_text()
+
+
+def test_best_by_picks_best_pt_by_the_chosen_validation_metric(tiny_data, tmp_path):
+    from trainers import checkpoint as ckpt_io
+
+    flags = ["--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
+             "--batch_size", "4", "--epochs", "3", "--unet_channels", "8", "--unet_depth", "2", "--wandb", "disabled",
+             "--workers", "1", "--lpips", "off", "--learning_rate", "3e-2"]
+    assert main.main([*flags, "--best_by", "auc_rebalanced"]) == 0
+    run = tmp_path / "unet"
+    val = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "val/auc_rebalanced" in x]
+    best_step = max(val, key=lambda h: h["val/auc_rebalanced"])["step"]
+    best = ckpt_io.load(run / "best.pt")
+    assert best["step"] == best_step and best["best_by"] == "auc_rebalanced"
+    assert best["best_metric"] == pytest.approx(-max(h["val/auc_rebalanced"] for h in val))

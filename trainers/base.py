@@ -374,6 +374,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(),
                     **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             "best_metric": self.best_metric,
+            "best_by": getattr(self.args, "best_by", "delta_e"),
             "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
@@ -391,7 +392,8 @@ class Trainer:
         self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
         self.skipped_steps = ckpt.get("skipped_steps", 0)
-        self.best_metric = ckpt.get("best_metric", math.inf)
+        same_metric = ckpt.get("best_by", "delta_e") == getattr(self.args, "best_by", "delta_e")
+        self.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
         if training:
             rng = ckpt.get("rng", {})
             if "torch" in rng:
@@ -409,15 +411,28 @@ class Trainer:
                         group["lr"] = lr
         self.load_extra_state(ckpt.get("extra", {}))
 
+    def selection_score(self, val: dict) -> float:
+        """The --best_by validation metric as a score to minimise (delta E when it is missing)."""
+        key = getattr(self.args, "best_by", "delta_e")
+        if val and val.get(key) is None and key != "delta_e":
+            if not getattr(self, "_said_best_by", False):
+                self.echo(f"note: no validation {key} (is it off?); best.pt is picked by delta_e")
+                self._said_best_by = True
+            key = "delta_e"
+        value = val.get(key) if val else None
+        if value is None:
+            return math.inf
+        return value if key in ("delta_e", "lpips") else -value
+
     def save_checkpoints(self, val: dict, only_last: bool = False) -> None:
-        """last.pt always; best.pt when validation delta E improves (or without validation);
+        """last.pt always; best.pt when the --best_by validation metric improves (or without validation);
         epoch_N.pt every --save_every epochs. Only the first process writes."""
         if only_last:  # a run stopped mid-epoch
             if self.run_dir is not None:
                 checkpoint.save_atomic(self.state_dict(), self.run_dir / "last.pt")
             distributed.barrier()
             return
-        score = val.get("delta_e", math.inf) if val else math.inf
+        score = self.selection_score(val)
         if score < self.best_metric:
             self.best_metric = score
             improved = True
