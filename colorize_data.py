@@ -122,11 +122,14 @@ def data_key(root, paths, *settings) -> str:
 def train_ab_counts(batches, device) -> torch.Tensor:
     """Pixel counts per ab bin (529,) over one pass (epoch 0) of the training batches, summed over
     the processes of a distributed run. Cached on disk per data set when the batches carry a
-    `key` (see `data_key`), so every family and run on the same data counts it once."""
+    `data_id` (root, paths, settings: see `data_key`), so every family and run on the same data
+    counts it once."""
     import torch.distributed as dist
 
-    key = getattr(batches, "key", None)
-    path = cache_dir() / "ab_counts" / f"{key}.pt" if key else None
+    path = None
+    if getattr(batches, "data_id", None):
+        root, paths, settings = batches.data_id
+        path = cache_dir() / "ab_counts" / f"{data_key(root, paths, *settings)}.pt"
     shared = dist.is_available() and dist.is_initialized()
     cached = None
     if path is not None and path.is_file():

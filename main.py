@@ -273,8 +273,8 @@ def train_batches(args, root: Path, split: dict, device):
             raise SystemExit(f"error: no usable colour training images under {root} "
                              f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
         batches = cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
-    # names the data set for statistics cached across runs (colour-bin counts)
-    batches.key = cd.data_key(root, split["train"], args.image_size, args.load_size, args.crop, args.seed, world)
+    # what names this data set for statistics cached across runs (colour-bin counts), hashed only if needed
+    batches.data_id = (root, split["train"], (args.image_size, args.load_size, args.crop, args.seed, world))
     return batches
 
 

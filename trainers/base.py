@@ -387,8 +387,9 @@ class Trainer:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as e:  # e.g. a checkpoint from code whose defaults built another network
             detail = str(e).strip().splitlines()
-            raise checkpoint.CheckpointError(f"the checkpoint's weights do not fit the network built from its saved arguments "
-                                  f"({detail[1].strip() if len(detail) > 1 else detail[0]})") from None
+            raise checkpoint.CheckpointError(
+                f"the checkpoint's weights do not fit the network built from its saved arguments "
+                f"({detail[1].strip() if len(detail) > 1 else detail[0]})") from None
         self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
         self.skipped_steps = ckpt.get("skipped_steps", 0)

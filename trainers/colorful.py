@@ -1,8 +1,7 @@
 """Training `colorful` (Zhang et al. 2016): class-rebalanced multinomial cross-entropy over ab bins.
 
 Before the first step the prior is counted over the training split (pixels per ab bin, cached per
-data set in the cache folder; smoothed
-by a Gaussian of --prior_sigma ab units in ab space), giving the rebalancing weights
+data set; smoothed by a Gaussian of --prior_sigma ab units in ab space), giving the rebalancing weights
 w ~ ((1 - lambda) p + lambda / Q)^-1 with E_p[w] = 1 (--rebalance_lambda 0.5); it is kept in the
 checkpoint, so test mode needs no data. The target is the soft encoding of the ab of each pixel
 at the logits' (quarter) resolution: its 5 nearest bins, Gaussian weights (--soft_sigma 5). The
