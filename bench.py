@@ -126,7 +126,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
 def table(rows) -> str:
     cols = [("family", "family", "{}"), ("e2e", "end-to-end img/s", "{:.0f}"), ("data", "data img/s", "{:.0f}"),
             ("compute", "compute img/s", "{:.0f}"), ("ratio", "e2e / compute", "{:.0%}"),
-            ("gflop", "GFLOP/img", "{:.2f}"), ("tflops", "TFLOP/s", "{:.2f}"), ("peak", "% peak", "{:.1f}"),
+            ("gflop", "GFLOP/img", "{:.3g}"), ("tflops", "TFLOP/s", "{:.3g}"), ("peak", "% peak", "{:.1f}"),
             ("sample", "sample img/s", "{:.1f}"), ("mp", "1MP img/s", "{:.1f}"), ("mem", "peak GiB", "{:.2f}")]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

@@ -169,16 +169,19 @@ class LPIPS:
 
 
 AUC_MAX = 150  # Zhang et al. 2016: thresholds 0..150 on the ab error
+# Errors this small (ab units) count as exact: a perfect colorization rebuilt through Lab and float32
+# RGB is off by ~4e-5, which must not drop it below threshold 0 (that made a perfect AuC 0.9964)
+AUC_TOLERANCE = 1e-3
 
 
 def ab_error_histograms(pred: torch.Tensor, target: torch.Tensor):
-    """Per-pixel ab error (Euclidean, ab units) of RGB batches, bucketed by its ceiling into
-    0..AUC_MAX+1: (per-image counts (B, AUC_MAX + 2), per-ground-truth-bin counts (529, AUC_MAX + 2))."""
+    """Per-pixel ab error (Euclidean, ab units) of RGB batches, bucketed by its ceiling (less
+    AUC_TOLERANCE) into 0..AUC_MAX+1: (per-image counts (B, AUC_MAX + 2), per-ground-truth-bin counts (529, AUC_MAX + 2))."""
     from colorize_data import AB_BINS_PER_AXIS, AB_SCALE, ab_bin_index
 
     lab_p, lab_t = rgb_to_lab(pred.float()), rgb_to_lab(target.float())
     err = (lab_p[:, 1:] - lab_t[:, 1:]).norm(dim=1)                       # (B, H, W)
-    bucket = err.ceil().clamp(max=AUC_MAX + 1).long()
+    bucket = (err - AUC_TOLERANCE).ceil().clamp(0, AUC_MAX + 1).long()
     width = AUC_MAX + 2
     b = len(err)
     per_image = torch.bincount((torch.arange(b, device=err.device)[:, None, None] * width + bucket).flatten(),

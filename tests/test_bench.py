@@ -1,4 +1,7 @@
 """bench.py runs (tiny sizes, CPU) and writes its table; it measures, it asserts no speed."""
+import pytest
+import torch
+
 import bench
 
 
@@ -10,5 +13,18 @@ def test_bench_writes_a_row_per_family(tmp_path):
     assert out.read_text() == text and "CPU" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| family")]
     assert [r.split("|")[1].strip() for r in rows] == ["gray", "unet", "unetgan", "colorful"]
-    unet = rows[1].split("|")
-    assert float(unet[2]) > 0 and float(unet[6]) > 0  # end-to-end img/s, GFLOP/img
+    unet = [c.strip() for c in rows[1].split("|")]
+    e2e, compute, ratio, gflop, tflops = float(unet[2]), float(unet[4]), unet[5], float(unet[6]), float(unet[7])
+    assert abs(float(ratio.rstrip("%")) - 100 * e2e / compute) < 1.5  # columns rounded to whole img/s
+    assert tflops == pytest.approx(compute * gflop / 1e3, rel=0.02)
+    # a training step is forward + backward (about twice the forward's FLOPs, less the input's
+    # gradient), per image: an independent count of one image's forward pass
+    import main
+    from torch.utils.flop_counter import FlopCounterMode
+    from trainers import REGISTRY
+
+    _, args, _ = main.parse_args(["--model", "unet", "--unet_channels", "8", "--unet_depth", "2"])
+    with FlopCounterMode(display=False) as counter:
+        REGISTRY["unet"].network.build(args)(torch.zeros(1, 1, 16, 16))
+    forward = counter.get_total_flops() / 1e9
+    assert 2.5 * forward < gflop <= 3.0 * forward * 1.01  # the column has 3 significant digits

@@ -1,4 +1,5 @@
 """Zhang et al. (2016): the gamut, the soft encoding, the annealed mean, the rebalancing weights."""
+import math
 import os
 
 import numpy as np
@@ -68,9 +69,14 @@ def test_soft_encoding_sums_to_one_and_peaks_at_the_true_bin():
 
 def test_annealed_mean():
     centres, _ = ab_gamut()
-    logits = torch.randn(2, len(centres), 3, 3)
-    expected = torch.einsum("bqhw,qc->bchw", torch.softmax(logits, 1), centres)
-    assert torch.allclose(annealed_mean(logits, centres, 1.0), expected, atol=1e-4)
+    # known answers on two bins with probabilities 0.25 and 0.75: T = 1 is the mean; T = 0.5
+    # squares them, (1/16, 9/16), renormalised to (0.1, 0.9)
+    two = torch.full((1, len(centres), 1, 1), -1e4)
+    two[0, 17], two[0, 200] = math.log(0.25), math.log(0.75)
+    assert torch.allclose(annealed_mean(two, centres, 1.0)[0, :, 0, 0], 0.25 * centres[17] + 0.75 * centres[200],
+                          atol=1e-4)
+    assert torch.allclose(annealed_mean(two, centres, 0.5)[0, :, 0, 0], 0.1 * centres[17] + 0.9 * centres[200],
+                          atol=1e-4)
     one_hot = torch.full((1, len(centres), 1, 1), -1e4)
     one_hot[0, 17] = 0
     assert torch.allclose(annealed_mean(one_hot, centres, 0.38)[0, :, 0, 0], centres[17])

@@ -48,7 +48,14 @@ def test_family_trains_two_steps_and_tests(name, tiny_data, tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     for key in ("model", "weights", "n_images", "delta_e", "ssim", "psnr", "lpips", "colorfulness", "colorfulness_gt"):
         assert key in m
-    assert m["model"] == name and m["n_images"] == 3 and m["delta_e"] > 0
+    assert m["model"] == name and m["n_images"] == 3
+    # the figure is the mean over the run's own test images, as listed image by image
+    import csv
+
+    with open(run_dir / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image"] for r in rows] == json.loads((run_dir / "split.json").read_text())["test"]
+    assert m["delta_e"] == pytest.approx(sum(float(r["delta_e"]) for r in rows) / len(rows), abs=1e-4)
     assert (run_dir / "test_grid.png").exists()
     from PIL import Image
 
