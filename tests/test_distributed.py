@@ -39,3 +39,17 @@ def test_two_processes_agree_with_one(tiny_data, tmp_path):
         for k in ("train/loss", "val/delta_e", "val/ssim"):
             if k in a:
                 assert abs(a[k] - b[k]) < 1e-3 * max(1, abs(a[k])), (k, a[k], b[k])
+
+
+def test_the_cuda_process_group_serves_host_tensors_too():
+    """Without a GPU here, NCCL cannot start; what can be checked is the construction. On CUDA the
+    group must have a backend for CPU tensors as well as CUDA ones: all_mean (logged floats, the
+    stop flag), all_gather_object and barrier work on host tensors, which NCCL alone refuses.
+    The two-process run above exercises the CPU half (gloo) of the same code."""
+    from torch.distributed.distributed_c10d import BackendConfig
+
+    from trainers import distributed
+
+    on_cuda = BackendConfig(distributed.backend(torch.device("cuda"))).get_device_backend_map()
+    assert on_cuda == {"cpu": "gloo", "cuda": "nccl"}
+    assert BackendConfig(distributed.backend(torch.device("cpu"))).get_device_backend_map()["cpu"] == "gloo"

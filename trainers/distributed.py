@@ -16,8 +16,16 @@ def world_from_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def backend(device: torch.device) -> str:
+    """The process group's backend for training on `device`. On CUDA, NCCL serves CUDA tensors
+    and gloo CPU ones, in one group: torch dispatches each collective by its tensors' device, so a
+    collective on a host tensor (a float averaged for the log, the stop flag) works as one on the
+    GPU does (NCCL alone has no CPU support)."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def setup(device: torch.device) -> torch.device:
-    """Join the process group (NCCL on CUDA, gloo on the CPU); returns this process's device."""
+    """Join the process group (see backend); returns this process's device."""
     rank, local_rank, world = world_from_env()
     if world == 1:
         return device
@@ -25,7 +33,7 @@ def setup(device: torch.device) -> torch.device:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend(device))
     return device
 
 
@@ -34,7 +42,7 @@ def active() -> bool:
 
 
 def all_mean(values: dict) -> dict:
-    """Average a dict of floats over processes."""
+    """Average a dict of floats over processes (on the host: gloo's part of the group)."""
     if not active() or not values:
         return values
     keys = sorted(values)
