@@ -70,6 +70,10 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--cache_gb", type=float, default=8.0, help="largest decoded training set kept in memory")
     p.add_argument("--val_every", type=int, default=1, help="validate every N epochs (and after the last)")
     p.add_argument("--save_every", type=int, default=10, help="also keep epoch_N.pt every N epochs (0: never)")
+    p.add_argument("--ema_decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights (decay warmed up as "
+                        "min(decay, (1+n)/(10+n))) and validate, test and colorize with it; 0: off "
+                        "(the diffusion families default to 0.999). At test, 0 uses the raw weights")
     p.add_argument("--best_by", default="delta_e", choices=("delta_e", "ssim", "psnr", "lpips", "auc", "auc_rebalanced"),
                    help="the validation metric that picks best.pt (delta_e and lpips: lower is better)")
     p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
@@ -335,7 +339,7 @@ def train(args, given, family, run_dir: Path) -> int:
                              RunLog(run_dir if main_process else None, wandb_run))
     trainer.setup_training(len(batches))
     if saved is not None:
-        trainer.load_state_dict(saved, training=True)
+        trainer.load_state_dict(saved)
         say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
     resume_hint = f"python main.py --model {args.model} --mode train --resume" + (
         f" --run_name {run_dir.name}" if run_dir.name != args.model else "") + (
@@ -411,9 +415,9 @@ def test(args, given, family, run_dir: Path) -> int:
     images, paths = eval_images(args, root, names, "the test split")
     if not len(images):
         raise SystemExit(f"error: no readable test images under {root}")
-    trainer = family.trainer(family.network.build(args), args, device, run_dir)
+    trainer = family.trainer(family.network.build(args), args, device, run_dir, training=False)
     if saved is not None:
-        trainer.load_state_dict(saved, training=False)
+        trainer.load_state_dict(saved)
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()

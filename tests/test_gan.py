@@ -83,3 +83,21 @@ def test_planted_nan_stops_the_run_cleanly(tiny_data, tmp_path, monkeypatch, cap
     assert main.main(["--model", "gan", "--epochs", "3", "--resume", *flags]) == 2
     assert "non-finite g_loss at step 4" in capsys.readouterr().err
     assert (tmp_path / "gan" / "last.pt").read_bytes() == good  # the last good checkpoint is intact
+
+
+def test_warm_up_epochs_never_become_best_pt_of_an_adversarial_run(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(GANTrainer, "selection_score", lambda self, val: float(self.epoch))  # always worse
+    flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main(["--model", "unetgan", "--epochs", "3", "--pretrain_epochs", "1", *flags]) == 0
+    assert ckpt_io.load(tmp_path / "unetgan" / "best.pt")["epoch"] == 2  # the first adversarial epoch
+
+
+def test_test_mode_builds_no_discriminator_and_takes_another_image_size(tiny_data, tmp_path):
+    """D's depth follows the training image size; testing at another size must not load it."""
+    flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main(["--model", "unetgan", "--epochs", "1", *flags]) == 0  # 16 px: D of 1 layer
+    assert main.main(["--model", "unetgan", "--mode", "test", *flags, "--image_size", "32"]) == 0  # D of 2
+    m = json.loads((tmp_path / "unetgan" / "metrics.json").read_text())
+    assert m["image_size"] == 32 and m["n_images"] == 4
+    _, args, _ = main.parse_args(["--model", "unetgan", *TINY])
+    assert GANTrainer(REGISTRY["unetgan"].network.build(args), args, "cpu", training=False).disc is None

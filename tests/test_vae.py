@@ -133,3 +133,28 @@ def test_mdn_on_the_trunk_of_a_trained_colorful_model(tiny_data, tmp_path):
     assert ckpt["args"]["mdn_colorful_width"] == 8 and ckpt["args"]["mdn_colorful_gamut"] == "corners"
     weights.unlink()  # the cvae_mdn checkpoint carries the trunk: test mode needs no colorful file
     assert main.main(["--model", "cvae_mdn", "--mode", "test", "--num_samples", "2", *flags]) == 0
+
+
+def test_best_pt_of_a_two_stage_run_is_a_second_stage_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
+    """Validation scores that only get worse (as z = 0 often scores slightly better than the
+    mixture's top mean): best.pt must still be the first MDN-stage epoch, never a plain CVAE."""
+    from trainers.vae import CVAEMDNTrainer
+
+    monkeypatch.setattr(CVAEMDNTrainer, "selection_score", lambda self, val: float(self.epoch))
+    flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path), "--save_every", "1"]
+    assert main.main(["--model", "cvae_mdn", "--epochs", "4", *flags]) == 0  # epochs 1-2 CVAE, 3-4 MDN
+    run = tmp_path / "cvae_mdn"
+    best = ckpt_io.load(run / "best.pt")
+    assert best["epoch"] == 3 and best["extra"]["mdn_trained"] and best["best_phase"] == "mdn"
+    assert not ckpt_io.load(run / "epoch_0002.pt")["extra"]["mdn_trained"]
+    # the same across two runs: --stage vae, then --stage mdn resumed from it
+    assert main.main(["--model", "cvae_mdn", "--epochs", "2", "--stage", "vae", *flags, "--run_name", "split"]) == 0
+    assert ckpt_io.load(tmp_path / "split" / "best.pt")["epoch"] == 1  # a CVAE run: its best CVAE
+    assert main.main(["--model", "cvae_mdn", "--epochs", "4", "--stage", "mdn", "--resume", *flags,
+                      "--run_name", "split"]) == 0
+    best = ckpt_io.load(tmp_path / "split" / "best.pt")
+    assert best["epoch"] == 3 and best["extra"]["mdn_trained"]
+    # testing a checkpoint whose MDN was never trained says so
+    capsys.readouterr()
+    assert main.main(["--model", "cvae_mdn", "--mode", "test", "--weights", str(run / "epoch_0002.pt"), *flags]) == 0
+    assert "never trained" in capsys.readouterr().out

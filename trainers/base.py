@@ -11,15 +11,23 @@ A family implements a few hooks and inherits the rest:
                                          self.model) inside `with self.autocast():`, and step with
                                          self.optimize(name, loss). Return detached tensors on the
                                          device (never .item(): that stalls the GPU) or plain floats.
-    predict_ab(L) -> ab                  inference; the default calls the network
-    extra_state() / load_extra_state(d)  anything else a checkpoint must hold (EMA, a critic, ...)
+    predict_ab(L) -> ab                  inference; the default calls self.eval_model
+    best_phase() -> str | None           which checkpoints may become best.pt (see save_checkpoints)
+    extra_state() / load_extra_state(d)  anything else a checkpoint must hold (a critic, an MDN, ...)
 
 Set `needs_training = False` for a family with nothing to learn (the grey baseline). A family with
-a second network (a discriminator) wraps it with `self.wrap(module)`.
+a second network (a discriminator) wraps it with `self.wrap(module)`, and builds it only when
+`self.training` (test and colorize construct the trainer with training=False: inference only).
+
+An exponential moving average of the network's weights (--ema_decay > 0; on by default for the
+diffusion families) is kept by the base: updated after every step with the decay warmed up as
+min(decay, (1 + n) / (10 + n)) after n updates, saved in checkpoints, and used for validation,
+best.pt, test and colorizing through `self.eval_model`.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -94,8 +102,9 @@ class Trainer:
         pass
 
     def __init__(self, model: torch.nn.Module, args, device, run_dir=None, log: RunLog | None = None,
-                 echo=print):
+                 echo=print, training: bool = True):
         self.args, self.device = args, torch.device(device)
+        self.training = training  # False: inference only (test, colorize); no optimizer, no critic
         self.rank, _, self.world = distributed.world_from_env()
         self.is_main = self.rank == 0
         cuda = self.device.type == "cuda"
@@ -104,6 +113,8 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
         self.channels_last = cuda
         self.model, self.net = self.wrap(model)
+        self.ema_decay = getattr(args, "ema_decay", 0.0) or 0.0
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if self.ema_decay > 0 else None
         self.run_dir = Path(run_dir) if run_dir and self.is_main else None
         self.log = log or RunLog()
         self.echo = echo if self.is_main else (lambda *a, **k: None)
@@ -115,6 +126,7 @@ class Trainer:
         self.skipped_steps = 0      # optimiser steps skipped for a non-finite loss (--nan_policy skip)
         self._skipped_now = False
         self.best_metric = math.inf
+        self.best_phase_of_record = ""  # the best_phase() of the run's best.pt (best_metric belongs to it)
         self.optimizers: dict = {}
         self.schedulers: dict = {}
         self.scalers: dict = {}
@@ -129,7 +141,7 @@ class Trainer:
         raise NotImplementedError
 
     def predict_ab(self, L: torch.Tensor) -> torch.Tensor:
-        return self.model(L)
+        return self.eval_model(L)
 
     def sample_ab(self, L: torch.Tensor, k: int) -> torch.Tensor:
         """(K, B, 2, H, W): K colorizations, the first the most likely. Stochastic families override."""
@@ -141,6 +153,13 @@ class Trainer:
     def on_epoch_end(self, scalars: dict) -> None:
         """After each epoch's training, with its scalars (add to them, or warn)."""
 
+    def best_phase(self) -> str | None:
+        """The phase of training the checkpoint just written belongs to, or None when it may not
+        become best.pt. A run's best score is compared only within one phase: at a new phase it
+        starts afresh, so best.pt comes from the latest phase (e.g. cvae_mdn: only epochs after its
+        mixture network was trained). One phase by default."""
+        return ""
+
     def extra_state(self) -> dict:
         return {}
 
@@ -148,6 +167,22 @@ class Trainer:
         pass
 
     # -- helpers for the hooks -------------------------------------------------------------
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The network that inference uses: the moving average of the weights when there is one."""
+        return self.ema if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One EMA update, with the decay warmed up: after n updates min(decay, (1 + n) / (10 + n)),
+        so the random initial weights are forgotten quickly (a constant 0.999 would still hold
+        0.999^n of them: 0.91 after 90 steps). Buffers (BatchNorm statistics) are copied."""
+        n = self.step - 1  # updates before this one
+        decay = min(self.ema_decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.model.buffers()):
+            e.copy_(b)
+
     def wrap(self, module: torch.nn.Module):
         """(module, net): the module on the device (channels_last on CUDA, SyncBatchNorm with
         --sync_bn under DDP), and what to call in training: DDP- and/or torch.compile-wrapped."""
@@ -232,6 +267,7 @@ class Trainer:
         k = num_samples if self.stochastic else 1
         collected = []
         self.model.eval()
+        self.eval_model.eval()
         acc = metrics.MetricAccumulator(self.lpips)
         chunk = -(-len(images) // self.world)
         mine = images[self.rank * chunk:(self.rank + 1) * chunk]
@@ -284,6 +320,8 @@ class Trainer:
                 self._skipped_now = False
                 losses = self.train_step(self.prepare(images))
                 self.step += 1
+                if self.ema is not None:
+                    self.update_ema()
                 self.batch_in_epoch = index + 1
                 for s in self.schedulers.values():
                     s.step()
@@ -375,14 +413,19 @@ class Trainer:
                     **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             "best_metric": self.best_metric,
             "best_by": getattr(self.args, "best_by", "delta_e"),
+            "best_phase": self.best_phase_of_record,
             "model": self.model.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "extra": self.extra_state(),
         }
 
-    def load_state_dict(self, ckpt: dict, training: bool = True) -> None:
+    def load_state_dict(self, ckpt: dict) -> None:
+        """The weights (and EMA, extra state) always; when training, also where the run stands:
+        optimizers, schedulers, random state, the unfinished epoch."""
+        training = self.training
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as e:  # e.g. a checkpoint from code whose defaults built another network
@@ -395,6 +438,10 @@ class Trainer:
         self.skipped_steps = ckpt.get("skipped_steps", 0)
         same_metric = ckpt.get("best_by", "delta_e") == getattr(self.args, "best_by", "delta_e")
         self.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
+        self.best_phase_of_record = ckpt.get("best_phase", "")
+        if self.ema is not None:  # older diffusion checkpoints kept it in "extra"; none at all: the weights
+            ema = ckpt.get("ema", ckpt.get("extra", {}).get("ema"))
+            self.ema.load_state_dict(ema if ema is not None else self.model.state_dict())
         if training:
             rng = ckpt.get("rng", {})
             if "torch" in rng:
@@ -426,23 +473,28 @@ class Trainer:
         return value if key in ("delta_e", "lpips") else -value
 
     def save_checkpoints(self, val: dict, only_last: bool = False) -> None:
-        """last.pt always; best.pt when the --best_by validation metric improves (or without validation);
-        epoch_N.pt every --save_every epochs. Only the first process writes."""
+        """last.pt always; best.pt when the --best_by validation metric improves within the current
+        best_phase() (the first checkpoint of a new phase always replaces it; a phase of None never
+        writes it), or without validation when there is none yet; epoch_N.pt every --save_every
+        epochs. Only the first process writes."""
         if only_last:  # a run stopped mid-epoch
             if self.run_dir is not None:
                 checkpoint.save_atomic(self.state_dict(), self.run_dir / "last.pt")
             distributed.barrier()
             return
-        score = self.selection_score(val)
-        if score < self.best_metric:
-            self.best_metric = score
-            improved = True
-        else:
-            improved = not val and self.run_dir is not None and not (self.run_dir / "best.pt").exists()
+        phase, improved = self.best_phase(), False
+        if phase is not None:
+            score = self.selection_score(val)
+            # a new phase's first checkpoint replaces best.pt whatever its score; so does every
+            # checkpoint of a run that has never been validated (the latest is then the best guess)
+            if phase != self.best_phase_of_record or score < self.best_metric or score == self.best_metric == math.inf:
+                self.best_metric, self.best_phase_of_record, improved = score, phase, True
+            else:
+                improved = self.run_dir is not None and not (self.run_dir / "best.pt").exists()
         if self.run_dir is not None:
             state = self.state_dict()
             checkpoint.save_atomic(state, self.run_dir / "last.pt")
-            if improved or not (self.run_dir / "best.pt").exists():
+            if improved:
                 checkpoint.save_atomic(state, self.run_dir / "best.pt")
             every = getattr(self.args, "save_every", 0)
             if every and self.epoch and self.epoch % every == 0:

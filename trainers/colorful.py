@@ -24,8 +24,8 @@ class ColorfulTrainer(Trainer):
         parser.add_argument("--soft_sigma", type=float, default=5.0, help="soft-encoding Gaussian, ab units")
         parser.set_defaults(learning_rate=3e-4)
 
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
-        super().__init__(model, args, device, run_dir, log, echo)
+    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
+        super().__init__(model, args, device, run_dir, log, echo, training)
         centres, _ = ab_gamut(args.gamut)
         self.centres = centres.to(self.device)
         self.lookup = grid_to_gamut(centres).to(self.device)
@@ -49,7 +49,7 @@ class ColorfulTrainer(Trainer):
         return {"loss": loss.detach(), "ce": ce.mean().detach()}
 
     def predict_ab(self, L):
-        ab = annealed_mean(self.model(L), self.centres, self.args.temperature)
+        ab = annealed_mean(self.eval_model(L), self.centres, self.args.temperature)
         return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False) / AB_SCALE
 
     def extra_state(self):

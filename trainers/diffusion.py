@@ -1,15 +1,14 @@
 """Conditional diffusion for `unetddpm` and `unetddim`: one model, one checkpoint, two samplers.
 
 Training is identical for both names: t uniform in [0, T), x_t = q_sample(ab, t, eps), loss
-MSE(eps_theta(x_t, L, t), eps) (Ho et al. 2020). An exponential moving average of the weights
-(--ema_decay) is kept, saved, and used for sampling. `unetddpm` samples ancestrally over all T
-steps; `unetddim` with DDIM over --steps steps and --eta; either can load the other's checkpoint.
+MSE(eps_theta(x_t, L, t), eps) (Ho et al. 2020). The trainer base's exponential moving average of
+the weights is on by default here (--ema_decay 0.999, warmed up) and used for sampling.
+`unetddpm` samples ancestrally over all T steps; `unetddim` with DDIM over --steps steps and --eta;
+either can load the other's checkpoint.
 
 Validation is cheap on purpose: the noise-prediction loss on the validation split (fixed t and
 noise) plus colour metrics on a fixed handful of images (--val_images) sampled with a short DDIM
 (--val_steps). The whole test split is sampled only in test mode."""
-import copy
-
 import torch
 import torch.nn.functional as F
 
@@ -28,15 +27,13 @@ class DiffusionTrainer(Trainer):
         parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule")
         parser.add_argument("--timesteps", type=int, default=1000, help="T, the diffusion steps of training")
         parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
-        parser.add_argument("--ema_decay", type=float, default=0.999, help="EMA of the weights used for sampling")
         parser.add_argument("--val_images", type=int, default=16, help="validation images sampled each validation")
         parser.add_argument("--val_steps", type=int, default=20, help="DDIM steps of those validation samples")
-        parser.set_defaults(learning_rate=2e-4)
+        parser.set_defaults(learning_rate=2e-4, ema_decay=0.999)
 
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
-        super().__init__(model, args, device, run_dir, log, echo)
+    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
+        super().__init__(model, args, device, run_dir, log, echo, training)
         self.schedule = NoiseSchedule(args.timesteps, args.schedule)
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
 
     def configure_optimizers(self, total_steps):
         opt = self.adam(self.model.parameters(), self.args.learning_rate, betas=(0.9, 0.999))
@@ -54,15 +51,11 @@ class DiffusionTrainer(Trainer):
     def train_step(self, batch):
         loss = self.noise_loss(self.net, batch["ab"], batch["L"])
         self.optimize("model", loss)
-        with torch.no_grad():
-            d = self.args.ema_decay
-            for e, p in zip(self.ema.parameters(), self.model.parameters()):
-                e.lerp_(p.detach(), 1 - d)
         return {"loss": loss.detach()}
 
     def _eps(self, x_t, L, t):
         with self.autocast():
-            return self.ema(x_t, L, t).float()
+            return self.eval_model(x_t, L, t).float()
 
     def sample(self, L, sampler=None, steps=None, generator=None):
         L = L.float()
@@ -85,7 +78,7 @@ class DiffusionTrainer(Trainer):
             losses = []
             for i in range(0, len(val_images), self.args.batch_size):
                 b = self.prepare(val_images[i:i + self.args.batch_size])
-                losses.append(self.noise_loss(self.ema, b["ab"], b["L"], g) * len(b["ab"]))
+                losses.append(self.noise_loss(self.eval_model, b["ab"], b["L"], g) * len(b["ab"]))
             val_loss = float(torch.stack(losses).sum()) / len(val_images)
         handful = val_images[: self.args.val_images]
         sampler, steps = self.sampler, self.args.steps
@@ -97,15 +90,6 @@ class DiffusionTrainer(Trainer):
         val["loss"] = val_loss
         self.log.scalars({"val/loss": val_loss}, self.step)
         return val
-
-    def extra_state(self):
-        return {"ema": self.ema.state_dict()}
-
-    def load_extra_state(self, state):
-        if "ema" in state:
-            self.ema.load_state_dict(state["ema"])
-        else:
-            self.ema.load_state_dict(self.model.state_dict())
 
     def benchmark_sampling(self, batch_size: int, iters: int) -> float:
         """DDIM sampling images/s at the trainer's image size (bench.py)."""

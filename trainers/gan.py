@@ -4,7 +4,8 @@ The two families differ only in the generator they build (models/gan.py, models/
 discriminator is conditional (it sees L with ab) and judges patches. Per step: a D step on (real,
 detached fake), then a G step with D frozen; G's loss is the adversarial term plus
 lambda_l1 * L1(ab). For the first --pretrain_epochs epochs G learns from L1 alone (the idea behind
-DeOldify's "NoGAN"), so D starts against a generator that already colours plausibly.
+DeOldify's "NoGAN"), so D starts against a generator that already colours plausibly; those
+epochs never become best.pt of a run that goes on to adversarial epochs.
 
 Adversarial losses, on D's logits:
     bce    non-saturating: D minimises BCE(real, 1) + BCE(fake, 0); G minimises BCE(D(fake), 1)
@@ -51,10 +52,12 @@ class GANTrainer(Trainer):
         parser.add_argument("--spectral_norm", action="store_true", help="spectral normalisation in D (instead of BN)")
         parser.set_defaults(learning_rate=2e-4)  # pix2pix's, with Adam betas (0.5, 0.999)
 
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
-        super().__init__(model, args, device, run_dir, log, echo)
-        layers = max(1, min(args.d_layers, int(math.log2(args.image_size)) - 3))
-        self.disc, self.disc_net = self.wrap(PatchDiscriminator(3, args.d_channels, layers, args.spectral_norm))
+    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
+        super().__init__(model, args, device, run_dir, log, echo, training)
+        self.disc = self.disc_net = None  # the critic exists only to train: test and colorize never build it
+        if training:
+            layers = max(1, min(args.d_layers, int(math.log2(args.image_size)) - 3))
+            self.disc, self.disc_net = self.wrap(PatchDiscriminator(3, args.d_channels, layers, args.spectral_norm))
 
     def configure_optimizers(self, total_steps):
         a = self.args
@@ -91,9 +94,17 @@ class GANTrainer(Trainer):
         out.update(g_l1=l1.detach(), g_loss=loss_g.detach())
         return out
 
+    def best_phase(self):
+        """The L1-only warm-up epochs are not the adversarial method: best.pt comes from the
+        adversarial epochs, unless the run is all warm-up."""
+        a = self.args
+        if self.epoch > a.pretrain_epochs:
+            return ""
+        return "pretrain" if a.pretrain_epochs >= a.epochs else None
+
     def extra_state(self):
-        return {"discriminator": self.disc.state_dict()}
+        return {"discriminator": self.disc.state_dict()} if self.disc is not None else {}
 
     def load_extra_state(self, state):
-        if "discriminator" in state:
+        if "discriminator" in state and self.disc is not None:
             self.disc.load_state_dict(state["discriminator"])

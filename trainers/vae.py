@@ -15,7 +15,8 @@ CVAEMDNTrainer (Deshpande et al. 2017, "Learning Diverse Image Colorization"):
                Gaussians over z; loss: -log pi_k* + ||z - mu_k*||^2, k* the component nearest to the
                encoder's z (its posterior mean).
     --stage both (default) trains the VAE for the first epochs and the MDN for the last
-    --mdn_epochs (half of --epochs by default), in one checkpoint.
+    --mdn_epochs (half of --epochs by default), in one checkpoint; only second-stage epochs may
+    become best.pt.
     Grey-image features (--mdn_features): the paper used Zhang et al.'s pretrained network, which
     cannot be downloaded here; the default, `conditional`, is the bottleneck of the CVAE's own
     conditional encoder on L, trained in stage vae on the same data: no extra network and nothing
@@ -72,7 +73,7 @@ class VAETrainer(Trainer):
                       f"Try a larger --kl_anneal_epochs or a smaller --kl_weight")
 
     def decode(self, L, z):
-        return self.model.decode(L, z)
+        return self.eval_model.decode(L, z)
 
     def predict_ab(self, L):
         return self.decode(L, L.new_zeros(len(L), self.model.latent_dim))
@@ -97,8 +98,8 @@ class CVAEMDNTrainer(VAETrainer):
         parser.add_argument("--colorful_weights", default=None, help="a `colorful` checkpoint, for --mdn_features colorful")
         parser.add_argument("--lambda_grad", type=float, default=1.0, help="weight of L_grad")
 
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print):
-        super().__init__(model, args, device, run_dir, log, echo)
+    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
+        super().__init__(model, args, device, run_dir, log, echo, training)
         self.feature_net = self._colorful_trunk() if args.mdn_features == "colorful" else None
         channels = (8 * self.feature_net.width if self.feature_net is not None
                     else self.model.decoder.bottleneck_channels)
@@ -111,12 +112,16 @@ class CVAEMDNTrainer(VAETrainer):
                 "mdn": self.adam(self.mdn.parameters(), self.args.learning_rate, betas=(0.9, 0.99))}
         return opts, self.cosine({"model": opts["model"]}, total_steps)  # the MDN's rate stays constant
 
+    def mdn_epochs(self) -> int:
+        """With --stage both, the last epochs, which train the MDN (0: none)."""
+        a = self.args
+        return a.epochs // 2 if a.mdn_epochs is None else a.mdn_epochs
+
     def in_mdn_stage(self) -> bool:
         a = self.args
         if a.stage != "both":
             return a.stage == "mdn"
-        mdn_epochs = a.epochs // 2 if a.mdn_epochs is None else a.mdn_epochs
-        return self.epoch >= a.epochs - mdn_epochs  # self.epoch counts completed epochs
+        return self.epoch >= a.epochs - self.mdn_epochs()  # self.epoch counts completed epochs
 
     def on_fit_start(self, batches):
         if self.bin_weights is None:  # colour-bin frequencies of the training split, once per run
@@ -180,6 +185,14 @@ class CVAEMDNTrainer(VAETrainer):
         if "train/kl_active_dims" in scalars:
             super().on_epoch_end(scalars)
 
+    def best_phase(self):
+        """A two-stage run's best.pt comes from its second stage only: a first-stage checkpoint
+        decodes z = 0, a plain CVAE, which often scores slightly better on delta E but is not the
+        method. A run of one stage, or a --stage mdn resumed from a CVAE, starts a new phase."""
+        if self.args.stage == "both" and self.mdn_epochs() > 0 and not self.mdn_trained:
+            return None
+        return "mdn" if self.mdn_trained else "vae"
+
     def mixture(self, L):
         """Component means ordered by decreasing weight (B, K, latent) and the weights (B, K)."""
         self.mdn.eval()
@@ -213,5 +226,8 @@ class CVAEMDNTrainer(VAETrainer):
         if "feature_net" in state and self.feature_net is not None:
             self.feature_net.load_state_dict(state["feature_net"])
         self.mdn_trained = bool(state.get("mdn_trained", False))
+        if not self.training and not self.mdn_trained:
+            self.echo("note: this cvae_mdn checkpoint's mixture network was never trained: its colorizations "
+                      "decode z = 0 (a plain CVAE), not Deshpande et al.'s method")
         if "bin_weights" in state:
             self.bin_weights = state["bin_weights"].to(self.device)
