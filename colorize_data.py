@@ -295,7 +295,7 @@ def make_split(root, seed: int, val_fraction: float = 0.05, test_fraction: float
         raise FileNotFoundError(f"data folder {root} does not exist")
     rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]  # noqa: E731
     rng = random.Random(seed)
-    held_out = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    held_out = held_out_folder(root)
     if (root / "train").is_dir() and held_out is not None:
         train, test = rel(find_images(root / "train")), rel(find_images(held_out))
         if held_out.name == "test" and (root / "val").is_dir():
@@ -314,6 +314,23 @@ def make_split(root, seed: int, val_fraction: float = 0.05, test_fraction: float
     if not (train or test):
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     return {"root": str(root.resolve()), "seed": seed, "train": train, "val": val, "test": test}
+
+
+def held_out_folder(root) -> Path | None:
+    """The folder of held-out images of a data set: test/, or val/ beside train/ (as make_split)."""
+    root = Path(root)
+    if (root / "test").is_dir():
+        return root / "test"
+    return root / "val" if (root / "train").is_dir() and (root / "val").is_dir() else None
+
+
+def test_set(root) -> tuple[list[str], str]:
+    """Every image of a folder used only for testing (not the folder a run trained on): its
+    held-out folder when it has one, else all of it. Returns (paths relative to root, what)."""
+    root = Path(root)
+    folder = held_out_folder(root) or root
+    return ([p.relative_to(root).as_posix() for p in find_images(folder)],
+            f"every image of {folder}" + ("" if folder != root else " (no test/ folder)"))
 
 
 def save_split(split: dict, path) -> None:

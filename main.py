@@ -141,10 +141,10 @@ def validate(parser, args, family) -> None:
             parser.error(f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}")
     if args.learning_rate <= 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
-    multiple = family.network.size_multiple(args)
-    if args.image_size < 16 or args.image_size % multiple:
-        parser.error(f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
-                     f"and a multiple of {multiple}")
+    if args.mode == "train" and not args.resume:  # else the architecture comes from a checkpoint: checked then
+        problem = architecture_problem(args, family)
+        if problem:
+            parser.error(problem)
     if args.data is not None and not Path(args.data).is_dir():
         parser.error(f"--data {args.data}: no such folder")
     if args.resume and args.mode != "train":
@@ -163,6 +163,27 @@ def validate(parser, args, family) -> None:
     if args.batch_size % world:
         parser.error(f"--batch_size {args.batch_size} must be a multiple of the number of processes ({world}): "
                      f"it is the global batch, split evenly over them")
+
+
+class UsageError(Exception):
+    """A bad argument found only once a checkpoint's architecture is known (main() reports it as
+    argparse does, exit 2)."""
+
+
+def architecture_problem(args, family) -> str | None:
+    """What is wrong with the arguments for the network they describe (the checkpoint's, when one
+    is loaded), or None."""
+    multiple = family.network.size_multiple(args)
+    if args.image_size < 16 or args.image_size % multiple:
+        return (f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
+                f"and a multiple of {multiple}")
+    return None
+
+
+def check_architecture(args, family) -> None:
+    problem = architecture_problem(args, family)
+    if problem:
+        raise UsageError(problem)
 
 
 def pick_device(name: str) -> torch.device:
@@ -249,13 +270,30 @@ def data_root(args) -> Path:
 
 
 def get_split(args, run_dir: Path, root: Path) -> dict:
-    """The split saved with the run when it is of the same folder, else a new one by --seed."""
+    """The split saved with the run when it is of the same folder (and, for a fresh run, the same
+    --seed; a resumed run keeps its split whatever --seed says), else a new one by --seed."""
     saved = run_dir / "split.json"
     if saved.exists():
         split = cd.load_split(saved)
-        if split.get("root") == str(root.resolve()) and split.get("seed") == args.seed:
+        if split.get("root") == str(root.resolve()) and (args.resume or split.get("seed") == args.seed):
             return split
     return cd.make_split(root, args.seed)
+
+
+def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[list[str], str]:
+    """What test mode evaluates, and a phrase saying which. The run's own training folder is
+    tested on the run's saved split (whatever --seed says now), or, without split.json, on the
+    split its saved seed draws; any other folder is a test set: all of its held-out folder
+    (test/), or all of it."""
+    here = str(root.resolve())
+    if split_file.is_file():
+        split = cd.load_split(split_file)
+        if split.get("root") == here:
+            return split["test"] or split["val"], f"the run's test split of {root} ({split_file})"
+    if trained_on and trained_on.get("data") and str(Path(trained_on["data"]).resolve()) == here:
+        split = cd.make_split(root, trained_on.get("seed", 0))
+        return split["test"] or split["val"], f"the run's test split of {root} (seed {trained_on.get('seed', 0)})"
+    return cd.test_set(root)
 
 
 def train_batches(args, root: Path, split: dict, device):
@@ -310,6 +348,7 @@ def train(args, given, family, run_dir: Path) -> int:
     if args.resume:
         saved = ckpt_io.load(run_dir / "last.pt", family=(args.model, *family.trainer.compatible))
         args = merge_saved_args(args, saved["args"], given, {"model", "mode", "resume"})
+        check_architecture(args, family)
     elif (run_dir / "last.pt").exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
@@ -407,11 +446,13 @@ def test(args, given, family, run_dir: Path) -> int:
         saved = ckpt_io.load(path, family=(args.model, *family.trainer.compatible))
         args = merge_saved_args(args, saved["args"], given, {"model", "mode", "weights"})
         weights = str(path)
+    check_architecture(args, family)
     root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
     if root is None:
         raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
-    split = get_split(args, run_dir, root)
-    names = split["test"] or split["val"]
+    split_file = (Path(weights).parent if saved else run_dir) / "split.json"
+    names, which = test_images(root, split_file, saved["args"] if saved else None)
+    print(f"testing on {which}: {len(names)} image(s)")
     images, paths = eval_images(args, root, names, "the test split")
     if not len(images):
         raise SystemExit(f"error: no readable test images under {root}")
@@ -426,7 +467,8 @@ def test(args, given, family, run_dir: Path) -> int:
                                                 num_samples=args.num_samples,
                                                 collect=judge is not None or wandb_run is not None)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
-              "epoch": saved["epoch"] if saved else 0, "data": str(root), "image_size": args.image_size,
+              "epoch": saved["epoch"] if saved else 0, "data": str(root), "test_images": which,
+              "image_size": args.image_size,
               **summary, "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])
@@ -551,6 +593,8 @@ def main(argv=None) -> int:
     except ckpt_io.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except UsageError as e:
+        parser.error(str(e))
     finally:
         distributed.cleanup()
 
