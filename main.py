@@ -142,9 +142,10 @@ def validate(parser, args, family) -> None:
     if args.learning_rate <= 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
     if args.mode == "train" and not args.resume:  # else the architecture comes from a checkpoint: checked then
-        problem = architecture_problem(args, family)
-        if problem:
-            parser.error(problem)
+        try:
+            check_architecture(args, family)
+        except UsageError as e:
+            parser.error(str(e))
     if args.data is not None and not Path(args.data).is_dir():
         parser.error(f"--data {args.data}: no such folder")
     if args.resume and args.mode != "train":
@@ -170,20 +171,12 @@ class UsageError(Exception):
     argparse does, exit 2)."""
 
 
-def architecture_problem(args, family) -> str | None:
-    """What is wrong with the arguments for the network they describe (the checkpoint's, when one
-    is loaded), or None."""
+def check_architecture(args, family) -> None:
+    """Arguments that must suit the network they describe (the checkpoint's, when one is loaded)."""
     multiple = family.network.size_multiple(args)
     if args.image_size < 16 or args.image_size % multiple:
-        return (f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
-                f"and a multiple of {multiple}")
-    return None
-
-
-def check_architecture(args, family) -> None:
-    problem = architecture_problem(args, family)
-    if problem:
-        raise UsageError(problem)
+        raise UsageError(f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
+                         f"and a multiple of {multiple}")
 
 
 def pick_device(name: str) -> torch.device:
