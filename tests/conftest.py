@@ -12,6 +12,10 @@ os.environ["WANDB_MODE"] = "disabled"  # tests never talk to wandb
 SHARED = ROOT.parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: an end-to-end run of 10 s or more; -m 'not slow' is the quick tier")
+
+
 def colour_crops(n, size=(40, 48), seed=0):
     import skimage.data
 

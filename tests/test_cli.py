@@ -17,6 +17,7 @@ def cli(cwd, *args):
                           capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.slow
 def test_default_run_builds_demo_data_trains_and_tests(tmp_path):
     """`python main.py` with no data: the demo set is built from scikit-image photos and used."""
     small = ["--image_size", "32", "--epochs", "1", "--batch_size", "64", "--unet_channels", "8",
@@ -59,6 +60,7 @@ def test_test_mode_without_checkpoint_says_what_to_do(tmp_path, tiny_data):
                    "--wandb", "disabled"])
 
 
+@pytest.mark.slow
 def test_gray_reference_figures_on_cifar10(shared_data, tmp_path):
     """The pipeline check of the issue: grey baseline on the 3,000 CIFAR-10 test images."""
     assert main.main(["--model", "gray", "--mode", "test", "--data", str(shared_data / "cifar10"),

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -21,6 +22,7 @@ def run(cmd, cwd):
     return r
 
 
+@pytest.mark.slow
 def test_two_processes_agree_with_one(tiny_data, tmp_path):
     flags = COMMON + ["--data", str(tiny_data)]
     run([sys.executable, str(ROOT / "main.py"), *flags, "--results", str(tmp_path / "one")], tmp_path)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 import main
@@ -34,6 +35,7 @@ def assert_same_weights(a, b):
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_finishes_the_same_run(tiny_data, tmp_path):
     flags = FLAGS + ["--data", tiny_data, "--epochs", "6"]
     assert main.main([*map(str, flags), "--results", str(tmp_path / "straight")]) == 0
@@ -61,6 +63,7 @@ def wait_for_new_checkpoint(path, since: float, proc, timeout: float = 60) -> No
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_run(tiny_data, tmp_path):
     epochs = 30
     flags = FLAGS + ["--data", tiny_data, "--epochs", epochs, "--results", tmp_path]

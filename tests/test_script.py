@@ -3,9 +3,12 @@ import csv
 import os
 import subprocess
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_script_quick_runs_every_family_and_writes_the_report(tiny_data, tmp_path):
     from trainers import REGISTRY
 
