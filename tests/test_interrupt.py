@@ -88,3 +88,32 @@ def test_sigkill_at_random_moments_never_loses_the_run(tiny_data, tmp_path):
     final = ckpt_io.load(last)
     assert final["epoch"] == epochs and final["step"] == epochs * 9
     assert not list((tmp_path / "unet").glob(".*.tmp"))  # leftovers of killed writes are cleared
+
+
+@pytest.mark.parametrize("batch, resume_batch", [("16", "16"), ("4", "16")])
+def test_a_stop_in_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch, batch, resume_batch):
+    """A stop during an epoch's last batch leaves batch_in_epoch == len(batches): the resumed epoch
+    has no batch left (nor has one resumed with a larger --batch_size). It must finish the run."""
+    from conftest import colour_crops, write_images
+    from trainers.regression import RegressionTrainer
+
+    root = tmp_path / "data"
+    write_images(root / "train", colour_crops(17, seed=1))  # 16 after validation: one batch of 16
+    write_images(root / "test", colour_crops(2, seed=2))
+    flags = [str(a) for a in FLAGS] + ["--data", str(root), "--results", str(tmp_path / "R"), "--epochs", "2"]
+    flags[flags.index("--batch_size") + 1] = batch
+    step = RegressionTrainer.train_step
+
+    def stop_during_the_step(self, batch):
+        self.stop_requested = True  # as SIGTERM's handler does
+        return step(self, batch)
+
+    monkeypatch.setattr(RegressionTrainer, "train_step", stop_during_the_step)
+    assert main.main(flags) == 130
+    cut = ckpt_io.load(tmp_path / "R" / "unet" / "last.pt")
+    assert cut["epoch"] == 0 and cut["batch_in_epoch"] == 1 and cut["step"] == 1
+    monkeypatch.setattr(RegressionTrainer, "train_step", step)
+    flags[flags.index("--batch_size") + 1] = resume_batch  # 1 batch an epoch: the first is already done
+    assert main.main(flags + ["--resume"]) == 0
+    done = ckpt_io.load(tmp_path / "R" / "unet" / "last.pt")
+    assert done["epoch"] == 2 and done["batch_in_epoch"] == 0

@@ -312,6 +312,7 @@ class Trainer:
             t0, seen = time.time(), 0
             self.model.train()
             sums, counts = {}, defaultdict(int)  # a term may be absent some steps
+            losses = {}  # a resumed epoch may have no batch left (stopped in its last one)
             first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
             bar = tqdm(batches.epoch(epoch, self.batch_in_epoch), total=len(batches), initial=self.batch_in_epoch,
                        desc=f"{args.model} epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
