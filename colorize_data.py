@@ -333,10 +333,6 @@ def test_set(root) -> tuple[list[str], str]:
             f"every image of {folder}" + ("" if folder != root else " (no test/ folder)"))
 
 
-def save_split(split: dict, path) -> None:
-    Path(path).write_text(json.dumps(split, indent=1))
-
-
 def load_split(path) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import random
@@ -244,7 +245,7 @@ def start_wandb(args, run_dir: Path, job_type: str):
         print(f"warning: wandb could not start ({type(e).__name__}: {e}); logging to the run folder only")
         return None
     if job_type == "train":
-        id_file.write_text(run.id)
+        ckpt_io.write_text_atomic(id_file, run.id)
     if getattr(run, "offline", False) or mode == "offline" or env_mode == "offline":
         print(f"wandb: logging offline; upload later with: wandb sync {Path(run.dir).parent}")
     return run
@@ -271,6 +272,16 @@ def get_split(args, run_dir: Path, root: Path) -> dict:
         if split.get("root") == str(root.resolve()) and (args.resume or split.get("seed") == args.seed):
             return split
     return cd.make_split(root, args.seed)
+
+
+def write_unless_same(path: Path, text: str) -> None:
+    """Atomically, and not at all when the file already holds exactly this (a resume)."""
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    ckpt_io.write_text_atomic(path, text)
 
 
 def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[list[str], str]:
@@ -353,11 +364,11 @@ def train(args, given, family, run_dir: Path) -> int:
     args.data = str(root)
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.pt.*.tmp"):  # a write that a kill -9 cut short
+        for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
             stale.unlink()
         split = get_split(args, run_dir, root)
-        cd.save_split(split, run_dir / "split.json")
-        (run_dir / "args.json").write_text(json.dumps(vars(args), indent=1, default=str))
+        write_unless_same(run_dir / "split.json", json.dumps(split, indent=1))
+        write_unless_same(run_dir / "args.json", json.dumps(vars(args), indent=1, default=str))
     distributed.barrier()
     if not main_process:
         split = cd.load_split(run_dir / "split.json")
@@ -391,7 +402,7 @@ def train(args, given, family, run_dir: Path) -> int:
         if wandb_run is not None:
             wandb_run.finish()
     if last_val and main_process:
-        (run_dir / "val_metrics.json").write_text(json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
+        ckpt_io.write_text_atomic(run_dir / "val_metrics.json", json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
     say(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
         f"test with: python main.py --model {args.model} --mode test"
         + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
@@ -470,15 +481,17 @@ def test(args, given, family, run_dir: Path) -> int:
         else:
             print(f"note: semantic accuracy left out: {int((labels < 0).sum())} of {len(labels)} test images are not "
                   f"in a class folder the classifier knows ({', '.join(judge[1][:5])}, ...)")
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
-    with open(run_dir / "per_image.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image"] + list(per_image))
-        for i, p in enumerate(paths):
-            w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(["image"] + list(per_image))
+    for i, p in enumerate(paths):
+        w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
+    ckpt_io.write_text_atomic(run_dir / "per_image.csv", table.getvalue())
     if grid:
         save_grid(run_dir / "test_grid.png", *grid)
     n_done, n_bad = colorize_folder(trainer, args, Path(args.input), run_dir / "colorized", device)
+    # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
+    ckpt_io.write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {run_dir}; "
           f"{n_done} image(s) of {args.input} colorized into {run_dir / 'colorized'}"
@@ -563,7 +576,8 @@ def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple
         out = cd.colorize_full_resolution(trainer.predict_ab, x, args.image_size)[0]
         target = out_dir / path.relative_to(folder).with_suffix(".png")
         target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)).save(target)
+        picture = Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8))
+        ckpt_io.write_atomic(target, lambda f: picture.save(f, format="PNG"))
         done += 1
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s) in {folder}: {'; '.join(bad[:3])}")

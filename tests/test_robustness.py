@@ -79,14 +79,24 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_one(tiny_data, tmp_pa
     assert main.main([*flags, "--epochs", "1"]) == 0
     good = (tmp_path / "unet" / "last.pt").read_bytes()
 
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    replace = os.replace
 
-    monkeypatch.setattr(ckpt_io.os, "replace", full)
+    def full_for(suffix):
+        def fake(src, dst):
+            if str(dst).endswith(suffix):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            replace(src, dst)
+        return fake
+
+    monkeypatch.setattr(ckpt_io.os, "replace", full_for(".pt"))
     assert main.main([*flags, "--epochs", "2", "--resume"]) == 2
     assert "could not write checkpoint" in capsys.readouterr().err
     assert (tmp_path / "unet" / "last.pt").read_bytes() == good
     assert not list((tmp_path / "unet").glob(".*.tmp"))
+    monkeypatch.setattr(ckpt_io.os, "replace", full_for("split.json"))  # any file of a run: a clear error
+    assert main.main([*flags, "--epochs", "1", "--run_name", "fresh"]) == 2
+    err = capsys.readouterr().err
+    assert "could not write file" in err and "split.json" in err
 
 
 def test_file_corrupted_between_epochs_is_skipped_when_streaming(tiny_data, tmp_path, capsys):
@@ -115,3 +125,41 @@ def test_weights_that_do_not_fit_the_network_are_a_clear_error(tiny_data, tmp_pa
     ckpt_io.save_atomic(ckpt, path)
     assert main.main([*flags, "--mode", "test", "--weights", "last"]) != 0
     assert "do not fit the network" in capsys.readouterr().err
+
+
+def test_a_write_cut_short_leaves_the_previous_file_whole(tmp_path):
+    path = tmp_path / "split.json"
+    path.write_text('{"train": []}')
+
+    def killed_half_way(f):
+        f.write(b'{"train": ["a.png", ')
+        raise KeyboardInterrupt  # as a kill in the middle of the write
+
+    with pytest.raises(KeyboardInterrupt):
+        ckpt_io.write_atomic(path, killed_half_way)
+    assert path.read_text() == '{"train": []}' and [p.name for p in tmp_path.iterdir()] == ["split.json"]
+
+
+def test_run_folder_files_are_written_atomically_and_the_split_is_not_rewritten(tiny_data, tmp_path, monkeypatch):
+    """split.json, args.json, metrics.json, per_image.csv, grids and colorized images all go
+    through write_atomic (a plain write killed half way left a truncated split.json that broke
+    --resume, test and even --overwrite); a resume leaves split.json untouched."""
+    written = []
+    real = ckpt_io.write_atomic
+    monkeypatch.setattr(ckpt_io, "write_atomic", lambda path, *a: (written.append(path.name), real(path, *a)))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (tiny_data / "test" / "img_000.png").rename(inputs / "photo.png")
+    flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path), "--input", str(inputs)]
+    assert main.main(flags + ["--epochs", "1"]) == 0
+    split = tmp_path / "unet" / "split.json"
+    before = split.stat().st_mtime_ns
+    assert main.main(flags + ["--epochs", "2", "--resume"]) == 0
+    assert split.stat().st_mtime_ns == before
+    assert main.main(flags + ["--mode", "test"]) == 0
+    for name in ("split.json", "args.json", "val_metrics.json", "last.pt", "best.pt", "epoch_0001.png",
+                 "metrics.json", "per_image.csv", "test_grid.png", "photo.png"):
+        assert name in written, name
+    assert written.count("split.json") == 1
+    on_disk = {p.name for p in (tmp_path / "unet").rglob("*") if p.is_file()} - {"history.jsonl"}  # appended
+    assert on_disk <= set(written), on_disk - set(written)

@@ -87,8 +87,8 @@ def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -
     preds = list(pred) if pred.dim() == 5 else [pred]
     grey = compose_rgb(L, torch.zeros_like(L).repeat(1, 2, 1, 1))
     rows = torch.stack([grey.cpu(), *[p.cpu() for p in preds], target.cpu()], dim=1).flatten(0, 1)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_image(rows, str(path), nrow=len(preds) + 2, padding=2, pad_value=1.0)
+    checkpoint.write_atomic(path, lambda f: save_image(rows, f, format="png", nrow=len(preds) + 2, padding=2,
+                                                       pad_value=1.0))
 
 
 class Trainer:

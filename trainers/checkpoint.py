@@ -21,24 +21,39 @@ class CheckpointError(Exception):
     """A file that is not a usable checkpoint; the message names it."""
 
 
-def save_atomic(obj: dict, path) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`:
-    a crash at any moment leaves either the old file or the new one, never half of one."""
+class WriteError(CheckpointError):
+    """A file of a run folder (a checkpoint, the split, metrics, ...) that could not be written."""
+
+
+def write_atomic(path, write, what: str = "file", errors=(OSError,)) -> None:
+    """Call write(binary file) on a temporary file in the same folder, flush it to disk, then
+    rename it over `path`: a crash at any moment leaves either the old file or the new one, never
+    half of one. Every file of a run folder is written this way (history.jsonl is appended).
+    A failure among `errors` (disk full, permissions, ...) is a WriteError naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:  # disk full, permissions, ...: the old file stays as it was
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path}: {e}; the previous one, if any, is intact") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except errors as e:
+        raise WriteError(f"could not write {what} {path}: {e}; the previous one, if any, is intact") from None
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink()
+
+
+def write_text_atomic(path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_atomic(obj: dict, path) -> None:
+    """torch.save through write_atomic (on a really full disk torch raises a RuntimeError)."""
+    write_atomic(path, lambda f: torch.save(obj, f), "checkpoint", (OSError, RuntimeError))
 
 
 def load(path, family: str | tuple | None = None) -> dict:

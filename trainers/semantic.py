@@ -85,7 +85,7 @@ def save(model, classes, image_size, out_dir: Path, report: dict) -> None:
     checkpoint.save_atomic({"format_version": checkpoint.FORMAT_VERSION, "family": "classifier",
                             "model": model.state_dict(), "args": {"classes": ",".join(classes),
                                                                   "image_size": image_size}}, out_dir / "classifier.pt")
-    (out_dir / "classifier.json").write_text(json.dumps(report, indent=1))
+    checkpoint.write_text_atomic(out_dir / "classifier.json", json.dumps(report, indent=1))
 
 
 def load(results_dir, image_size: int, device):
