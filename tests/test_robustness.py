@@ -163,3 +163,36 @@ def test_run_folder_files_are_written_atomically_and_the_split_is_not_rewritten(
     assert written.count("split.json") == 1
     on_disk = {p.name for p in (tmp_path / "unet").rglob("*") if p.is_file()} - {"history.jsonl"}  # appended
     assert on_disk <= set(written), on_disk - set(written)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 1 MiB tmpfs, where this machine lets the tests mount one (root, as in CI)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_really_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_data, small_filesystem, capsys):
+    """torch.save on a full filesystem raises RuntimeError, not OSError: it must still be the
+    clear 'could not write checkpoint' error (exit 2), not a traceback, with last.pt intact."""
+    import shutil
+
+    flags = [*TINY, "--data", str(tiny_data), "--save_every", "0"]
+    assert main.main([*flags, "--epochs", "1", "--results", str(small_filesystem.parent)]) == 0
+    shutil.copytree(small_filesystem.parent / "unet", small_filesystem / "unet")
+    good = (small_filesystem / "unet" / "last.pt").read_bytes()
+    filler = small_filesystem / "filler"
+    free = shutil.disk_usage(small_filesystem).free
+    filler.write_bytes(b"\0" * max(0, free - len(good) // 2))  # room for half a checkpoint more
+    capsys.readouterr()
+    assert main.main([*flags, "--epochs", "2", "--resume", "--results", str(small_filesystem)]) == 2
+    err = capsys.readouterr().err
+    assert "could not write checkpoint" in err and "Traceback" not in err
+    assert (small_filesystem / "unet" / "last.pt").read_bytes() == good
+    assert not list((small_filesystem / "unet").glob(".*.tmp"))
