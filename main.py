@@ -18,6 +18,7 @@ import random
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -383,6 +384,8 @@ def train(args, given, family, run_dir: Path) -> int:
     trainer.setup_training(len(batches))
     if saved is not None:
         trainer.load_state_dict(saved)
+        if main_process:
+            trim_history(run_dir / "history.jsonl", trainer.step)
         say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
     resume_hint = f"python main.py --model {args.model} --mode train --resume" + (
         f" --run_name {run_dir.name}" if run_dir.name != args.model else "") + (
@@ -407,6 +410,23 @@ def train(args, given, family, run_dir: Path) -> int:
         f"test with: python main.py --model {args.model} --mode test"
         + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
     return 0
+
+
+def trim_history(path: Path, step: int) -> None:
+    """Drop what history.jsonl logged after the checkpoint being resumed (a run killed after an
+    epoch's log line but before its checkpoint would otherwise log that epoch twice)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except ValueError:  # a line cut short by the kill
+            pass
+    if len(kept) != len(lines):
+        ckpt_io.write_text_atomic(path, "".join(kept))
 
 
 class stop_on_signals:
@@ -566,7 +586,9 @@ def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple
 
     trainer.model.eval()
     done, bad = 0, []
-    for path in cd.find_images(folder):
+    paths = cd.find_images(folder)
+    stems = Counter(p.relative_to(folder).with_suffix("") for p in paths)
+    for path in paths:
         try:
             rgb = cd.load_rgb(path, args.max_image_pixels)
         except cd.BadImage as e:
@@ -574,7 +596,8 @@ def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple
             continue
         x = cd.uint8_to_float(cd.to_chw_tensor(rgb)[None].to(device))
         out = cd.colorize_full_resolution(trainer.predict_ab, x, args.image_size)[0]
-        target = out_dir / path.relative_to(folder).with_suffix(".png")
+        rel = path.relative_to(folder)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
+        target = out_dir / (rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.with_name(rel.name + ".png"))
         target.parent.mkdir(parents=True, exist_ok=True)
         picture = Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8))
         ckpt_io.write_atomic(target, lambda f: picture.save(f, format="PNG"))
@@ -602,6 +625,9 @@ def main(argv=None) -> int:
         return 2
     except UsageError as e:
         parser.error(str(e))
+    except TrainingDiverged as e:  # test mode (training catches its own)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         distributed.cleanup()
 

@@ -196,3 +196,45 @@ def test_a_really_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_
     assert "could not write checkpoint" in err and "Traceback" not in err
     assert (small_filesystem / "unet" / "last.pt").read_bytes() == good
     assert not list((small_filesystem / "unet").glob(".*.tmp"))
+
+
+def test_non_finite_colorizations_stop_validation_and_test_cleanly(tiny_data, tmp_path, monkeypatch, capsys):
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+    monkeypatch.setattr(RegressionTrainer, "predict_ab", lambda self, L: torch.full_like(L, float("nan")).repeat(1, 2, 1, 1))
+    assert main.main([*flags, "--epochs", "2", "--resume"]) == 2  # validation
+    assert main.main([*flags, "--mode", "test"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("colorizations are not finite") == 2 and "Traceback" not in err
+
+
+def test_resume_after_a_kill_between_log_and_checkpoint_logs_each_epoch_once(tiny_data, tmp_path):
+    import json
+    import shutil
+
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--save_every", "1"]
+    assert main.main([*flags, "--epochs", "2"]) == 0
+    run = tmp_path / "unet"
+    shutil.copy(run / "epoch_0001.pt", run / "last.pt")  # killed after epoch 2 was logged, before its checkpoint
+    with open(run / "history.jsonl", "a") as f:
+        f.write('{"step": 5, "train/lo')  # and in the middle of a line
+    assert main.main([*flags, "--epochs", "2", "--resume"]) == 0
+    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "epoch" in r] == [1, 2]
+    assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
+
+
+def test_colorized_images_of_the_same_name_do_not_overwrite_each_other(tiny_data, tmp_path):
+    from PIL import Image
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo = Image.open(tiny_data / "test" / "img_000.png")
+    for ext in ("bmp", "tiff", "webp"):
+        photo.save(inputs / f"a.{ext}")
+    photo.save(inputs / "b.jpg")
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--input", str(inputs)]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+    assert main.main([*flags, "--mode", "test"]) == 0
+    assert sorted(p.name for p in (tmp_path / "unet" / "colorized").iterdir()) == [
+        "a.bmp.png", "a.tiff.png", "a.webp.png", "b.png"]

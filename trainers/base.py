@@ -276,6 +276,11 @@ class Trainer:
             b = self.prepare(mine[i:i + batch_size])
             with self.autocast():
                 ab = self.sample_ab(b["L"], k) if k > 1 else self.predict_ab(b["L"])
+            if not bool(torch.isfinite(ab).all()):  # one host read per evaluation batch, not per step
+                raise TrainingDiverged(
+                    f"the model's colorizations are not finite (NaN or infinite ab) at step {self.step}; "
+                    f"its metrics would be meaningless. "
+                    f"The last good checkpoint, if any, is intact in {self.run_dir or 'the run folder'}")
             if k > 1:
                 pred = torch.stack([compose_rgb(b["L"], a.float()) for a in ab])
                 acc.update_samples(pred, b["rgb"])
