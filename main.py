@@ -364,6 +364,8 @@ def train(args, given, family, run_dir: Path) -> int:
     distributed.barrier()  # the demo data set, if any, is built by the first process
     args.data = str(root)
     if main_process:
+        if args.overwrite and not args.resume:
+            clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
             stale.unlink()
@@ -378,6 +380,8 @@ def train(args, given, family, run_dir: Path) -> int:
 
     batches = train_batches(args, root, split, device)
     val, _ = eval_images(args, root, split["val"], "the validation split")
+    if not len(val):
+        say("note: no usable validation images: nothing is validated, and best.pt is the last epoch's checkpoint")
     wandb_run = start_wandb(args, run_dir, "train") if main_process else None
     trainer = family.trainer(family.network.build(args), args, device, run_dir,
                              RunLog(run_dir if main_process else None, wandb_run))
@@ -410,6 +414,23 @@ def train(args, given, family, run_dir: Path) -> int:
         f"test with: python main.py --model {args.model} --mode test"
         + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
     return 0
+
+
+# what a run folder holds (train and test write them); --overwrite removes them
+RUN_FILES = ("last.pt", "best.pt", "epoch_*.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
+             "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "samples", "colorized", "wandb")
+
+
+def clear_run(run_dir: Path) -> None:
+    """--overwrite: the previous run's files go, so nothing of it (its history, metrics, grids,
+    colorized images, best.pt) can pass for the new run's. Other files are left alone."""
+    import shutil
+
+    old = [p for pattern in RUN_FILES for p in run_dir.glob(pattern)] if run_dir.is_dir() else []
+    for p in old:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if old:
+        print(f"--overwrite: removed the previous run's {len(old)} file(s) and folder(s) from {run_dir}")
 
 
 def trim_history(path: Path, step: int) -> None:

@@ -238,3 +238,24 @@ def test_colorized_images_of_the_same_name_do_not_overwrite_each_other(tiny_data
     assert main.main([*flags, "--mode", "test"]) == 0
     assert sorted(p.name for p in (tmp_path / "unet" / "colorized").iterdir()) == [
         "a.bmp.png", "a.tiff.png", "a.webp.png", "b.png"]
+
+
+def test_overwrite_starts_afresh_and_no_validation_means_best_is_last(tiny_data, tmp_path, capsys):
+    import json
+
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main([*flags, "--epochs", "2", "--save_every", "1"]) == 0
+    assert main.main([*flags, "--mode", "test"]) == 0
+    run = tmp_path / "unet"
+    (run / "notes.txt").write_text("mine")
+    (tiny_data / "val").mkdir()
+    (tiny_data / "val" / "broken.png").write_bytes(b"not a png")  # the only validation image: unreadable
+    capsys.readouterr()
+    assert main.main([*flags, "--epochs", "3", "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "--overwrite: removed the previous run's" in out and "best.pt is the last epoch's checkpoint" in out
+    assert not (run / "metrics.json").exists() and not (run / "epoch_0001.pt").exists()
+    assert (run / "notes.txt").read_text() == "mine"
+    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "epoch" in r] == [1, 2, 3]  # the old run's lines are gone
+    assert ckpt_io.load(run / "best.pt")["epoch"] == 3  # without validation: the last epoch
