@@ -259,3 +259,54 @@ def test_overwrite_starts_afresh_and_no_validation_means_best_is_last(tiny_data,
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if "epoch" in r] == [1, 2, 3]  # the old run's lines are gone
     assert ckpt_io.load(run / "best.pt")["epoch"] == 3  # without validation: the last epoch
+
+
+def test_a_run_that_skips_most_steps_fails_and_never_writes_non_finite_weights(tiny_data, tmp_path, capsys):
+    """--learning_rate 1e9 --loss mse --nan_policy skip: most steps are skipped; BatchNorm must
+    not have absorbed those batches (it wrote inf into last.pt), and the run must not say done."""
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "4", "--nan_policy", "skip",
+             "--learning_rate", "1e9", "--loss", "mse"]
+    assert main.main(flags) == 2
+    out = capsys.readouterr()
+    assert "done:" not in out.out  # stopped, by the skipped share or by its non-finite colorizations
+    assert "steps were skipped for a non-finite loss" in out.err or "colorizations are not finite" in out.err
+    for name in ("last.pt", "best.pt"):
+        if (tmp_path / "unet" / name).exists():
+            ckpt = ckpt_io.load(tmp_path / "unet" / name)
+            assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point()), name
+
+
+def test_non_finite_weights_are_never_checkpointed(tiny_data, tmp_path, monkeypatch, capsys):
+    real = RegressionTrainer.train_step
+
+    def poison(self, batch):
+        out = real(self, batch)
+        if self.step == 3:  # in the last step: no later loss shows it, only the weights
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(RegressionTrainer, "train_step", poison)
+    monkeypatch.setattr(RegressionTrainer, "validate", lambda self, images: {})  # (it would stop the run first)
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "2"]
+    assert main.main(flags) == 2
+    assert "no checkpoint written" in capsys.readouterr().err
+    ckpt = ckpt_io.load(tmp_path / "unet" / "last.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_a_skipped_step_leaves_batchnorm_statistics_alone(tiny_data, tmp_path, monkeypatch):
+    real = RegressionTrainer.train_step
+
+    def nan_input(self, batch):
+        if self.step == 1:  # a batch whose grey input is broken: the forward pass updates BN with NaN
+            batch = {**batch, "L": batch["L"] * float("nan")}
+        return real(self, batch)
+
+    monkeypatch.setattr(RegressionTrainer, "train_step", nan_input)
+    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "2",
+                      "--nan_policy", "skip"]) == 0
+    ckpt = ckpt_io.load(tmp_path / "unet" / "last.pt")
+    assert ckpt["skipped_steps"] == 1
+    stats = {k: v for k, v in ckpt["model"].items() if "running" in k}
+    assert stats and all(torch.isfinite(v).all() for v in stats.values())

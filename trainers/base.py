@@ -112,6 +112,7 @@ class Trainer:
         amp = ("bf16" if cuda else "off") if amp == "auto" else amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
         self.channels_last = cuda
+        self.modules: list = []  # every network wrap() placed on the device (the model, a critic, ...)
         self.model, self.net = self.wrap(model)
         self.ema_decay = getattr(args, "ema_decay", 0.0) or 0.0
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if self.ema_decay > 0 else None
@@ -191,6 +192,7 @@ class Trainer:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
+        self.modules.append(module)
         net = module
         if self.world > 1 and any(p.requires_grad for p in module.parameters()):
             from torch.nn.parallel import DistributedDataParallel
@@ -324,7 +326,12 @@ class Trainer:
                        mininterval=1.0, disable=not self.is_main)
             for index, images in bar:
                 self._skipped_now = False
+                # --nan_policy skip: a skipped step must not leave its batch in BatchNorm's statistics
+                buffers = [(b, b.clone()) for m in self.modules for b in m.buffers()] if self.nan_skip else []
                 losses = self.train_step(self.prepare(images))
+                if self._skipped_now:
+                    for b, before in buffers:
+                        b.copy_(before)
                 self.step += 1
                 if self.ema is not None:
                     self.update_ema()
@@ -372,6 +379,9 @@ class Trainer:
                 f"{k.split('/', 1)[1]} {v:.4f}" for k, v in scalars.items() if k.startswith("train/") and "lr" not in k)
                 + "".join(f", val {k} {v:.4f}" for k, v in val.items() if k in ("delta_e", "ssim")))
             self.save_checkpoints(val)
+        if self.nan_skip and self.skipped_steps * 2 > self.step:
+            raise TrainingDiverged(f"{self.skipped_steps} of {self.step} steps were skipped for a non-finite loss "
+                                   f"(--nan_policy skip): this run did not really train; lower --learning_rate?")
         return last_val
 
     def _should_stop(self) -> bool:
@@ -483,6 +493,14 @@ class Trainer:
         best_phase() (the first checkpoint of a new phase always replaces it; a phase of None never
         writes it), or without validation when there is none yet; epoch_N.pt every --save_every
         epochs. Only the first process writes."""
+        tensors = [(k, v) for m in (*self.modules, self.ema) if m is not None
+                   for k, v in m.state_dict().items() if v.is_floating_point()]
+        finite = torch.stack([v.isfinite().all() for _, v in tensors]).tolist() if tensors else []  # one host read
+        bad = [k for (k, _), ok in zip(tensors, finite) if not ok]
+        if bad:  # never write such a checkpoint: it would pass for a model
+            raise TrainingDiverged(f"the weights became non-finite ({', '.join(bad[:3])}) at step {self.step}; "
+                                   f"no checkpoint written. The last good one, if any, is intact in "
+                                   f"{self.run_dir or 'the run folder'}")
         if only_last:  # a run stopped mid-epoch
             if self.run_dir is not None:
                 checkpoint.save_atomic(self.state_dict(), self.run_dir / "last.pt")
