@@ -10,6 +10,7 @@ argparse -> registry -> trainer.fit / test. The only place that starts wandb.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -640,7 +641,14 @@ def main(argv=None) -> int:
     try:
         if args.mode == "classifier":
             return classifier(args)
-        return (train if args.mode == "train" else test)(args, given, family, run_dir)
+        # one writer per run folder and mode (the first process of several); --overwrite also
+        # removes test outputs, so it waits for no test either
+        modes = ["train", "test"] if args.mode == "train" and args.overwrite else [args.mode]
+        with contextlib.ExitStack() as locks:
+            if distributed.world_from_env()[0] == 0:
+                for mode in modes:
+                    locks.enter_context(ckpt_io.RunLock(run_dir, mode))
+            return (train if args.mode == "train" else test)(args, given, family, run_dir)
     except ckpt_io.CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,18 @@ while [ $# -gt 0 ]; do
 done
 COMMON+=(--results "$RESULTS")
 mkdir -p "$RESULTS/logs"
+# one script.sh per results folder (a second one would truncate the first one's logs)
+lock="$RESULTS/.script.lock"
+if ! mkdir "$lock" 2>/dev/null; then
+  pid=$(cat "$lock/pid" 2>/dev/null)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "error: another script.sh (pid $pid) is running on $RESULTS; wait for it or use --results" >&2; exit 2
+  fi
+  echo "note: removed a stale lock $lock (process ${pid:-?} is gone)"
+  rm -rf "$lock"; mkdir "$lock" || exit 2
+fi
+echo $$ > "$lock/pid"
+trap 'rm -rf "$lock"' EXIT
 
 families=$($PY -c "from trainers import REGISTRY; print(' '.join(REGISTRY))") || exit 1
 failed=()

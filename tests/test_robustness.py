@@ -310,3 +310,58 @@ def test_a_skipped_step_leaves_batchnorm_statistics_alone(tiny_data, tmp_path, m
     assert ckpt["skipped_steps"] == 1
     stats = {k: v for k, v in ckpt["model"].items() if "running" in k}
     assert stats and all(torch.isfinite(v).all() for v in stats.values())
+
+
+def test_one_writer_per_run_folder(tiny_data, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "1"]
+    run = tmp_path / "unet"
+    run.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (run / ".train.lock").write_text(f"pid={sleeper.pid}\nhost={socket.gethostname()}\nmode=train\n")
+        assert main.main(flags) == 2  # a live writer: refused, its files untouched
+        assert f"in use by process {sleeper.pid} (train)" in capsys.readouterr().err
+        assert not (run / "last.pt").exists()
+        assert main.main(flags + ["--overwrite"]) == 2
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main.main(flags) == 0  # the same lock, its process gone: stale, taken over
+    assert "removed a stale lock" in capsys.readouterr().out
+    assert not (run / ".train.lock").exists()  # released at the end
+    (run / ".train.lock").write_text(f"pid={os.getpid()}\nhost={socket.gethostname()}\nmode=train\n")
+    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--mode", "test"]) == 0  # test while training
+    with pytest.raises(SystemExit, match="Train first"):  # no checkpoint...
+        main.main([*TINY, "--results", str(tmp_path / "new"), "--mode", "test"])
+    assert not (tmp_path / "new" / "unet").exists()  # ...and no empty folder left behind by the lock
+
+
+def test_two_concurrent_runs_the_second_is_refused(tiny_data, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--batch_size", "1"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *flags, "--epochs", "200"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lock = tmp_path / "unet" / ".train.lock"
+        t0 = time.time()
+        while not (lock.exists() and (tmp_path / "unet" / "last.pt").exists()) and time.time() - t0 < 60:
+            time.sleep(0.05)
+        assert main.main(flags + ["--epochs", "1", "--overwrite"]) == 2
+        assert f"in use by process {first.pid}" in capsys.readouterr().err
+    finally:
+        first.send_signal(signal.SIGTERM)
+        out = first.communicate(timeout=60)[0]
+    assert first.returncode == 130, out  # the first run was not disturbed: it stopped cleanly when asked
+    assert ckpt_io.load(tmp_path / "unet" / "last.pt")["epoch"] >= 1 and not lock.exists()

@@ -29,3 +29,22 @@ def test_script_quick_runs_every_family_and_writes_the_report(tiny_data, tmp_pat
         assert (tmp_path / "logs" / f"{family}.test.log").exists()
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("skipped") == len(REGISTRY)
+
+
+@pytest.mark.slow
+def test_a_second_script_on_the_same_results_is_refused(tmp_path):
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "WANDB_MODE": "disabled"}
+    lock = tmp_path / ".script.lock"
+    lock.mkdir()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "unet.train.log").write_text("the first script's log")
+    (lock / "pid").write_text(str(os.getpid()))  # a live script.sh
+    cmd = ["bash", str(ROOT / "script.sh"), "--results", str(tmp_path), "--quick"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "another script.sh" in r.stderr
+    assert (tmp_path / "logs" / "unet.train.log").read_text() == "the first script's log"
+    (lock / "pid").write_text("999999999")  # its process gone: a stale lock is taken over
+    r = subprocess.run(cmd + ["--data", "/no/such/folder"], env=env, capture_output=True, text=True, timeout=120)
+    assert "removed a stale lock" in r.stdout and not lock.exists()  # released when it ends

@@ -88,3 +88,78 @@ def resolve_weights(run_dir, weights: str) -> Path:
     if weights.isdigit():
         return run_dir / f"epoch_{int(weights):04d}.pt"
     return Path(weights)
+
+
+class RunLocked(CheckpointError):
+    """Another live process is writing to the run folder."""
+
+
+class RunLock:
+    """One writer per run folder and mode: `RUN/.train.lock` (checkpoints, history, samples) or
+    `RUN/.test.lock` (metrics, grids, colorized images), so a checkpoint can be tested while its
+    run trains. The file holds the owner's pid, host and mode, created with O_EXCL. A lock whose
+    process is gone (same host) is stale and taken over, with a note; one of a live process, or of
+    another host, refuses the second writer with a clear error."""
+
+    def __init__(self, run_dir, mode: str, echo=print):
+        self.run_dir, self.mode, self.echo = Path(run_dir), mode, echo
+        self.path = self.run_dir / f".{mode}.lock"
+        self.created_dir = False
+        self.held = False
+
+    def _owner(self) -> dict:
+        try:
+            return dict(line.split("=", 1) for line in self.path.read_text().splitlines() if "=" in line)
+        except OSError:
+            return {}
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+        return True
+
+    def __enter__(self):
+        import socket
+
+        self.created_dir = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        me = f"pid={os.getpid()}\nhost={socket.gethostname()}\nmode={self.mode}\n"
+        for attempt in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                pid = int(owner.get("pid", "0") or 0) if owner.get("pid", "").isdigit() else 0
+                same_host = owner.get("host") == socket.gethostname()
+                if attempt == 0 and same_host and pid and not self._alive(pid):
+                    self.echo(f"note: removed a stale lock of {self.run_dir} (process {pid} is gone)")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                self._tidy()
+                where = f"process {pid} ({owner.get('mode', '?')})" + ("" if same_host else f" on {owner.get('host')}")
+                raise RunLocked(f"{self.run_dir} is in use by {where}: one {self.mode} writer per run folder. Wait for it, "
+                                f"use another --run_name, or delete {self.path} if that process is really gone")
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return self
+        raise RunLocked(f"could not take the lock {self.path}")
+
+    def _tidy(self) -> None:
+        if self.created_dir:  # leave no empty folder behind
+            try:
+                self.run_dir.rmdir()
+            except OSError:
+                pass
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+            self._tidy()
+        return False
