@@ -335,6 +335,26 @@ def eval_images(args, root: Path, rel_paths, what: str):
 # ----------------------------------------------------------------------------------------------
 # train and test
 # ----------------------------------------------------------------------------------------------
+# what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
+# else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
+RESUME_MAY_CHANGE = {"epochs", "batch_size", "val_every", "save_every", "num_images", "workers", "device", "amp",
+                     "compile", "data_cache", "cache_gb", "wandb", "wandb_project", "log_checkpoints",
+                     "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input", "results",
+                     "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples"}
+
+
+def check_resume_flags(args, saved: dict, given: set) -> None:
+    """--resume with a flag whose value the run was not started with, and that a resume may not
+    change, is refused (it was silently ignored: the optimizer kept its own learning rate)."""
+    may_change = RESUME_MAY_CHANGE | set(REGISTRY[args.model].trainer.resume_may_change)
+    changed = [k for k in sorted(given - may_change - {"model", "mode", "resume"})
+               if k in saved and getattr(args, k) != saved[k]]
+    if changed:
+        raise UsageError("--resume continues the run as it was started; these cannot change: " + ", ".join(
+            f"--{k} (run: {saved[k]}, given: {getattr(args, k)})" for k in changed)
+            + ". Start a new run for them (--run_name NAME, or --overwrite)")
+
+
 def merge_saved_args(args, saved: dict, given: set, keep_from_cli: set):
     """Arguments saved in a checkpoint, overridden by flags given on this command line, except the
     network's architecture flags (and --latent_dim), which must match the saved weights."""
@@ -353,6 +373,7 @@ def train(args, given, family, run_dir: Path) -> int:
     saved = None
     if args.resume:
         saved = ckpt_io.load(run_dir / "last.pt", family=(args.model, *family.trainer.compatible))
+        check_resume_flags(args, saved["args"], given)
         args = merge_saved_args(args, saved["args"], given, {"model", "mode", "resume"})
         check_architecture(args, family)
     elif (run_dir / "last.pt").exists() and not args.overwrite:

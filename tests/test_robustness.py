@@ -365,3 +365,30 @@ def test_two_concurrent_runs_the_second_is_refused(tiny_data, tmp_path, capsys):
         out = first.communicate(timeout=60)[0]
     assert first.returncode == 130, out  # the first run was not disturbed: it stopped cleanly when asked
     assert ckpt_io.load(tmp_path / "unet" / "last.pt")["epoch"] >= 1 and not lock.exists()
+
+
+def test_resume_refuses_flags_that_would_make_it_another_run(tiny_data, tmp_path, capsys):
+    import json
+
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+    for change in (["--learning_rate", "0.01"], ["--seed", "5"], ["--loss", "mse"]):
+        with pytest.raises(SystemExit) as e:
+            main.main([*flags, "--epochs", "2", "--resume", *change])
+        assert e.value.code == 2 and f"{change[0]} (run:" in capsys.readouterr().err
+    assert main.main([*flags, "--epochs", "2", "--resume", "--val_every", "2", "--learning_rate", "0.001"]) == 0
+    assert json.loads((tmp_path / "unet" / "args.json").read_text())["learning_rate"] == 0.001
+
+
+def test_a_test_killed_while_colorizing_leaves_no_metrics_json(tiny_data, tmp_path, monkeypatch):
+    """script.sh skips a family whose metrics.json exists: it must mean the whole test finished."""
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main, "colorize_folder", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main.main([*flags, "--mode", "test"])
+    assert not (tmp_path / "unet" / "metrics.json").exists()

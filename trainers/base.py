@@ -96,6 +96,7 @@ class Trainer:
     stochastic = False      # several colorizations per image (--num_samples)
     compatible: tuple = ()  # other families whose checkpoints this one can load (same network)
     uses_flags: tuple = ()  # global flags beyond the common ones that this family honours
+    resume_may_change: tuple = ()  # its own flags that a --resume may change (main.RESUME_MAY_CHANGE)
 
     @staticmethod
     def add_args(parser) -> None:

@@ -16,6 +16,7 @@ from trainers.base import Trainer
 
 
 class ColorfulTrainer(Trainer):
+    resume_may_change = ("temperature",)  # decoding only
     @staticmethod
     def add_args(parser):
         parser.add_argument("--temperature", type=float, default=0.38, help="annealed mean: 1 the mean, near 0 the mode")

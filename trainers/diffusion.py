@@ -20,6 +20,7 @@ class DiffusionTrainer(Trainer):
     stochastic = True
     compatible = ("unetddpm", "unetddim")
     uses_flags = ("steps", "num_samples")
+    resume_may_change = ("eta", "val_images", "val_steps")  # sampling only
     sampler = "ddim"
 
     @staticmethod

@@ -85,6 +85,7 @@ class VAETrainer(Trainer):
 
 
 class CVAEMDNTrainer(VAETrainer):
+    resume_may_change = ("stage", "mdn_epochs")  # --stage mdn --resume trains the MDN on a trained CVAE
     @staticmethod
     def add_args(parser):
         VAETrainer.add_args(parser)
