@@ -376,6 +376,7 @@ def train(args, given, family, run_dir: Path) -> int:
         check_resume_flags(args, saved["args"], given)
         args = merge_saved_args(args, saved["args"], given, {"model", "mode", "resume"})
         check_architecture(args, family)
+        ckpt_io.check_shapes(family.network.build, args, saved)
     elif (run_dir / "last.pt").exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
@@ -514,6 +515,8 @@ def test(args, given, family, run_dir: Path) -> int:
         args = merge_saved_args(args, saved["args"], given, {"model", "mode", "weights"})
         weights = str(path)
     check_architecture(args, family)
+    if saved is not None:
+        ckpt_io.check_shapes(family.network.build, args, saved)
     root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
     if root is None:
         raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")

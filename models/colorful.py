@@ -40,6 +40,11 @@ def ab_gamut(kind: str = "corners") -> tuple[torch.Tensor, torch.Tensor]:
     Computed once (about a second), then read from disk."""
     if kind not in GAMUTS:
         raise ValueError(f"unknown gamut {kind!r}; one of {GAMUTS}")
+    with torch.device("cpu"):  # a cached constant: never on the device of a caller's context (e.g. meta)
+        return _ab_gamut(kind)
+
+
+def _ab_gamut(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     path = cache_dir() / f"ab_gamut_{kind}_v2.pt"
     try:
         cached = torch.load(path, weights_only=True)

@@ -110,14 +110,14 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(ckpt_io.CheckpointError, match="not a checkpoint of this framework"):
         ckpt_io.load(tmp_path / "other.pt")
-    torch.save({"format_version": 1, "model": {}, "family": "resnet"}, tmp_path / "resnet.pt")
+    torch.save({"format_version": 1, "model": {}, "args": {}, "family": "resnet"}, tmp_path / "resnet.pt")
     with pytest.raises(ckpt_io.CheckpointError, match="family 'resnet', not 'unet'"):
         ckpt_io.load(tmp_path / "resnet.pt", family="unet")
 
 
 def test_atomic_save_leaves_no_partial_file(tmp_path):
     target = tmp_path / "last.pt"
-    ckpt_io.save_atomic({"format_version": 1, "model": {"w": torch.ones(2)}}, target)
+    ckpt_io.save_atomic({"format_version": 1, "model": {"w": torch.ones(2)}, "args": {}}, target)
 
     class Boom:
         def __reduce__(self):

@@ -392,3 +392,45 @@ def test_a_test_killed_while_colorizing_leaves_no_metrics_json(tiny_data, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         main.main([*flags, "--mode", "test"])
     assert not (tmp_path / "unet" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format_version": "1"}, "format_version is str"),
+    ({"args": None}, "args"),
+    ({"model": [1, 2]}, "model is list"),
+    ({"model": {"w": "not a tensor"}}, "named tensors"),
+])
+def test_crafted_checkpoints_are_clear_errors(tiny_data, tmp_path, capsys, change, message):
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+    ckpt = ckpt_io.load(tmp_path / "unet" / "last.pt")
+    crafted = tmp_path / "crafted.pt"
+    torch.save({**ckpt, **change}, crafted)
+    capsys.readouterr()
+    assert main.main([*flags, "--mode", "test", "--weights", str(crafted)]) == 2
+    err = capsys.readouterr().err
+    assert "not a valid checkpoint" in err and message in err
+
+
+def test_huge_saved_widths_are_refused_before_anything_is_built(tiny_data, tmp_path, capsys, monkeypatch):
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+    ckpt = ckpt_io.load(tmp_path / "unet" / "last.pt")
+    crafted = tmp_path / "wide.pt"
+    torch.save({**ckpt, "args": {**ckpt["args"], "unet_channels": 4096}}, crafted)  # would be gigabytes
+    import models.unet
+
+    built = []
+    real = models.unet.build
+    monkeypatch.setattr(models.unet, "build", lambda args: built.append(torch.empty(0).device.type) or real(args))
+    capsys.readouterr()
+    assert main.main([*flags, "--mode", "test", "--weights", str(crafted)]) == 2
+    assert "do not fit the network" in capsys.readouterr().err
+    assert built == ["meta"]  # only the shape check ran, on the meta device
+
+
+def test_random_bytes_are_not_called_a_pickle_with_objects(tmp_path):
+    path = tmp_path / "noise.pt"
+    path.write_bytes(bytes(range(7, 256)) * 8)
+    with pytest.raises(ckpt_io.CheckpointError, match="not a readable checkpoint"):
+        ckpt_io.load(path)

@@ -65,6 +65,10 @@ def load(path, family: str | tuple | None = None) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):  # neither torch's zip nor a pickle
+            raise CheckpointError(f"{path} is not a readable checkpoint (not a file torch.save writes)") from None
         raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain "
                               f"containers (weights_only=True refused it: {str(e).splitlines()[0]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
@@ -72,12 +76,49 @@ def load(path, family: str | tuple | None = None) -> dict:
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint of this framework (no format_version/model)")
+    problem = schema_problem(ckpt)
+    if problem:
+        raise CheckpointError(f"{path} is not a valid checkpoint: {problem}")
     if ckpt["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format {ckpt['format_version']}, newer than this code's {FORMAT_VERSION}")
     names = (family,) if isinstance(family, str) else family
     if names and ckpt.get("family") not in names:
         raise CheckpointError(f"{path} is a checkpoint of family '{ckpt.get('family')}', not '{names[0]}'")
     return ckpt
+
+
+def schema_problem(ckpt: dict) -> str | None:
+    """What is wrong with the types of a loaded checkpoint's fields, or None."""
+    if not isinstance(ckpt["format_version"], int) or isinstance(ckpt["format_version"], bool):
+        return f"format_version is {type(ckpt['format_version']).__name__}, not an integer"
+    if not isinstance(ckpt.get("args"), dict):
+        return "its args (the run's arguments) are missing"
+    for key in ("model", "ema", "extra", "optimizers", "schedulers", "scalers"):
+        if key in ckpt and not isinstance(ckpt[key], dict):
+            return f"{key} is {type(ckpt[key]).__name__}, not a dict"
+    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt["model"].items()):
+        return "model holds something other than named tensors"
+    for key in ("epoch", "step", "batch_in_epoch"):
+        if not isinstance(ckpt.get(key, 0), int):
+            return f"{key} is not an integer"
+    return None
+
+
+def check_shapes(build, args, ckpt: dict) -> None:
+    """Compare the checkpoint's weights with the network its arguments describe, built on the
+    meta device (no memory): a file whose saved widths would build a huge network, or whose
+    weights do not fit, is refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build(args).state_dict().items()}
+    except Exception:  # a builder that cannot run on the meta device: the real load checks later
+        return
+    saved = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+    if expected != saved:
+        wrong = sorted(set(expected) ^ set(saved)) or [k for k in expected if expected[k] != saved[k]]
+        raise CheckpointError(f"the checkpoint's weights do not fit the network built from its saved arguments "
+                              f"({len(wrong)} tensor(s) differ, e.g. {wrong[0]}: "
+                              f"{saved.get(wrong[0])} saved, {expected.get(wrong[0])} expected)")
 
 
 def resolve_weights(run_dir, weights: str) -> Path:
