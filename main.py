@@ -14,10 +14,12 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import random
 import signal
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -142,8 +144,21 @@ def validate(parser, args, family) -> None:
         v = getattr(args, name)
         if v < (0 if name in ("num_images", "workers") else 1):
             parser.error(f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}")
-    if args.learning_rate <= 0:
-        parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    if not (0 < args.learning_rate < math.inf):  # NaN fails this too
+        parser.error(f"--learning_rate must be positive and finite, got {args.learning_rate}")
+    for name in ["latent_dim", *args.arch_flags]:  # widths, depths: whole numbers >= 1
+        v = getattr(args, name)
+        if isinstance(v, int) and v < 1:
+            parser.error(f"--{name} must be at least 1, got {v}")
+    try:
+        device = torch.device(args.device) if args.device != "auto" else None
+    except RuntimeError:
+        parser.error(f"--device {args.device}: not a device; use auto, cpu, cuda, cuda:N or mps")
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here (use auto or cpu)")
+    if device is not None and device.type == "mps" and not (
+            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        parser.error(f"--device {args.device}: MPS (Apple GPUs) is not available here (use auto or cpu)")
     if args.mode == "train" and not args.resume:  # else the architecture comes from a checkpoint: checked then
         try:
             check_architecture(args, family)
@@ -151,6 +166,8 @@ def validate(parser, args, family) -> None:
             parser.error(str(e))
     if args.data is not None and not Path(args.data).is_dir():
         parser.error(f"--data {args.data}: no such folder")
+    if args.data is not None and not cd.has_images(args.data):
+        parser.error(f"--data {args.data}: no images ({', '.join(cd.IMAGE_EXTENSIONS)}) in it or below it")
     if args.resume and args.mode != "train":
         parser.error("--resume goes with --mode train")
     run_dir = Path(args.results) / (args.run_name or args.model)
@@ -163,6 +180,10 @@ def validate(parser, args, family) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         parser.error(f"--results {args.results}: cannot create or write a folder there ({existing} is "
                      f"{'not writable' if existing.is_dir() else 'not a folder'})")
+    try:  # a real probe: root may 'write' everywhere by os.access, yet not under /proc or /sys
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as e:
+        parser.error(f"--results {args.results}: cannot create a folder in {existing} ({e.strerror})")
     world = distributed.world_from_env()[2]
     if args.batch_size % world:
         parser.error(f"--batch_size {args.batch_size} must be a multiple of the number of processes ({world}): "

@@ -47,6 +47,13 @@ def test_help_lists_family_flags():
     (["--batch_size", "-3"], "--batch_size must be positive"),
     (["--image_size", "40"], "multiple of 16"),
     (["--data", "/no/such/folder"], "no such folder"),
+    (["--device", "gpu"], "not a device"),
+    (["--device", "mps"], "MPS (Apple GPUs) is not available"),
+    (["--learning_rate", "nan"], "positive and finite"),
+    (["--unet_depth", "-1"], "--unet_depth must be at least 1"),
+    (["--unet_channels", "0"], "--unet_channels must be at least 1"),
+    (["--model", "colorful", "--colorful_width", "0"], "--colorful_width must be at least 1"),
+    (["--results", "/proc/x"], "cannot create a folder in /proc"),
 ])
 def test_bad_arguments_fail_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -116,3 +123,13 @@ def test_best_by_picks_best_pt_by_the_chosen_validation_metric(tiny_data, tmp_pa
     best = ckpt_io.load(run / "best.pt")
     assert best["step"] == best_step and best["best_by"] == "auc_rebalanced"
     assert best["best_metric"] == pytest.approx(-max(h["val/auc_rebalanced"] for h in val))
+
+
+def test_a_folder_without_images_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image")
+    for folder in ("empty", "notes"):
+        with pytest.raises(SystemExit) as e:
+            main.parse_args(["--data", str(tmp_path / folder)])
+        assert e.value.code == 2 and "no images" in capsys.readouterr().err
