@@ -75,6 +75,9 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--cache_gb", type=float, default=8.0, help="largest decoded training set kept in memory")
     p.add_argument("--val_every", type=int, default=1, help="validate every N epochs (and after the last)")
     p.add_argument("--save_every", type=int, default=10, help="also keep epoch_N.pt every N epochs (0: never)")
+    p.add_argument("--checkpoint_minutes", type=float, default=30.0,
+                   help="also write last.pt mid-epoch when this long has passed since the last checkpoint, so a "
+                        "kill loses at most that much of a long epoch (0: only at epoch ends)")
     p.add_argument("--ema_decay", type=float, default=0.0,
                    help="keep an exponential moving average of the weights (decay warmed up as "
                         "min(decay, (1+n)/(10+n))) and validate, test and colorize with it; 0: off "
@@ -144,6 +147,8 @@ def validate(parser, args, family) -> None:
         v = getattr(args, name)
         if v < (0 if name in ("num_images", "workers") else 1):
             parser.error(f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}")
+    if not (0 <= args.checkpoint_minutes < math.inf):
+        parser.error(f"--checkpoint_minutes must be 0 (off) or more, got {args.checkpoint_minutes}")
     if not (0 < args.learning_rate < math.inf):  # NaN fails this too
         parser.error(f"--learning_rate must be positive and finite, got {args.learning_rate}")
     for name in ["latent_dim", *args.arch_flags]:  # widths, depths: whole numbers >= 1
@@ -358,7 +363,7 @@ def eval_images(args, root: Path, rel_paths, what: str):
 # ----------------------------------------------------------------------------------------------
 # what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
 # else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
-RESUME_MAY_CHANGE = {"epochs", "batch_size", "val_every", "save_every", "num_images", "workers", "device", "amp",
+RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images", "workers", "device", "amp",
                      "compile", "data_cache", "cache_gb", "wandb", "wandb_project", "log_checkpoints",
                      "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input", "results",
                      "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples"}

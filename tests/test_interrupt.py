@@ -117,3 +117,31 @@ def test_a_stop_in_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch, bat
     assert main.main(flags + ["--resume"]) == 0
     done = ckpt_io.load(tmp_path / "R" / "unet" / "last.pt")
     assert done["epoch"] == 2 and done["batch_in_epoch"] == 0
+
+
+def test_time_based_checkpoints_mid_epoch_and_a_kill_then_resume_is_exact(tiny_data, tmp_path, monkeypatch):
+    """--checkpoint_minutes: last.pt is also written mid-epoch once that long has passed (here:
+    at every step); a run killed without any warning (no signal handler runs) resumes from the
+    latest of them to the uninterrupted run's weights."""
+    from trainers.regression import RegressionTrainer
+
+    flags = [str(a) for a in FLAGS] + ["--data", str(tiny_data), "--epochs", "2"]
+    assert main.main(flags + ["--results", str(tmp_path / "straight")]) == 0
+    step = RegressionTrainer.train_step
+
+    def killed_at_step_5(self, batch):
+        if self.step == 5:  # 9 steps an epoch: in the middle of the first
+            raise SystemExit("killed")  # nothing after this point runs: no checkpoint, no handler
+        return step(self, batch)
+
+    monkeypatch.setattr(RegressionTrainer, "train_step", killed_at_step_5)
+    cut = flags + ["--results", str(tmp_path / "cut"), "--checkpoint_minutes", "1e-9"]
+    with pytest.raises(SystemExit, match="killed"):
+        main.main(cut)
+    mid = ckpt_io.load(tmp_path / "cut" / "unet" / "last.pt")
+    assert mid["epoch"] == 0 and mid["step"] == 5 and mid["batch_in_epoch"] == 5
+    monkeypatch.setattr(RegressionTrainer, "train_step", step)
+    assert main.main(cut + ["--resume"]) == 0
+    done = ckpt_io.load(tmp_path / "cut" / "unet" / "last.pt")
+    assert done["epoch"] == 2 and done["step"] == 18
+    assert_same_weights(weights(tmp_path / "straight" / "unet" / "last.pt"), done["model"])

@@ -124,6 +124,7 @@ class Trainer:
         self.step = 0           # completed optimisation steps
         self.batch_in_epoch = 0  # batches done of the unfinished epoch (a run stopped mid-epoch)
         self.stop_requested = False  # set by main.py's signal handler
+        self._last_checkpoint = time.time()  # for --checkpoint_minutes
         self.nan_skip = getattr(args, "nan_policy", "stop") == "skip"
         self.skipped_steps = 0      # optimiser steps skipped for a non-finite loss (--nan_policy skip)
         self._skipped_now = False
@@ -316,6 +317,7 @@ class Trainer:
             self.save_checkpoints(last_val)
             return last_val
         self.on_fit_start(batches)
+        self._last_checkpoint = time.time()
         for epoch in range(self.epoch + 1, args.epochs + 1):
             t0, seen = time.time(), 0
             self.model.train()
@@ -356,9 +358,11 @@ class Trainer:
                 if self.step % SYNC_EVERY == 0:
                     self._check_finite(first_bad, losses, epoch)
                     bar.set_postfix({k: f"{float(v):.4f}" for k, v in losses.items()})
-                if self._should_stop():
+                stop, due = self._agreed_flags()
+                if stop or due:  # a checkpoint mid-epoch, that --resume continues exactly
                     self._check_finite(first_bad, losses, epoch)
                     self.save_checkpoints({}, only_last=True)
+                if stop:
                     raise TrainingStopped(f"stopped at step {self.step}, {self.batch_in_epoch} of {len(batches)} "
                                           f"batches into epoch {epoch}; checkpoint written")
             self._check_finite(first_bad, losses, epoch)
@@ -385,13 +389,17 @@ class Trainer:
                                    f"(--nan_policy skip): this run did not really train; lower --learning_rate?")
         return last_val
 
-    def _should_stop(self) -> bool:
-        """A stop request, agreed by all processes (they look together every SYNC_EVERY steps)."""
+    def _agreed_flags(self) -> tuple[bool, bool]:
+        """(a stop was requested, a --checkpoint_minutes checkpoint is due), agreed by all
+        processes: they look together every SYNC_EVERY steps, the first process's clock decides."""
+        minutes = getattr(self.args, "checkpoint_minutes", 0) or 0
+        due = bool(minutes) and time.time() - self._last_checkpoint >= minutes * 60
         if self.world == 1:
-            return self.stop_requested
+            return self.stop_requested, due
         if self.step % SYNC_EVERY:
-            return False
-        return bool(distributed.all_mean({"stop": float(self.stop_requested)})["stop"] > 0)
+            return False, False
+        flags = distributed.all_mean({"stop": float(self.stop_requested), "due": float(due and self.is_main)})
+        return flags["stop"] > 0, flags["due"] > 0
 
     def _check_finite(self, first_bad: torch.Tensor, losses: dict, epoch: int) -> None:
         bad_step = int(first_bad)
@@ -502,7 +510,8 @@ class Trainer:
             raise TrainingDiverged(f"the weights became non-finite ({', '.join(bad[:3])}) at step {self.step}; "
                                    f"no checkpoint written. The last good one, if any, is intact in "
                                    f"{self.run_dir or 'the run folder'}")
-        if only_last:  # a run stopped mid-epoch
+        if only_last:  # a run stopped mid-epoch, or a --checkpoint_minutes checkpoint
+            self._last_checkpoint = time.time()
             if self.run_dir is not None:
                 checkpoint.save_atomic(self.state_dict(), self.run_dir / "last.pt")
             distributed.barrier()
@@ -516,6 +525,7 @@ class Trainer:
                 self.best_metric, self.best_phase_of_record, improved = score, phase, True
             else:
                 improved = self.run_dir is not None and not (self.run_dir / "best.pt").exists()
+        self._last_checkpoint = time.time()
         if self.run_dir is not None:
             state = self.state_dict()
             checkpoint.save_atomic(state, self.run_dir / "last.pt")
