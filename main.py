@@ -241,6 +241,20 @@ def _wandb_key_configured() -> bool:
         return False
 
 
+def _wandb_reachable(timeout: float = 3.0) -> bool:
+    """Whether wandb's server answers a connection within `timeout` seconds (wandb itself waits
+    about 90 s before giving up, and then logs nothing)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def start_wandb(args, run_dir: Path, job_type: str):
     """One wandb run per invocation, or None. Never prompts, never stops the run on failure."""
     env_mode = os.environ.get("WANDB_MODE")
@@ -254,12 +268,17 @@ def start_wandb(args, run_dir: Path, job_type: str):
     if args.wandb in ("online", "offline"):
         mode = args.wandb
     elif env_mode:
-        mode = None  # wandb reads WANDB_MODE itself
+        mode = env_mode  # WANDB_MODE wins over auto, but goes through the checks below too
     else:
         mode = "online" if _wandb_key_configured() else "offline"
+    if mode not in ("online", "offline", "disabled"):  # e.g. WANDB_MODE=dryrun: the older name of offline
+        mode = "offline"
     if mode == "online" and not _wandb_key_configured():  # wandb would ask for a key: never prompt
-        print("warning: --wandb online but no API key is configured (WANDB_API_KEY or `wandb login`); "
+        print("warning: wandb online asked for, but no API key is configured (WANDB_API_KEY or `wandb login`); "
               "logging offline instead")
+        mode = "offline"
+    elif mode == "online" and not _wandb_reachable():  # never stall: offline at once
+        print("warning: wandb's server cannot be reached; logging offline instead")
         mode = "offline"
     id_file = run_dir / "wandb_id.txt"
     run_id = id_file.read_text().strip() if (job_type == "train" and args.resume and id_file.exists()) else None
@@ -269,7 +288,7 @@ def start_wandb(args, run_dir: Path, job_type: str):
                          name=f"{run_dir.name}-{job_type}", config=config, dir=str(run_dir), mode=mode,
                          id=run_id, resume="allow" if run_id else None,
                          settings=wandb.Settings(silent=True, init_timeout=90))
-    except Exception as e:  # no network, bad key, ...: the run goes on without wandb
+    except Exception as e:  # a bad key, a server error, ...: the run goes on without wandb
         print(f"warning: wandb could not start ({type(e).__name__}: {e}); logging to the run folder only")
         return None
     if job_type == "train":

@@ -133,3 +133,21 @@ def test_a_folder_without_images_is_refused_before_any_work(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main.parse_args(["--data", str(tmp_path / folder)])
         assert e.value.code == 2 and "no images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, reachable, says", [
+    (False, True, "no API key is configured"),        # would sit at wandb's login prompt
+    (True, False, "server cannot be reached"),        # would stall ~90 s, then log nothing
+])
+def test_wandb_online_never_prompts_nor_stalls(tiny_data, tmp_path, monkeypatch, capsys, key, reachable, says):
+    import time
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setattr(main, "_wandb_key_configured", lambda: key)
+    monkeypatch.setattr(main, "_wandb_reachable", lambda timeout=3.0: reachable)
+    t0 = time.time()
+    assert main.main(["--model", "gray", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
+                      "--lpips", "off"]) == 0
+    out = capsys.readouterr().out
+    assert says in out and "wandb sync" in out and time.time() - t0 < 60
+    assert list((tmp_path / "gray" / "wandb").glob("offline-run-*/run-*.wandb"))  # logged offline, not lost
