@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import colorize_data as cd
+import metrics
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 from trainers import distributed
@@ -506,16 +507,10 @@ def trim_history(path: Path, step: int) -> None:
     epoch's log line but before its checkpoint would otherwise log that epoch twice)."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except ValueError:  # a line cut short by the kill
-            pass
-    if len(kept) != len(lines):
-        ckpt_io.write_text_atomic(path, "".join(kept))
+    rows = metrics.read_history(path)  # without a line cut short by the kill
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    if len(kept) != len(path.read_text().splitlines()):
+        ckpt_io.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class stop_on_signals:
@@ -685,12 +680,13 @@ def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple
         except cd.BadImage as e:
             bad.append(f"{path} ({e})")
             continue
-        x = cd.uint8_to_float(cd.to_chw_tensor(rgb)[None].to(device))
-        out = cd.colorize_full_resolution(trainer.predict_ab, x, args.image_size)[0]
+        # uint8 in, uint8 out: the full-resolution float arithmetic goes strip by strip
+        out = cd.colorize_full_resolution(trainer.predict_ab, cd.to_chw_tensor(rgb)[None].to(device),
+                                          args.image_size)[0]
         rel = path.relative_to(folder)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
         target = out_dir / (rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.with_name(rel.name + ".png"))
         target.parent.mkdir(parents=True, exist_ok=True)
-        picture = Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8))
+        picture = Image.fromarray(out.permute(1, 2, 0).cpu().numpy())
         ckpt_io.write_atomic(target, lambda f: picture.save(f, format="PNG"))
         done += 1
     if bad:

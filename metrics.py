@@ -322,6 +322,17 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_history(path: Path) -> list[dict]:
+    """The rows of a run's history.jsonl; a last line cut short by a kill is left out."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    return rows
+
+
 def load_run(run_dir: Path) -> dict:
     """metrics.json of a run, with bootstrap intervals from per_image.csv and training time and
     speed from history.jsonl."""
@@ -336,7 +347,7 @@ def load_run(run_dir: Path) -> dict:
             if table and key in table[0]:
                 r[f"{key}_ci"] = bootstrap_ci(torch.tensor([float(t[key]) for t in table]))
     if (run_dir / "history.jsonl").exists():
-        epochs = [json.loads(x) for x in (run_dir / "history.jsonl").read_text().splitlines()]
+        epochs = read_history(run_dir / "history.jsonl")
         seconds = [e["train/epoch_seconds"] for e in epochs if "train/epoch_seconds" in e]
         speed = [e["train/images_per_s"] for e in epochs if "train/images_per_s" in e]
         r["train_seconds"] = sum(seconds) if seconds else None
@@ -417,7 +428,7 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     for d in runs:
         if not (d / "history.jsonl").exists():
             continue
-        hist = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines() if x.strip()]
+        hist = read_history(d / "history.jsonl")
         epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h and "step" in h}
         losses = {k: [(h["epoch"], h[k]) for h in hist if "epoch" in h and k in h]
                   for k in sorted({k for h in hist for k in h if k.startswith("train/")} - NOT_LOSSES)

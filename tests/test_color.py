@@ -60,3 +60,44 @@ def test_full_resolution_keeps_the_given_luminance():
     assert lab[:, 1].mean() > 5  # the colour was applied...
     inside = (out > 0.02).all(1) & (out < 0.98).all(1)  # ...and where nothing was clipped, L is untouched
     assert torch.allclose(lab[:, 0][inside], L_in[inside], atol=1e-2)
+
+
+def test_full_resolution_colorization_works_in_strips_of_little_memory():
+    """A 16-megapixel photo: beyond its uint8 input, L (4 bytes a pixel), the output (3) and one
+    strip's arithmetic (a few hundred MB, whatever the image size); whole-image float Lab
+    arithmetic took ~140 bytes a pixel (11.3 GB for 81 megapixels)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = """
+import resource, sys, torch
+sys.path.insert(0, %r)
+import colorize_data as cd
+torch.set_num_threads(1)
+rgb = torch.empty((1, 3, 4000, 4000), dtype=torch.uint8).random_(0, 256)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cd.colorize_full_resolution(lambda L: torch.tanh(L.repeat(1, 2, 1, 1)), rgb, 64)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+""" % str(ROOT)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout) < 7 * 16e6 + 350e6, float(r.stdout) / 1e6  # MB beyond the input
+
+
+def test_strips_give_the_whole_image_result():
+    import torch.nn.functional as F
+
+    rgb = torch.rand(2, 3, 517, 300)
+    w = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+
+    def predict(L):
+        return torch.tanh(F.conv2d(L, w, padding=1))
+
+    L_full = cd.rgb_to_model(rgb)[0]
+    small = F.interpolate(L_full, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    whole = cd.compose_rgb(L_full, F.interpolate(predict(small), size=(517, 300), mode="bilinear", align_corners=False))
+    assert torch.allclose(cd.colorize_full_resolution(predict, rgb, 32, rows=64), whole, atol=1e-5)
+    as_uint8 = cd.colorize_full_resolution(predict, (rgb * 255).round().to(torch.uint8), 32)
+    assert as_uint8.dtype == torch.uint8 and as_uint8.shape == rgb.shape
