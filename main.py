@@ -722,6 +722,13 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:  # test mode (training catches its own)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise
+        print(f"error: out of memory at --image_size {args.image_size} with --batch_size {args.batch_size} on "
+              f"{args.device}: lower either (the last checkpoint, if any, is intact; --resume continues "
+              f"it, a smaller --batch_size included)", file=sys.stderr)
+        return 2
     finally:
         distributed.cleanup()
 

@@ -434,3 +434,13 @@ def test_random_bytes_are_not_called_a_pickle_with_objects(tmp_path):
     path.write_bytes(bytes(range(7, 256)) * 8)
     with pytest.raises(ckpt_io.CheckpointError, match="not a readable checkpoint"):
         ckpt_io.load(path)
+
+
+def test_out_of_memory_is_a_clear_error(tiny_data, tmp_path, monkeypatch, capsys):
+    def too_big(self, batch):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 9663676416 bytes")
+
+    monkeypatch.setattr(RegressionTrainer, "train_step", too_big)
+    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--epochs", "1"]) == 2
+    assert "out of memory at --image_size 16 with --batch_size 4" in capsys.readouterr().err
