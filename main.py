@@ -157,14 +157,9 @@ def validate(parser, args, family) -> None:
         if isinstance(v, int) and v < 1:
             parser.error(f"--{name} must be at least 1, got {v}")
     try:
-        device = torch.device(args.device) if args.device != "auto" else None
-    except RuntimeError:
-        parser.error(f"--device {args.device}: not a device; use auto, cpu, cuda, cuda:N or mps")
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available here (use auto or cpu)")
-    if device is not None and device.type == "mps" and not (
-            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        parser.error(f"--device {args.device}: MPS (Apple GPUs) is not available here (use auto or cpu)")
+        pick_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
     if args.mode == "train" and not args.resume:  # else the architecture comes from a checkpoint: checked then
         try:
             check_architecture(args, family)
@@ -209,16 +204,22 @@ def check_architecture(args, family) -> None:
                          f"and a multiple of {multiple}")
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(name: str) -> torch.device:
+    """--device: auto (CUDA, else MPS, else CPU) or a device that is there; ValueError otherwise."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} asked for, but CUDA is not available here")
+        raise ValueError(f"--device {name}: CUDA is not available here (use auto or cpu)")
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(f"--device {name}: MPS (Apple GPUs) is not available here (use auto or cpu)")
     return dev
 
 

@@ -175,7 +175,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                pid = int(owner.get("pid", "0") or 0) if owner.get("pid", "").isdigit() else 0
+                pid = int(owner["pid"]) if owner.get("pid", "").isdigit() else 0
                 same_host = owner.get("host") == socket.gethostname()
                 if attempt == 0 and same_host and pid and not self._alive(pid):
                     self.echo(f"note: removed a stale lock of {self.run_dir} (process {pid} is gone)")
