@@ -32,6 +32,7 @@ import metrics
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 from trainers import distributed
+from trainers import memory
 from trainers import semantic
 from trainers.base import RunLog, TrainingDiverged, TrainingStopped, save_grid
 
@@ -429,6 +430,9 @@ def train(args, given, family, run_dir: Path) -> int:
                          f"start afresh, or --run_name for a new run")
     device = distributed.setup(pick_device(args.device))
     main_process = distributed.world_from_env()[0] == 0
+    if family.trainer.needs_training:  # before any data is loaded: a size that cannot fit is refused now
+        memory.check_fits(family.network, args, device, args.batch_size, args.image_size, f"{args.model}",
+                          world=distributed.world_from_env()[2])
     say = print if main_process else (lambda *a, **k: None)
     root = data_root(args) if main_process else Path(args.data or "Dataset")
     distributed.barrier()  # the demo data set, if any, is built by the first process
@@ -720,6 +724,9 @@ def main(argv=None) -> int:
         return 2
     except UsageError as e:
         parser.error(str(e))
+    except memory.TooLarge as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except TrainingDiverged as e:  # test mode (training catches its own)
         print(f"error: {e}", file=sys.stderr)
         return 2

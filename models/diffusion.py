@@ -50,8 +50,14 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         b, c, h, w = x.shape
-        tokens = self.norm(x).flatten(2).transpose(1, 2)
-        out, _ = self.attn(tokens, tokens, tokens, need_weights=False)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)                  # (B, N, C)
+        # the MultiheadAttention's own weights, applied here so that attention is one call of
+        # scaled_dot_product_attention (fused kernels; trainers/memory.py counts it as such)
+        q, k, v = F.linear(tokens, self.attn.in_proj_weight, self.attn.in_proj_bias).chunk(3, dim=-1)
+        heads = self.attn.num_heads
+        q, k, v = (t.unflatten(-1, (heads, c // heads)).transpose(1, 2) for t in (q, k, v))  # (B, heads, N, C/heads)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        out = self.attn.out_proj(out)
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -187,3 +193,8 @@ def build(args):
 
 def size_multiple(args):
     return 2 ** args.diff_depth
+
+
+def example_inputs(args, L):
+    """What forward takes in training (for the memory estimate): x_t, L and the timesteps."""
+    return L.new_zeros(L.shape[0], 2, *L.shape[2:]), L, torch.zeros(L.shape[0], dtype=torch.long, device=L.device)

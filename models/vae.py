@@ -95,6 +95,10 @@ class VAENetwork:
     def size_multiple(self, args):
         return unet.size_multiple(args)
 
+    def example_inputs(self, args, L):
+        """What forward takes in training (for the memory estimate): L and the true ab."""
+        return L, L.new_zeros(L.shape[0], 2, *L.shape[2:])
+
 
 BASIC = VAENetwork(skips=False, posterior_sees_L=True)
 UNET = VAENetwork(skips=True, posterior_sees_L=True)
