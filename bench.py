@@ -76,7 +76,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
     family = REGISTRY[name]
     device = cli.pick_device(args.device)
     torch.manual_seed(0)
-    trainer = family.trainer(family.network.build(args), args, device)
+    trainer = family.make(args, device, name=args.model)
     batches = cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, 0, device)
     row = {"family": name}
     if device.type == "cuda":

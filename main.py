@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -29,19 +30,20 @@ import torch
 
 import colorize_data as cd
 import metrics
+from models import config
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 from trainers import distributed
 from trainers import memory
 from trainers import semantic
-from trainers.base import RunLog, TrainingDiverged, TrainingStopped, save_grid
+from trainers.base import RunLog, TrainConfig, TrainingDiverged, TrainingStopped, save_grid
 
 DEFAULT_MODEL = "unet"
-# flags that only some families use; a family lists the ones it honours in Trainer.uses_flags
-FAMILY_SPECIFIC_GLOBALS = ("latent_dim", "steps", "num_samples")
 
 
-def common_parser(add_help: bool = True, conflict_handler: str = "error") -> argparse.ArgumentParser:
+def common_parser(add_help: bool = True, conflict_handler: str = "error", family=None) -> argparse.ArgumentParser:
+    """main.py's own options, and the training settings every family shares (TrainConfig, with
+    `family`'s defaults when given)."""
     p = argparse.ArgumentParser(description="Automatic image colorization: train and compare model families.",
                                 add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 conflict_handler=conflict_handler)
@@ -55,37 +57,17 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--input", default="TestImages", help="folder of images that test mode colorizes at full resolution")
     p.add_argument("--results", default="Results", help="where runs are written: RESULTS/RUN_NAME/")
     p.add_argument("--run_name", default=None, help="name of the run folder (default: the model name)")
-    p.add_argument("--image_size", type=int, default=64, help="training and evaluation crop size")
     p.add_argument("--load_size", type=int, default=None,
                    help="training images are kept with this shorter side, then cropped (default: image_size)")
     p.add_argument("--crop", choices=["random", "resized"], default="random",
                    help="training crop: a random window, or a random 50-100%% window resized")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--lr_schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--latent_dim", type=int, default=64, help="latent size of the variational families")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps of the diffusion families (DDIM)")
-    p.add_argument("--num_images", type=int, default=8, help="examples in each sample grid")
-    p.add_argument("--num_samples", type=int, default=1,
-                   help="test mode: colorizations per image of a stochastic family (best-of-K and diversity when > 1)")
+    config.add_fields(p, family.trainer.Config if family else TrainConfig, names=set(config.names(TrainConfig)))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads that decode images (worker processes when streaming)")
     p.add_argument("--data_cache", choices=["auto", "memory", "stream"], default="auto",
                    help="keep the decoded training set in memory, or stream it from disk; auto: memory up to --cache_gb")
     p.add_argument("--cache_gb", type=float, default=8.0, help="largest decoded training set kept in memory")
-    p.add_argument("--val_every", type=int, default=1, help="validate every N epochs (and after the last)")
-    p.add_argument("--save_every", type=int, default=10, help="also keep epoch_N.pt every N epochs (0: never)")
-    p.add_argument("--checkpoint_minutes", type=float, default=30.0,
-                   help="also write last.pt mid-epoch when this long has passed since the last checkpoint, so a "
-                        "kill loses at most that much of a long epoch (0: only at epoch ends)")
-    p.add_argument("--ema_decay", type=float, default=0.0,
-                   help="keep an exponential moving average of the weights (decay warmed up as "
-                        "min(decay, (1+n)/(10+n))) and validate, test and colorize with it; 0: off "
-                        "(the diffusion families default to 0.999). At test, 0 uses the raw weights")
-    p.add_argument("--best_by", default="delta_e", choices=("delta_e", "ssim", "psnr", "lpips", "auc", "auc_rebalanced"),
-                   help="the validation metric that picks best.pt (delta_e and lpips: lower is better)")
     p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
     p.add_argument("--resume", action="store_true", help="continue the run in RESULTS/RUN_NAME from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh over an existing run folder")
@@ -95,28 +77,17 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error") -> arg
     p.add_argument("--log_checkpoints", action="store_true", help="upload best.pt and last.pt to wandb as an artifact")
     p.add_argument("--table_images", type=int, default=64,
                    help="test images in the wandb table of per-image results (images and metrics)")
-    p.add_argument("--lpips", choices=["auto", "off"], default="auto",
-                   help="auto: LPIPS when AlexNet's weights are available, else reported as null")
     p.add_argument("--max_image_pixels", type=int, default=cd.DEFAULT_MAX_IMAGE_PIXELS,
                    help="decompression-bomb guard: larger images are skipped")
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                   help="mixed precision; auto: bf16 on CUDA, off elsewhere")
-    p.add_argument("--compile", action="store_true", help="torch.compile the networks for training")
-    p.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA)")
-    p.add_argument("--nan_policy", choices=["stop", "skip"], default="stop",
-                   help="a non-finite loss stops the run, or skips that step (counted)")
     return p
 
 
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     pre, _ = common_parser(add_help=False).parse_known_args(argv)
-    parser = common_parser()
     family = REGISTRY[pre.model]
-    group = parser.add_argument_group(f"{pre.model} options ({family.description})")
-    family.network.add_args(group)
-    arch_flags = {a.dest for a in group._group_actions}
-    family.trainer.add_args(group)
+    parser = common_parser(family=family)
+    family.add_args(parser.add_argument_group(f"{pre.model} options ({family.description})"))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         ignored = other_families_flags(unknown)
@@ -125,7 +96,6 @@ def parse_args(argv=None):
         print(f"note: {' '.join(ignored)} belong to other families than {args.model}; ignored")
     given = {a.dest for a in parser._actions for s in a.option_strings
              if any(x == s or x.startswith(s + "=") for x in argv)}
-    args.arch_flags = sorted(arch_flags)  # the network's own flags: fixed by a checkpoint's weights
     validate(parser, args, family)
     return parser, args, given
 
@@ -145,7 +115,7 @@ def other_families_flags(unknown: list[str]):
 
 def validate(parser, args, family) -> None:
     """Reject bad arguments before any work starts, saying what is valid."""
-    for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers", "num_samples", "steps"):
+    for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers"):
         v = getattr(args, name)
         if v < (0 if name in ("num_images", "workers") else 1):
             parser.error(f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}")
@@ -153,10 +123,9 @@ def validate(parser, args, family) -> None:
         parser.error(f"--checkpoint_minutes must be 0 (off) or more, got {args.checkpoint_minutes}")
     if not (0 < args.learning_rate < math.inf):  # NaN fails this too
         parser.error(f"--learning_rate must be positive and finite, got {args.learning_rate}")
-    for name in ["latent_dim", *args.arch_flags]:  # widths, depths: whole numbers >= 1
-        v = getattr(args, name)
-        if isinstance(v, int) and v < 1:
-            parser.error(f"--{name} must be at least 1, got {v}")
+    for problem in (config.too_small(config.from_values(family.network.Config, args))
+                    + config.too_small(config.from_values(family.trainer.Config, args))):  # widths, depths, ...
+        parser.error(problem)
     try:
         pick_device(args.device)
     except ValueError as e:
@@ -199,7 +168,7 @@ class UsageError(Exception):
 
 def check_architecture(args, family) -> None:
     """Arguments that must suit the network they describe (the checkpoint's, when one is loaded)."""
-    multiple = family.network.size_multiple(args)
+    multiple = family.network.size_multiple(config.from_values(family.network.Config, args))
     if args.image_size < 16 or args.image_size % multiple:
         raise UsageError(f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
                          f"and a multiple of {multiple}")
@@ -403,18 +372,37 @@ def check_resume_flags(args, saved: dict, given: set) -> None:
             + ". Start a new run for them (--run_name NAME, or --overwrite)")
 
 
-def merge_saved_args(args, saved: dict, given: set, keep_from_cli: set):
-    """Arguments saved in a checkpoint, overridden by flags given on this command line, except the
-    network's architecture flags (and --latent_dim), which must match the saved weights."""
-    merged = argparse.Namespace(**{**vars(args), **saved})
-    fixed = set(args.arch_flags) | {"latent_dim"}
-    for k in given | keep_from_cli:
-        if k in fixed and k in saved and getattr(args, k) != saved[k]:
-            print(f"note: --{k} {getattr(args, k)} ignored; the checkpoint was built with {saved[k]}")
-            continue
-        setattr(merged, k, getattr(args, k))
-    merged.arch_flags = args.arch_flags
-    return merged
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A run's resolved configuration: main.py's options (with every value, as args.json and the
+    checkpoint record them), the network's Config and the trainer's Config."""
+    args: argparse.Namespace
+    network: object
+    training: object
+
+
+def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: set = frozenset()) -> Settings:
+    """The one place a run's settings are decided: the defaults, then a checkpoint's saved
+    settings (its network's are forced: they must match its weights; a differing flag is noted
+    and ignored), then the flags given on this command line, then what the trainer derives from
+    them, then the checks that need the result."""
+    values = vars(args)
+    if saved is not None:
+        fixed = set(config.names(family.network.Config))
+        saved_values = {**saved["args"], **saved.get("network", {})}  # "network": checkpoints since issue 15
+        values = {**values, **saved_values}
+        for k in given | keep_from_cli:
+            if k in fixed and k in saved_values and getattr(args, k) != saved_values[k]:
+                print(f"note: --{k} {getattr(args, k)} ignored; the checkpoint was built with {saved_values[k]}")
+                continue
+            values[k] = getattr(args, k)
+    merged = argparse.Namespace(**values)
+    network_cfg, training_cfg = family.configs(merged)
+    merged = argparse.Namespace(**{**vars(merged), **dataclasses.asdict(training_cfg)})  # derived values included
+    check_architecture(merged, family)
+    if saved is not None:
+        ckpt_io.check_shapes(family.network.build, network_cfg, saved)
+    return Settings(merged, network_cfg, training_cfg)
 
 
 def train(args, given, family, run_dir: Path) -> int:
@@ -422,16 +410,15 @@ def train(args, given, family, run_dir: Path) -> int:
     if args.resume:
         saved = ckpt_io.load(run_dir / "last.pt", family=(args.model, *family.trainer.compatible))
         check_resume_flags(args, saved["args"], given)
-        args = merge_saved_args(args, saved["args"], given, {"model", "mode", "resume"})
-        check_architecture(args, family)
-        ckpt_io.check_shapes(family.network.build, args, saved)
     elif (run_dir / "last.pt").exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
+    settings = resolve(family, args, given, saved, {"model", "mode", "resume"})
+    args = settings.args
     device = distributed.setup(pick_device(args.device))
     main_process = distributed.world_from_env()[0] == 0
     if family.trainer.needs_training:  # before any data is loaded: a size that cannot fit is refused now
-        memory.check_fits(family.network, args, device, args.batch_size, args.image_size, f"{args.model}",
+        memory.check_fits(family.network, settings.network, device, args.batch_size, args.image_size, f"{args.model}",
                           world=distributed.world_from_env()[2])
     say = print if main_process else (lambda *a, **k: None)
     root = data_root(args) if main_process else Path(args.data or "Dataset")
@@ -457,8 +444,8 @@ def train(args, given, family, run_dir: Path) -> int:
     if not len(val):
         say("note: no usable validation images: nothing is validated, and best.pt is the last epoch's checkpoint")
     wandb_run = start_wandb(args, run_dir, "train") if main_process else None
-    trainer = family.trainer(family.network.build(args), args, device, run_dir,
-                             RunLog(run_dir if main_process else None, wandb_run))
+    trainer = family.make(args, device, run_dir, RunLog(run_dir if main_process else None, wandb_run),
+                          name=args.model)
     trainer.setup_training(len(batches))
     if saved is not None:
         trainer.load_state_dict(saved)
@@ -557,11 +544,8 @@ def test(args, given, family, run_dir: Path) -> int:
             raise SystemExit(f"error: no checkpoint {path}. Train first (python main.py --model {args.model} "
                              f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
         saved = ckpt_io.load(path, family=(args.model, *family.trainer.compatible))
-        args = merge_saved_args(args, saved["args"], given, {"model", "mode", "weights"})
         weights = str(path)
-    check_architecture(args, family)
-    if saved is not None:
-        ckpt_io.check_shapes(family.network.build, args, saved)
+    args = resolve(family, args, given, saved, {"model", "mode", "weights"}).args
     root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
     if root is None:
         raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
@@ -571,16 +555,17 @@ def test(args, given, family, run_dir: Path) -> int:
     images, paths = eval_images(args, root, names, "the test split")
     if not len(images):
         raise SystemExit(f"error: no readable test images under {root}")
-    trainer = family.trainer(family.network.build(args), args, device, run_dir, training=False)
+    trainer = family.make(args, device, run_dir, training=False, name=args.model)
     if saved is not None:
         trainer.load_state_dict(saved)
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()
     judge = semantic.load(args.results, args.image_size, device)
-    summary, per_image, grid = trainer.evaluate(images, args.batch_size, keep=args.num_images,
-                                                num_samples=args.num_samples,
-                                                collect=judge is not None or wandb_run is not None)
+    evaluation = trainer.evaluate(images, args.batch_size, keep=args.num_images,
+                                  num_samples=trainer.cfg.num_samples if family.trainer.stochastic() else 1,
+                                  collect=judge is not None or wandb_run is not None)
+    summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(root), "test_images": which,
               "image_size": args.image_size,
@@ -588,7 +573,7 @@ def test(args, given, family, run_dir: Path) -> int:
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])
         if (labels >= 0).all():
-            result["semantic_accuracy"] = semantic.accuracy(judge[0], trainer.last_predictions, labels, device)
+            result["semantic_accuracy"] = semantic.accuracy(judge[0], evaluation.predictions, labels, device)
         else:
             print(f"note: semantic accuracy left out: {int((labels < 0).sum())} of {len(labels)} test images are not "
                   f"in a class folder the classifier knows ({', '.join(judge[1][:5])}, ...)")
@@ -611,7 +596,7 @@ def test(args, given, family, run_dir: Path) -> int:
         RunLog(None, wandb_run).summary({f"test/{k}": v for k, v in result.items()})
         if grid:
             RunLog(None, wandb_run).image("test/samples", run_dir / "test_grid.png", 0)
-        log_test_table(wandb_run, args, paths, images, trainer.last_predictions, per_image)
+        log_test_table(wandb_run, args, paths, images, evaluation.predictions, per_image)
         wandb_run.finish()
     return 0
 
@@ -702,9 +687,6 @@ def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple
 def main(argv=None) -> int:
     parser, args, given = parse_args(argv)
     family = REGISTRY[args.model]
-    for flag in FAMILY_SPECIFIC_GLOBALS:
-        if flag in given and flag not in family.trainer.uses_flags:
-            print(f"note: --{flag} has no effect on {args.model}")
     run_dir = Path(args.results) / (args.run_name or args.model)
     seed_everything(args.seed)
     torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels

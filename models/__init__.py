@@ -3,9 +3,12 @@
 Every network maps L scaled to [-1, 1], shape (B, 1, H, W), to ab scaled by 1/110, shape
 (B, 2, H, W) (see colorize_data.py). Each module offers:
 
-    add_args(parser)      the family's own architecture flags (shown in --help)
-    build(args)           the network, from parsed (or checkpoint-saved) arguments
-    size_multiple(args)   image sizes must be a multiple of this
-    example_inputs(args, L)  optional: what forward takes in training, for a batch L (default: L
+    Config                a frozen dataclass of its architecture settings (models/config.py): the
+                          command line is generated from it, checkpoints save it, and on test or
+                          resume the checkpoint's values are forced back
+    SMOKE                 settings of a tiny version, for the tests that train every family
+    build(cfg)            the network, from its Config
+    size_multiple(cfg)    image sizes must be a multiple of this
+    example_inputs(cfg, L)  optional: what forward takes in training, for a batch L (default: L
                           alone); trainers/memory.py runs it on the meta device to estimate memory
 """

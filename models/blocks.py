@@ -29,5 +29,4 @@ class Up(nn.Module):
         return self.conv(self.up(x))
 
 
-def add_norm_arg(parser) -> None:
-    parser.add_argument("--norm", choices=NORMS, default="batch", help="normalisation layers of the network")
+NORM_HELP = "normalisation layers of the network"

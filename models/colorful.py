@@ -14,11 +14,13 @@ convolutions with BatchNorm; blocks 1-3 halve the resolution, blocks 5-6 are dil
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, rgb_to_lab
+from models.config import setting
 
 
 GAMUTS = ("corners", "inside")
@@ -110,18 +112,21 @@ class ColorfulNet(nn.Module):
         return self.head(self.trunk(L))
 
 
-def add_args(parser):
-    parser.add_argument("--colorful_width", type=int, default=64, help="channels of the first block (ECCV16: 64)")
-    parser.add_argument("--gamut", choices=GAMUTS, default="corners",
-                        help="ab bins: corners of the grid cells sRGB reaches (309, near Zhang's 313) or the bins "
-                             "sRGB falls in (261)")
+@dataclass(frozen=True)
+class Config:
+    colorful_width: int = setting(64, "channels of the first block (ECCV16: 64)", minimum=1)
+    gamut: str = setting("corners", "ab bins: corners of the grid cells sRGB reaches (309, near Zhang's 313) or "
+                         "the bins sRGB falls in (261)", choices=GAMUTS)
 
 
-def build(args):
-    return ColorfulNet(len(ab_gamut(args.gamut)[0]), args.colorful_width)
+SMOKE = {"colorful_width": 8}  # the tests' tiny network
 
 
-def size_multiple(args):
+def build(cfg: Config) -> ColorfulNet:
+    return ColorfulNet(len(ab_gamut(cfg.gamut)[0]), cfg.colorful_width)
+
+
+def size_multiple(cfg: Config) -> int:
     return 8
 
 

@@ -13,10 +13,13 @@ sampled by DDPM (ancestral, all T steps) or by DDIM (any number of steps, eta)."
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.config import setting
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -182,19 +185,23 @@ def _noise_like(x: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
 
 
-def add_args(parser):
-    parser.add_argument("--diff_channels", type=int, default=64, help="channels of the denoiser's first level")
-    parser.add_argument("--diff_depth", type=int, default=3, help="halvings of the denoiser")
+@dataclass(frozen=True)
+class Config:
+    diff_channels: int = setting(64, "channels of the denoiser's first level", minimum=1)
+    diff_depth: int = setting(3, "halvings of the denoiser", minimum=1)
 
 
-def build(args):
-    return Denoiser(args.diff_channels, args.diff_depth)
+SMOKE = {"diff_channels": 8, "diff_depth": 2}  # the tests' tiny network
 
 
-def size_multiple(args):
-    return 2 ** args.diff_depth
+def build(cfg: Config) -> Denoiser:
+    return Denoiser(cfg.diff_channels, cfg.diff_depth)
 
 
-def example_inputs(args, L):
+def size_multiple(cfg: Config) -> int:
+    return 2 ** cfg.diff_depth
+
+
+def example_inputs(cfg: Config, L):
     """What forward takes in training (for the memory estimate): x_t, L and the timesteps."""
     return L.new_zeros(L.shape[0], 2, *L.shape[2:]), L, torch.zeros(L.shape[0], dtype=torch.long, device=L.device)

@@ -36,13 +36,12 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([L, ab], dim=1))
 
 
-def add_args(parser):
-    unet.add_args(parser)
+Config = unet.Config
+SMOKE = unet.SMOKE
 
 
-def build(args):
-    return unet.UNet(channels=args.unet_channels, depth=args.unet_depth, skips=False, norm=args.norm)
+def build(cfg: Config) -> unet.UNet:
+    return unet.UNet(channels=cfg.unet_channels, depth=cfg.unet_depth, skips=False, norm=cfg.norm)
 
 
-def size_multiple(args):
-    return unet.size_multiple(args)
+size_multiple = unet.size_multiple

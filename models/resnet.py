@@ -4,10 +4,19 @@
 is reachable). The encoder is ResNet-18's stem (7x7 conv, stride 2, max-pool) and its first two
 stages (64 and 128 channels, features at 1/8 resolution); three bilinear x2 upsampling steps bring
 the features back to full resolution. Trained from scratch. H and W must be multiples of 8."""
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from models.blocks import Up, add_norm_arg, norm_layer
+from models.blocks import NORM_HELP, NORMS, Up, norm_layer
+from models.config import setting
+
+
+@dataclass(frozen=True)
+class Config:
+    resnet_width: int = setting(64, "channels of the first stage", minimum=1)
+    norm: str = setting("batch", NORM_HELP, choices=NORMS)
 
 
 class BasicBlock(nn.Module):
@@ -40,14 +49,12 @@ class ResNetColorizer(nn.Module):
         return self.decoder(self.encoder(L))
 
 
-def add_args(parser):
-    parser.add_argument("--resnet_width", type=int, default=64, help="channels of the first stage")
-    add_norm_arg(parser)
+SMOKE = {"resnet_width": 8}  # the tests' tiny network
 
 
-def build(args):
-    return ResNetColorizer(args.resnet_width, args.norm)
+def build(cfg: Config) -> ResNetColorizer:
+    return ResNetColorizer(cfg.resnet_width, cfg.norm)
 
 
-def size_multiple(args):
+def size_multiple(cfg: Config) -> int:
     return 8

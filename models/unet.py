@@ -6,10 +6,20 @@ defaults (32 channels, depth 4) it has about 8.6 M parameters. Also the generato
 with skips=False it is the plain encoder-decoder generator of `gan` (models/gan.py)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from models.blocks import Up, add_norm_arg, conv_bn_relu
+from models.blocks import NORM_HELP, NORMS, Up, conv_bn_relu
+from models.config import setting
+
+
+@dataclass(frozen=True)
+class Config:
+    unet_channels: int = setting(32, "channels at full resolution", minimum=1)
+    unet_depth: int = setting(4, "number of halvings", minimum=1)
+    norm: str = setting("batch", NORM_HELP, choices=NORMS)
 
 
 class UNet(nn.Module):
@@ -51,15 +61,12 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def add_args(parser):
-    parser.add_argument("--unet_channels", type=int, default=32, help="channels at full resolution")
-    parser.add_argument("--unet_depth", type=int, default=4, help="number of halvings")
-    add_norm_arg(parser)
+SMOKE = {"unet_channels": 8, "unet_depth": 2}  # the tests' tiny network
 
 
-def build(args):
-    return UNet(channels=args.unet_channels, depth=args.unet_depth, norm=args.norm)
+def build(cfg: Config) -> UNet:
+    return UNet(channels=cfg.unet_channels, depth=cfg.unet_depth, norm=cfg.norm)
 
 
-def size_multiple(args):
-    return 2 ** args.unet_depth
+def size_multiple(cfg: Config) -> int:
+    return 2 ** cfg.unet_depth

@@ -13,11 +13,19 @@ encoder, (B, C, h, w)) to a mixture of K Gaussians over z: logits (B, K) and mea
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from models import unet
 from models.blocks import conv_bn_relu
+from models.config import setting
+
+
+@dataclass(frozen=True)
+class Config(unet.Config):
+    latent_dim: int = setting(64, "latent size of the variational families", minimum=1)
 
 
 class PosteriorEncoder(nn.Module):
@@ -80,22 +88,22 @@ def mdn_loss(logits: torch.Tensor, means: torch.Tensor, z: torch.Tensor) -> torc
 
 
 class VAENetwork:
-    """The `models/` interface (add_args, build, size_multiple) of one variational family."""
+    """The `models/` interface (Config, build, size_multiple) of one variational family."""
+
+    Config = Config
+    SMOKE = {**unet.SMOKE, "latent_dim": 8}  # the tests' tiny network
 
     def __init__(self, skips: bool, posterior_sees_L: bool):
         self.skips, self.posterior_sees_L = skips, posterior_sees_L
 
-    def add_args(self, parser):
-        unet.add_args(parser)
+    def build(self, cfg: Config) -> ConditionalVAE:
+        return ConditionalVAE(cfg.latent_dim, cfg.unet_channels, cfg.unet_depth, self.skips,
+                              self.posterior_sees_L, cfg.norm)
 
-    def build(self, args):
-        return ConditionalVAE(args.latent_dim, args.unet_channels, args.unet_depth, self.skips,
-                              self.posterior_sees_L, args.norm)
+    def size_multiple(self, cfg: Config) -> int:
+        return unet.size_multiple(cfg)
 
-    def size_multiple(self, args):
-        return unet.size_multiple(args)
-
-    def example_inputs(self, args, L):
+    def example_inputs(self, cfg: Config, L):
         """What forward takes in training (for the memory estimate): L and the true ab."""
         return L, L.new_zeros(L.shape[0], 2, *L.shape[2:])
 

@@ -98,12 +98,10 @@ def test_bf16_autocast_training_step_stays_finite(tiny_data, tmp_path):
 def test_ema_decay_warms_up_so_the_random_start_is_forgotten():
     """The base trainer's average: after n updates the decay is min(decay, (1 + n) / (10 + n)),
     not a constant 0.999 that would keep 0.999^n of the random initial weights."""
-    import argparse
-
-    from trainers.base import Trainer
+    from trainers.base import TrainConfig, Trainer
 
     net = torch.nn.Linear(1, 1, bias=False)
-    trainer = Trainer(net, argparse.Namespace(ema_decay=0.999), "cpu")
+    trainer = Trainer(net, TrainConfig(ema_decay=0.999), "cpu")
     with torch.no_grad():
         net.weight.fill_(0.0)
         trainer.ema.weight.fill_(0.0)
@@ -118,7 +116,7 @@ def test_ema_decay_warms_up_so_the_random_start_is_forgotten():
         assert trainer.ema.weight.item() == pytest.approx(expected, abs=1e-6)
     assert trainer.ema.weight.item() > 0.96  # a constant 0.999 would give 1 - 0.999^300 = 0.26
     assert trainer.eval_model is trainer.ema
-    assert Trainer(net, argparse.Namespace(ema_decay=0.0), "cpu").eval_model is net  # off: the weights
+    assert Trainer(net, TrainConfig(ema_decay=0.0), "cpu").eval_model is net  # off: the weights
 
 
 def test_after_a_short_run_the_average_is_no_worse_than_the_raw_weights(tmp_path):
@@ -138,7 +136,7 @@ def test_after_a_short_run_the_average_is_no_worse_than_the_raw_weights(tmp_path
     ckpt = ckpt_io.load(tmp_path / "R" / "unetddim" / "last.pt")
     assert ckpt["step"] == 140 and ckpt["args"]["ema_decay"] == 0.999
     _, args, _ = main.parse_args(["--model", "unetddim", *flags])
-    trainer = REGISTRY["unetddim"].trainer(REGISTRY["unetddim"].network.build(args), args, "cpu", training=False)
+    trainer = REGISTRY["unetddim"].make(args, "cpu", training=False)
     trainer.load_state_dict(ckpt)
     split = json.loads((tmp_path / "R" / "unetddim" / "split.json").read_text())
     images, _, _ = cd.load_eval_images(root, split["val"] + split["test"], 16)

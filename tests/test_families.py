@@ -8,10 +8,7 @@ import main
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2",
-        "--workers", "1", "--unet_channels", "8", "--unet_depth", "2", "--resnet_width", "8",
-        "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "10", "--steps", "3", "--val_images", "2",
-        "--val_steps", "2", "--latent_dim", "8", "--colorful_width", "8"]
+TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1"]
 
 
 def run(*argv):
@@ -19,15 +16,8 @@ def run(*argv):
 
 
 def family_flags(name):
-    """TINY without flags the family does not declare."""
-    parser, _, _ = main.parse_args(["--model", name])
-    known = {s for a in parser._actions for s in a.option_strings}
-    out, i = [], 0
-    while i < len(TINY):
-        if TINY[i] in known:
-            out += TINY[i:i + 2]
-        i += 2
-    return out
+    """TINY and the family's own tiny sizes, which it declares (models/*.py SMOKE, Trainer.smoke)."""
+    return TINY + REGISTRY[name].smoke_flags()
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

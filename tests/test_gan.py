@@ -1,4 +1,5 @@
 """The adversarial families: conditional patch discriminator, checkpoints with D, divergence."""
+import dataclasses
 import json
 
 import pytest
@@ -23,7 +24,7 @@ def test_gan_families_share_one_trainer_and_differ_in_the_generator():
 
 def test_discriminator_is_conditional_and_patchwise():
     _, args, _ = main.parse_args(["--model", "unetgan", *TINY, "--image_size", "32"])
-    trainer = GANTrainer(REGISTRY["unetgan"].network.build(args), args, "cpu")
+    trainer = REGISTRY["unetgan"].make(args, "cpu")
     first = trainer.disc.net[0]
     assert first.in_channels == 3  # L and ab
     L, ab = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 2, 32, 32) - 0.5
@@ -36,7 +37,7 @@ def test_discriminator_is_conditional_and_patchwise():
 @pytest.mark.parametrize("loss", ["bce", "lsgan", "hinge"])
 def test_train_step_logs_g_and_d_separately(loss):
     _, args, _ = main.parse_args(["--model", "gan", *TINY, "--gan_loss", loss])
-    trainer = GANTrainer(REGISTRY["gan"].network.build(args), args, "cpu")
+    trainer = REGISTRY["gan"].make(args, "cpu")
     trainer.setup_training(steps_per_epoch=2)
     d_before = [p.clone() for p in trainer.disc.parameters()]
     batch = trainer.prepare((torch.rand(4, 3, 16, 16) * 255).to(torch.uint8))
@@ -44,7 +45,7 @@ def test_train_step_logs_g_and_d_separately(loss):
     assert {"g_loss", "g_adv", "g_l1", "d_loss", "d_acc_real", "d_acc_fake"} <= set(out)
     assert "loss" not in out
     assert any(not torch.equal(a, b) for a, b in zip(d_before, trainer.disc.parameters()))
-    args.pretrain_epochs = 1  # warm-up: L1 only, D untouched
+    trainer.cfg = dataclasses.replace(trainer.cfg, pretrain_epochs=1)  # warm-up: L1 only, D untouched
     d_before = [p.clone() for p in trainer.disc.parameters()]
     out = trainer.train_step(batch)
     assert "d_loss" not in out and all(torch.equal(a, b) for a, b in zip(d_before, trainer.disc.parameters()))
@@ -100,4 +101,4 @@ def test_test_mode_builds_no_discriminator_and_takes_another_image_size(tiny_dat
     m = json.loads((tmp_path / "unetgan" / "metrics.json").read_text())
     assert m["image_size"] == 32 and m["n_images"] == 4
     _, args, _ = main.parse_args(["--model", "unetgan", *TINY])
-    assert GANTrainer(REGISTRY["unetgan"].network.build(args), args, "cpu", training=False).disc is None
+    assert REGISTRY["unetgan"].make(args, "cpu", training=False).disc is None

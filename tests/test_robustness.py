@@ -122,6 +122,7 @@ def test_weights_that_do_not_fit_the_network_are_a_clear_error(tiny_data, tmp_pa
     path = tmp_path / "colorful" / "last.pt"
     ckpt = ckpt_io.load(path)
     del ckpt["args"]["gamut"]
+    del ckpt["network"]  # as written before checkpoints saved the network's config on its own
     ckpt_io.save_atomic(ckpt, path)
     assert main.main([*flags, "--mode", "test", "--weights", "last"]) != 0
     assert "do not fit the network" in capsys.readouterr().err
@@ -417,7 +418,8 @@ def test_huge_saved_widths_are_refused_before_anything_is_built(tiny_data, tmp_p
     assert main.main([*flags, "--epochs", "1"]) == 0
     ckpt = ckpt_io.load(tmp_path / "unet" / "last.pt")
     crafted = tmp_path / "wide.pt"
-    torch.save({**ckpt, "args": {**ckpt["args"], "unet_channels": 4096}}, crafted)  # would be gigabytes
+    torch.save({**ckpt, "args": {**ckpt["args"], "unet_channels": 4096},  # would be gigabytes
+                "network": {**ckpt["network"], "unet_channels": 4096}}, crafted)
     import models.unet
 
     built = []

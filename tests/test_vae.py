@@ -16,7 +16,7 @@ TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num
 def build(name, *extra):
     _, args, _ = main.parse_args(["--model", name, *TINY, *extra])
     fam = REGISTRY[name]
-    return fam.trainer(fam.network.build(args), args, "cpu")
+    return fam.make(args, "cpu")
 
 
 def test_mdn_loss_on_a_known_mixture():

@@ -1,5 +1,6 @@
 """The registry: every `--model` name, its network and the trainer that trains it. main.py has no
 branches on model names; adding a family is one entry here (see README, "Adding a family")."""
+import dataclasses
 from dataclasses import dataclass
 
 import models.colorful
@@ -9,7 +10,8 @@ import models.gray
 import models.resnet
 import models.unet
 import models.vae
-from trainers.base import Trainer
+from models import config
+from trainers.base import TrainConfig, Trainer
 from trainers.colorful import ColorfulTrainer
 from trainers.diffusion import DDIMTrainer, DDPMTrainer
 from trainers.gan import GANTrainer
@@ -19,13 +21,38 @@ from trainers.vae import CVAEMDNTrainer, VAETrainer
 
 @dataclass(frozen=True)
 class Family:
-    network: object           # a models/ module (or object) with add_args, build, size_multiple
+    network: object           # a models/ module (or object) with Config, build, size_multiple
     trainer: type[Trainer]
     description: str
 
+    def own_settings(self) -> list[str]:
+        """The names of the family's own flags: its network's, and its trainer's beyond the common
+        TrainConfig (those keep their place among the common flags)."""
+        common = set(config.names(TrainConfig))
+        return config.names(self.network.Config) + [n for n in config.names(self.trainer.Config) if n not in common]
+
     def add_args(self, parser) -> None:
-        self.network.add_args(parser)
-        self.trainer.add_args(parser)
+        """The family's own flags (network first), on a parser or an argument group."""
+        config.add_fields(parser, self.network.Config)
+        config.add_fields(parser, self.trainer.Config, names=set(self.own_settings()))
+
+    def smoke_flags(self) -> list[str]:
+        """Command-line flags of a tiny version of the family (network and training), for tests."""
+        return [x for k, v in {**self.network.SMOKE, **self.trainer.smoke}.items() for x in (f"--{k}", str(v))]
+
+    def configs(self, values):
+        """(network Config, trainer Config) from a Namespace or dict of values (missing: defaults),
+        with what the trainer derives from them."""
+        network_cfg = config.from_values(self.network.Config, values)
+        return network_cfg, self.trainer.derive(config.from_values(self.trainer.Config, values), network_cfg)
+
+    def make(self, values, device, run_dir=None, log=None, training: bool = True, name: str = "", **kw) -> Trainer:
+        """The network and its trainer, from a Namespace or dict of settings."""
+        network_cfg, cfg = self.configs(values)
+        record = {**dataclasses.asdict(network_cfg), **dataclasses.asdict(cfg),
+                  **(vars(values) if not isinstance(values, dict) else values)}
+        return self.trainer(self.network.build(network_cfg), cfg, device, run_dir, log, training=training,
+                            network_cfg=network_cfg, family=name, record=record, **kw)
 
 
 REGISTRY = {

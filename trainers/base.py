@@ -3,7 +3,8 @@ mixed precision, torch.compile and DistributedDataParallel.
 
 A family implements a few hooks and inherits the rest:
 
-    add_args(parser)                     its own flags (static method; shown in --help)
+    Config                               its settings: a frozen dataclass that extends TrainConfig
+                                         (its flags are generated from it; shown in --help)
     configure_optimizers(total_steps)    -> ({name: optimizer}, {name: scheduler}); self.adam() helps
     train_step(batch) -> {name: loss}    one optimisation step; batch holds "L", "ab" (model scale)
                                          and "rgb" (in [0, 1]), all (B, C, H, W) on the device.
@@ -28,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,9 +42,59 @@ from tqdm import tqdm
 
 import metrics
 from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
+from models.config import setting
 from trainers import checkpoint, distributed
 
 SYNC_EVERY = 25  # steps between the host reading losses back from the device (progress bar, NaN check)
+
+
+BEST_BY = ("delta_e", "ssim", "psnr", "lpips", "auc", "auc_rebalanced")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What every way of training takes (a family's Config extends it, and may change defaults)."""
+    image_size: int = setting(64, "training and evaluation crop size (px)", minimum=1)
+    epochs: int = setting(10, "training epochs", minimum=1)
+    batch_size: int = setting(32, "images per optimisation step (the global batch under torchrun)", minimum=1)
+    learning_rate: float = setting(1e-3, "peak learning rate of AdamW")
+    lr_schedule: str = setting("cosine", "learning rate over the run: cosine decay to 0, or constant",
+                               choices=("cosine", "constant"))
+    num_images: int = setting(8, "examples in each sample grid", minimum=0)
+    val_every: int = setting(1, "validate every N epochs (and after the last)", minimum=1)
+    save_every: int = setting(10, "also keep epoch_N.pt every N epochs (0: never)")
+    checkpoint_minutes: float = setting(30.0, "also write last.pt mid-epoch when this long has passed since the "
+                                        "last checkpoint, so a kill loses at most that much of a long epoch "
+                                        "(0: only at epoch ends)")
+    ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (decay warmed up as "
+                               "min(decay, (1+n)/(10+n))) and validate, test and colorize with it; 0: off "
+                               "(the diffusion families default to 0.999). At test, 0 uses the raw weights")
+    best_by: str = setting("delta_e", "the validation metric that picks best.pt (delta_e and lpips: lower is "
+                           "better)", choices=BEST_BY)
+    lpips: str = setting("auto", "auto: LPIPS when AlexNet's weights are available, else reported as null",
+                         choices=("auto", "off"))
+    amp: str = setting("auto", "mixed precision; auto: bf16 on CUDA, off elsewhere",
+                       choices=("auto", "bf16", "fp16", "off"))
+    compile: bool = setting(False, "torch.compile the networks for training")
+    sync_bn: bool = setting(False, "SyncBatchNorm across processes under torchrun (CUDA)")
+    nan_policy: str = setting("stop", "a non-finite loss stops the run, or skips that step (counted)",
+                              choices=("stop", "skip"))
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Settings of a family with several colorizations per image (a stochastic family)."""
+    num_samples: int = setting(1, "test mode: colorizations per image (best-of-K and diversity when > 1)",
+                               minimum=1)
+
+
+@dataclass
+class Evaluation:
+    """What Trainer.evaluate returns."""
+    summary: dict           # metrics averaged over images
+    per_image: dict         # name -> (N,) tensor, every image in order
+    grid: list | None       # first `keep` (L, prediction(s), ground truth), for a sample grid
+    predictions: torch.Tensor | None = None  # collect=True: every (first) colorization, uint8 (N, 3, S, S)
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,30 +145,42 @@ def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -
 
 
 class Trainer:
+    Config = TrainConfig
     needs_training = True
-    stochastic = False      # several colorizations per image (--num_samples)
     compatible: tuple = ()  # other families whose checkpoints this one can load (same network)
-    uses_flags: tuple = ()  # global flags beyond the common ones that this family honours
     resume_may_change: tuple = ()  # its own flags that a --resume may change (main.RESUME_MAY_CHANGE)
+    smoke: dict = {}        # settings that make its training tiny, for the tests that train every family
 
-    @staticmethod
-    def add_args(parser) -> None:
-        pass
+    @classmethod
+    def stochastic(cls) -> bool:
+        """Several colorizations per image (--num_samples): a family whose Config has Sampling."""
+        return issubclass(cls.Config, Sampling)
 
-    def __init__(self, model: torch.nn.Module, args, device, run_dir=None, log: RunLog | None = None,
-                 echo=print, training: bool = True):
-        self.args, self.device = args, torch.device(device)
+    @classmethod
+    def derive(cls, cfg, network_cfg):
+        """Settings that follow from others, filled in once when a run's configuration is resolved
+        (a new Config, never a change to this one). Nothing by default."""
+        return cfg
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, device, run_dir=None, log: RunLog | None = None,
+                 echo=print, training: bool = True, *, network_cfg=None, family: str = "", record: dict | None = None):
+        """`cfg`: this trainer's Config; `network_cfg`: the network's (saved in checkpoints);
+        `family`: the --model name; `record`: every setting of the run, saved as the checkpoint's
+        "args" (default: both configs)."""
+        self.cfg, self.network_cfg, self.device = cfg, network_cfg, torch.device(device)
+        self.family = family or type(self).__name__
+        self.record = record if record is not None else {
+            **(dataclasses.asdict(network_cfg) if network_cfg is not None else {}), **dataclasses.asdict(cfg)}
         self.training = training  # False: inference only (test, colorize); no optimizer, no critic
         self.rank, _, self.world = distributed.world_from_env()
         self.is_main = self.rank == 0
         cuda = self.device.type == "cuda"
-        amp = getattr(args, "amp", "auto")
-        amp = ("bf16" if cuda else "off") if amp == "auto" else amp
+        amp = ("bf16" if cuda else "off") if cfg.amp == "auto" else cfg.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
         self.channels_last = cuda
         self.modules: list = []  # every network wrap() placed on the device (the model, a critic, ...)
         self.model, self.net = self.wrap(model)
-        self.ema_decay = getattr(args, "ema_decay", 0.0) or 0.0
+        self.ema_decay = cfg.ema_decay
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if self.ema_decay > 0 else None
         self.run_dir = Path(run_dir) if run_dir and self.is_main else None
         self.log = log or RunLog()
@@ -125,7 +190,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches done of the unfinished epoch (a run stopped mid-epoch)
         self.stop_requested = False  # set by main.py's signal handler
         self._last_checkpoint = time.time()  # for --checkpoint_minutes
-        self.nan_skip = getattr(args, "nan_policy", "stop") == "skip"
+        self.nan_skip = cfg.nan_policy == "skip"
         self.skipped_steps = 0      # optimiser steps skipped for a non-finite loss (--nan_policy skip)
         self._skipped_now = False
         self.best_metric = math.inf
@@ -137,7 +202,7 @@ class Trainer:
 
     # -- hooks -----------------------------------------------------------------------------
     def configure_optimizers(self, total_steps: int):
-        opt = self.adam(self.model.parameters(), self.args.learning_rate, betas=(0.9, 0.99))
+        opt = self.adam(self.model.parameters(), self.cfg.learning_rate, betas=(0.9, 0.99))
         return {"model": opt}, self.cosine({"model": opt}, total_steps)
 
     def train_step(self, batch: dict) -> dict:
@@ -190,7 +255,7 @@ class Trainer:
         """(module, net): the module on the device (channels_last on CUDA, SyncBatchNorm with
         --sync_bn under DDP), and what to call in training: DDP- and/or torch.compile-wrapped."""
         module = module.to(self.device)
-        if self.world > 1 and getattr(self.args, "sync_bn", False):
+        if self.world > 1 and self.cfg.sync_bn:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -200,7 +265,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             net = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if getattr(self.args, "compile", False):
+        if self.cfg.compile:
             net = torch.compile(net)
         return module, net
 
@@ -210,7 +275,7 @@ class Trainer:
                                  fused=self.device.type == "cuda")
 
     def cosine(self, optimizers: dict, total_steps: int) -> dict:
-        if getattr(self.args, "lr_schedule", "cosine") != "cosine":
+        if self.cfg.lr_schedule != "cosine":
             return {}
         return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(1, total_steps))
                 for k, o in optimizers.items()}
@@ -249,7 +314,7 @@ class Trainer:
         if not self.needs_training:
             return
         self.steps_per_epoch = steps_per_epoch
-        self.total_steps = steps_per_epoch * self.args.epochs
+        self.total_steps = steps_per_epoch * self.cfg.epochs
         self.optimizers, self.schedulers = self.configure_optimizers(self.total_steps)
         if self.amp_dtype == torch.float16:
             self.scalers = {k: torch.amp.GradScaler(self.device.type) for k in self.optimizers}
@@ -257,18 +322,17 @@ class Trainer:
     @property
     def lpips(self) -> metrics.LPIPS:
         if self._lpips is None:
-            self._lpips = metrics.LPIPS(self.device, enabled=getattr(self.args, "lpips", "auto") == "auto")
+            self._lpips = metrics.LPIPS(self.device, enabled=self.cfg.lpips == "auto")
         return self._lpips
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1,
-                 collect: bool = False):
+                 collect: bool = False) -> Evaluation:
         """Metrics over uint8 (N, 3, S, S) images, batched on the device, shared out over
-        processes; returns (metrics averaged over images, per-image metrics of all N images in
-        order, first `keep` (L, prediction, ground truth) for a grid). A stochastic family with num_samples K > 1 adds
-        best-of-K and diversity, and its grid shows the K colorizations. collect=True keeps every
-        (first) colorization as uint8 in self.last_predictions (one process)."""
-        k = num_samples if self.stochastic else 1
+        processes. A stochastic family with num_samples K > 1 adds best-of-K and diversity, and its
+        grid shows the K colorizations. collect=True also returns every (first) colorization (one
+        process)."""
+        k = num_samples if self.stochastic() else 1
         collected = []
         self.model.eval()
         self.eval_model.eval()
@@ -295,7 +359,6 @@ class Trainer:
                 collected.append(((pred[0] if k > 1 else pred) * 255).round().to(torch.uint8).cpu())
             if sum(len(k[0]) for k in kept) < keep:
                 kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
-        self.last_predictions = torch.cat(collected) if collected else None
         per_image = distributed.gather_cat(acc.per_image())
         per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
             529, metrics.AUC_MAX + 2, dtype=torch.long, device=self.device)
@@ -305,12 +368,12 @@ class Trainer:
             L, pred, rgb = zip(*kept)
             pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
             grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep]]
-        return summary, per_image, grid
+        return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None)
 
     def fit(self, batches, val_images: torch.Tensor | None) -> dict:
-        """Train from epoch self.epoch + 1 to args.epochs on `batches` (colorize_data.TrainBatches);
+        """Train from epoch self.epoch + 1 to cfg.epochs on `batches` (colorize_data.TrainBatches);
         returns the last validation metrics."""
-        args = self.args
+        args = self.cfg
         last_val = {}
         if not self.needs_training:  # nothing to learn: validate once and checkpoint
             last_val = self.validate(val_images)
@@ -325,7 +388,7 @@ class Trainer:
             losses = {}  # a resumed epoch may have no batch left (stopped in its last one)
             first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
             bar = tqdm(batches.epoch(epoch, self.batch_in_epoch), total=len(batches), initial=self.batch_in_epoch,
-                       desc=f"{args.model} epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
+                       desc=f"{self.family} epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
                        mininterval=1.0, disable=not self.is_main)
             for index, images in bar:
                 self._skipped_now = False
@@ -392,7 +455,7 @@ class Trainer:
     def _agreed_flags(self) -> tuple[bool, bool]:
         """(a stop was requested, a --checkpoint_minutes checkpoint is due), agreed by all
         processes: they look together every SYNC_EVERY steps, the first process's clock decides."""
-        minutes = getattr(self.args, "checkpoint_minutes", 0) or 0
+        minutes = self.cfg.checkpoint_minutes
         due = bool(minutes) and time.time() - self._last_checkpoint >= minutes * 60
         if self.world == 1:
             return self.stop_requested, due
@@ -416,7 +479,8 @@ class Trainer:
         # epochs) and leaves training's untouched: a run resumed after a validation is the same run
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(0)
-            val, _, grid = self.evaluate(val_images, self.args.batch_size, keep=self.args.num_images)
+            result = self.evaluate(val_images, self.cfg.batch_size, keep=self.cfg.num_images)
+        val, grid = result.summary, result.grid
         self.log.scalars({f"val/{k}": v for k, v in val.items() if k != "n_images"}, self.step)
         if grid and self.run_dir:
             path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
@@ -428,8 +492,10 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "format_version": checkpoint.FORMAT_VERSION,
-            "family": self.args.model,
-            "args": {k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+            "family": self.family,
+            "args": {k: v for k, v in self.record.items() if isinstance(v, (str, int, float, bool, type(None)))},
+            "network": dataclasses.asdict(self.network_cfg) if self.network_cfg is not None else {},
+            "training": dataclasses.asdict(self.cfg),
             "epoch": self.epoch,
             "step": self.step,
             "batch_in_epoch": self.batch_in_epoch,
@@ -437,7 +503,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(),
                     **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
             "best_metric": self.best_metric,
-            "best_by": getattr(self.args, "best_by", "delta_e"),
+            "best_by": self.cfg.best_by,
             "best_phase": self.best_phase_of_record,
             "model": self.model.state_dict(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
@@ -461,7 +527,7 @@ class Trainer:
         self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
         self.skipped_steps = ckpt.get("skipped_steps", 0)
-        same_metric = ckpt.get("best_by", "delta_e") == getattr(self.args, "best_by", "delta_e")
+        same_metric = ckpt.get("best_by", "delta_e") == self.cfg.best_by
         self.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
         self.best_phase_of_record = ckpt.get("best_phase", "")
         if self.ema is not None:  # older diffusion checkpoints kept it in "extra"; none at all: the weights
@@ -486,7 +552,7 @@ class Trainer:
 
     def selection_score(self, val: dict) -> float:
         """The --best_by validation metric as a score to minimise (delta E when it is missing)."""
-        key = getattr(self.args, "best_by", "delta_e")
+        key = self.cfg.best_by
         if val and val.get(key) is None and key != "delta_e":
             if not getattr(self, "_said_best_by", False):
                 self.echo(f"note: no validation {key} (is it off?); best.pt is picked by delta_e")
@@ -531,7 +597,7 @@ class Trainer:
             checkpoint.save_atomic(state, self.run_dir / "last.pt")
             if improved:
                 checkpoint.save_atomic(state, self.run_dir / "best.pt")
-            every = getattr(self.args, "save_every", 0)
+            every = self.cfg.save_every
             if every and self.epoch and self.epoch % every == 0:
                 checkpoint.save_atomic(state, self.run_dir / f"epoch_{self.epoch:04d}.pt")
         distributed.barrier()

@@ -93,7 +93,7 @@ def schema_problem(ckpt: dict) -> str | None:
         return f"format_version is {type(ckpt['format_version']).__name__}, not an integer"
     if not isinstance(ckpt.get("args"), dict):
         return "its args (the run's arguments) are missing"
-    for key in ("model", "ema", "extra", "optimizers", "schedulers", "scalers"):
+    for key in ("model", "ema", "extra", "optimizers", "schedulers", "scalers", "network", "training"):
         if key in ckpt and not isinstance(ckpt[key], dict):
             return f"{key} is {type(ckpt[key]).__name__}, not a dict"
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt["model"].items()):

@@ -7,27 +7,33 @@ checkpoint, so test mode needs no data. The target is the soft encoding of the a
 at the logits' (quarter) resolution: its 5 nearest bins, Gaussian weights (--soft_sigma 5). The
 loss per pixel is -sum_q target_q log softmax(logits)_q times the weight of the pixel's nearest bin.
 Decoding: the annealed mean with --temperature (0.38, the paper's), upsampled to full size."""
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from colorize_data import AB_SCALE, rebalancing_weights, train_ab_counts
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
-from trainers.base import Trainer
+from models.config import setting
+from trainers.base import TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class ColorfulConfig(TrainConfig):
+    learning_rate: float = setting(3e-4, "peak learning rate of AdamW")
+    temperature: float = setting(0.38, "annealed mean: 1 the mean, near 0 the mode")
+    rebalance_lambda: float = setting(0.5, "mix of the prior with a uniform one")
+    prior_sigma: float = setting(5.0, "smoothing of the prior, ab units")
+    soft_sigma: float = setting(5.0, "soft-encoding Gaussian, ab units")
 
 
 class ColorfulTrainer(Trainer):
+    Config = ColorfulConfig
     resume_may_change = ("temperature",)  # decoding only
-    @staticmethod
-    def add_args(parser):
-        parser.add_argument("--temperature", type=float, default=0.38, help="annealed mean: 1 the mean, near 0 the mode")
-        parser.add_argument("--rebalance_lambda", type=float, default=0.5, help="mix of the prior with a uniform one")
-        parser.add_argument("--prior_sigma", type=float, default=5.0, help="smoothing of the prior, ab units")
-        parser.add_argument("--soft_sigma", type=float, default=5.0, help="soft-encoding Gaussian, ab units")
-        parser.set_defaults(learning_rate=3e-4)
 
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
-        super().__init__(model, args, device, run_dir, log, echo, training)
-        centres, _ = ab_gamut(args.gamut)
+    def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):
+        super().__init__(model, cfg, device, run_dir, log, echo, training, **kw)
+        centres, _ = ab_gamut(self.network_cfg.gamut)  # the bins the network was built for
         self.centres = centres.to(self.device)
         self.lookup = grid_to_gamut(centres).to(self.device)
         self.prior = self.weights = None
@@ -35,14 +41,14 @@ class ColorfulTrainer(Trainer):
     def on_fit_start(self, batches):
         if self.prior is None:
             counts = train_ab_counts(batches, self.device)
-            self.prior = smoothed_prior(counts, self.centres.cpu(), self.args.prior_sigma).to(self.device)
-            self.weights = rebalancing_weights(self.prior, self.args.rebalance_lambda, all_bins=True).to(self.device)
+            self.prior = smoothed_prior(counts, self.centres.cpu(), self.cfg.prior_sigma).to(self.device)
+            self.weights = rebalancing_weights(self.prior, self.cfg.rebalance_lambda, all_bins=True).to(self.device)
 
     def train_step(self, batch):
         with self.autocast():
             logits = self.net(batch["L"])
         ab = F.adaptive_avg_pool2d(batch["ab"], logits.shape[-2:]) * AB_SCALE  # target at the logits' size
-        index, target = soft_encode(ab, self.lookup, sigma=self.args.soft_sigma)
+        index, target = soft_encode(ab, self.lookup, sigma=self.cfg.soft_sigma)
         logp = torch.log_softmax(logits.float(), dim=1)
         ce = -(target * logp.gather(1, index)).sum(1)
         loss = (self.weights[index[:, 0]] * ce).mean()
@@ -50,7 +56,7 @@ class ColorfulTrainer(Trainer):
         return {"loss": loss.detach(), "ce": ce.mean().detach()}
 
     def predict_ab(self, L):
-        ab = annealed_mean(self.eval_model(L), self.centres, self.args.temperature)
+        ab = annealed_mean(self.eval_model(L), self.centres, self.cfg.temperature)
         return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False) / AB_SCALE
 
     def extra_state(self):

@@ -9,35 +9,43 @@ either can load the other's checkpoint.
 Validation is cheap on purpose: the noise-prediction loss on the validation split (fixed t and
 noise) plus colour metrics on a fixed handful of images (--val_images) sampled with a short DDIM
 (--val_steps). The whole test split is sampled only in test mode."""
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from models.config import setting
 from models.diffusion import NoiseSchedule, ddim_sample, ddpm_sample
-from trainers.base import Trainer
+from trainers.base import Sampling, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(Sampling, TrainConfig):
+    learning_rate: float = setting(2e-4, "peak learning rate of AdamW")
+    ema_decay: float = setting(0.999, "exponential moving average of the weights, used for sampling (warmed up as "
+                               "min(decay, (1+n)/(10+n))); 0: off. At test, 0 uses the raw weights")
+    schedule: str = setting("cosine", "noise schedule", choices=("cosine", "linear"))
+    timesteps: int = setting(1000, "T, the diffusion steps of training", minimum=1)
+    steps: int = setting(50, "sampling steps of DDIM (unetddim; unetddpm samples all T)", minimum=1)
+    eta: float = setting(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like")
+    val_images: int = setting(16, "validation images sampled each validation", minimum=0)
+    val_steps: int = setting(20, "DDIM steps of those validation samples", minimum=1)
 
 
 class DiffusionTrainer(Trainer):
-    stochastic = True
+    Config = DiffusionConfig
     compatible = ("unetddpm", "unetddim")
-    uses_flags = ("steps", "num_samples")
     resume_may_change = ("eta", "val_images", "val_steps")  # sampling only
+    smoke = {"timesteps": 10, "steps": 3, "val_images": 2, "val_steps": 2}
     sampler = "ddim"
 
-    @staticmethod
-    def add_args(parser):
-        parser.add_argument("--schedule", choices=["cosine", "linear"], default="cosine", help="noise schedule")
-        parser.add_argument("--timesteps", type=int, default=1000, help="T, the diffusion steps of training")
-        parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
-        parser.add_argument("--val_images", type=int, default=16, help="validation images sampled each validation")
-        parser.add_argument("--val_steps", type=int, default=20, help="DDIM steps of those validation samples")
-        parser.set_defaults(learning_rate=2e-4, ema_decay=0.999)
-
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
-        super().__init__(model, args, device, run_dir, log, echo, training)
-        self.schedule = NoiseSchedule(args.timesteps, args.schedule)
+    def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):
+        super().__init__(model, cfg, device, run_dir, log, echo, training, **kw)
+        self.schedule = NoiseSchedule(cfg.timesteps, cfg.schedule)
+        self.steps = cfg.steps  # DDIM steps of predict_ab (validation samples with fewer)
 
     def configure_optimizers(self, total_steps):
-        opt = self.adam(self.model.parameters(), self.args.learning_rate, betas=(0.9, 0.999))
+        opt = self.adam(self.model.parameters(), self.cfg.learning_rate, betas=(0.9, 0.999))
         return {"model": opt}, self.cosine({"model": opt}, total_steps)
 
     def noise_loss(self, net, ab, L, generator=None):
@@ -62,7 +70,7 @@ class DiffusionTrainer(Trainer):
         L = L.float()
         if (sampler or self.sampler) == "ddpm":
             return ddpm_sample(self._eps, self.schedule, L, generator)
-        return ddim_sample(self._eps, self.schedule, L, steps or self.args.steps, self.args.eta, generator)
+        return ddim_sample(self._eps, self.schedule, L, steps or self.steps, self.cfg.eta, generator)
 
     def predict_ab(self, L):
         return self.sample(L)
@@ -77,17 +85,17 @@ class DiffusionTrainer(Trainer):
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             losses = []
-            for i in range(0, len(val_images), self.args.batch_size):
-                b = self.prepare(val_images[i:i + self.args.batch_size])
+            for i in range(0, len(val_images), self.cfg.batch_size):
+                b = self.prepare(val_images[i:i + self.cfg.batch_size])
                 losses.append(self.noise_loss(self.eval_model, b["ab"], b["L"], g) * len(b["ab"]))
             val_loss = float(torch.stack(losses).sum()) / len(val_images)
-        handful = val_images[: self.args.val_images]
-        sampler, steps = self.sampler, self.args.steps
-        self.sampler, self.args.steps = "ddim", self.args.val_steps  # a short DDIM, whatever the family
+        handful = val_images[: self.cfg.val_images]
+        sampler, steps = self.sampler, self.steps
+        self.sampler, self.steps = "ddim", self.cfg.val_steps  # a short DDIM, whatever the family
         try:
             val = super().validate(handful)
         finally:
-            self.sampler, self.args.steps = sampler, steps
+            self.sampler, self.steps = sampler, steps
         val["loss"] = val_loss
         self.log.scalars({"val/loss": val_loss}, self.step)
         return val
@@ -96,7 +104,7 @@ class DiffusionTrainer(Trainer):
         """DDIM sampling images/s at the trainer's image size (bench.py)."""
         import time
 
-        L = torch.zeros(batch_size, 1, self.args.image_size, self.args.image_size, device=self.device)
+        L = torch.zeros(batch_size, 1, self.cfg.image_size, self.cfg.image_size, device=self.device)
         self.sample(L, "ddim")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

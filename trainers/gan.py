@@ -13,12 +13,14 @@ Adversarial losses, on D's logits:
     hinge  (Lim and Ye 2017; Miyato et al. 2018): relu(1 - D(real)) + relu(1 + D(fake)); G: -D(fake)
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from models.config import setting
 from models.gan import PatchDiscriminator
-from trainers.base import Trainer
+from trainers.base import TrainConfig, Trainer
 
 
 def d_loss_fn(kind, real, fake):
@@ -38,35 +40,38 @@ def g_loss_fn(kind, fake):
     return -fake.mean()
 
 
-class GANTrainer(Trainer):
-    @staticmethod
-    def add_args(parser):
-        parser.add_argument("--gan_loss", choices=["bce", "lsgan", "hinge"], default="bce",
-                            help="adversarial loss: non-saturating BCE, least squares, or hinge")
-        parser.add_argument("--lambda_l1", type=float, default=100.0, help="weight of L1 on ab in G's loss")
-        parser.add_argument("--pretrain_epochs", type=int, default=0, help="epochs of L1-only generator warm-up")
-        parser.add_argument("--lr_d", type=float, default=None, help="discriminator learning rate (None: --learning_rate)")
-        parser.add_argument("--d_channels", type=int, default=64, help="channels of D's first layer")
-        parser.add_argument("--d_layers", type=int, default=3,
-                            help="stride-2 layers of D (pix2pix's 70x70 PatchGAN: 3); fewer for small images")
-        parser.add_argument("--spectral_norm", action="store_true", help="spectral normalisation in D (instead of BN)")
-        parser.set_defaults(learning_rate=2e-4)  # pix2pix's, with Adam betas (0.5, 0.999)
+@dataclass(frozen=True)
+class GANConfig(TrainConfig):
+    learning_rate: float = setting(2e-4, "peak learning rate of AdamW (pix2pix's, with betas (0.5, 0.999))")
+    gan_loss: str = setting("bce", "adversarial loss: non-saturating BCE, least squares, or hinge",
+                            choices=("bce", "lsgan", "hinge"))
+    lambda_l1: float = setting(100.0, "weight of L1 on ab in G's loss")
+    pretrain_epochs: int = setting(0, "epochs of L1-only generator warm-up", minimum=0)
+    lr_d: float | None = setting(None, "discriminator learning rate (None: --learning_rate)")
+    d_channels: int = setting(64, "channels of D's first layer", minimum=1)
+    d_layers: int = setting(3, "stride-2 layers of D (pix2pix's 70x70 PatchGAN: 3); fewer for small images",
+                            minimum=1)
+    spectral_norm: bool = setting(False, "spectral normalisation in D (instead of BN)")
 
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
-        super().__init__(model, args, device, run_dir, log, echo, training)
+
+class GANTrainer(Trainer):
+    Config = GANConfig
+
+    def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):
+        super().__init__(model, cfg, device, run_dir, log, echo, training, **kw)
         self.disc = self.disc_net = None  # the critic exists only to train: test and colorize never build it
         if training:
-            layers = max(1, min(args.d_layers, int(math.log2(args.image_size)) - 3))
-            self.disc, self.disc_net = self.wrap(PatchDiscriminator(3, args.d_channels, layers, args.spectral_norm))
+            layers = max(1, min(cfg.d_layers, int(math.log2(cfg.image_size)) - 3))
+            self.disc, self.disc_net = self.wrap(PatchDiscriminator(3, cfg.d_channels, layers, cfg.spectral_norm))
 
     def configure_optimizers(self, total_steps):
-        a = self.args
+        a = self.cfg
         opts = {"generator": self.adam(self.model.parameters(), a.learning_rate, betas=(0.5, 0.999)),
                 "discriminator": self.adam(self.disc.parameters(), a.lr_d or a.learning_rate, betas=(0.5, 0.999))}
         return opts, self.cosine(opts, total_steps)
 
     def train_step(self, batch):
-        a, L, ab = self.args, batch["L"], batch["ab"]
+        a, L, ab = self.cfg, batch["L"], batch["ab"]
         with self.autocast():
             fake = self.net(L)
         out = {}
@@ -97,7 +102,7 @@ class GANTrainer(Trainer):
     def best_phase(self):
         """The L1-only warm-up epochs are not the adversarial method: best.pt comes from the
         adversarial epochs, unless the run is all warm-up."""
-        a = self.args
+        a = self.cfg
         if self.epoch > a.pretrain_epochs:
             return ""
         return "pretrain" if a.pretrain_epochs >= a.epochs else None

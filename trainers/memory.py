@@ -53,21 +53,21 @@ class _FusedAttention(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def example_inputs(network, args, batch: int, size: int) -> tuple:
+def example_inputs(network, cfg, batch: int, size: int) -> tuple:
     """What the network's forward takes, for a batch of L images (meta tensors): the network
-    module's own `example_inputs(args, L)` if it has one, else just L."""
+    module's own `example_inputs(cfg, L)` if it has one, else just L."""
     L = torch.zeros(batch, 1, size, size)
     make = getattr(network, "example_inputs", None)
-    return make(args, L) if make is not None else (L,)
+    return make(cfg, L) if make is not None else (L,)
 
 
-def training_bytes(network, args, batch: int, size: int) -> int | None:
+def training_bytes(network, cfg, batch: int, size: int) -> int | None:
     """Estimated peak bytes of one training step, or None when the network cannot run on the
     meta device (then nothing is refused up front)."""
     try:
         with torch.device("meta"):
-            net = network.build(args)
-            inputs = example_inputs(network, args, batch, size)
+            net = network.build(cfg)
+            inputs = example_inputs(network, cfg, batch, size)
         weights = sum(p.numel() * p.element_size() for p in net.parameters())
         counter = _CountCreated()
         net.train()
@@ -94,27 +94,27 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def largest_batch(network, args, size: int, budget: float, upper: int) -> int:
+def largest_batch(network, cfg, size: int, budget: float, upper: int) -> int:
     """The largest batch size up to `upper` whose estimate is within `budget` (0 if none is).
     Memory grows linearly with the batch, so two estimates give the line."""
-    one, two = training_bytes(network, args, 1, size), training_bytes(network, args, 2, size)
+    one, two = training_bytes(network, cfg, 1, size), training_bytes(network, cfg, 2, size)
     if one is None or two is None or one > budget:
         return 0
     per_image = max(two - one, 1)
     return int(min(upper, 1 + (budget - one) // per_image))
 
 
-def check_fits(network, args, device: torch.device, batch: int, size: int, what: str, world: int = 1) -> None:
+def check_fits(network, cfg, device: torch.device, batch: int, size: int, what: str, world: int = 1) -> None:
     """Refuse (TooLarge, with a message that says what to lower) when one training step of
     `batch` images of `size` px cannot fit in the memory `device` has free. `batch` is the global
     batch, split over `world` processes (one device each)."""
     free = available_bytes(device)
     if free is None:
         return
-    need = training_bytes(network, args, batch // world, size)
+    need = training_bytes(network, cfg, batch // world, size)
     if need is None or need <= REFUSE_ABOVE * free:
         return
-    fits = largest_batch(network, args, size, REFUSE_ABOVE * free, batch // world) * world
+    fits = largest_batch(network, cfg, size, REFUSE_ABOVE * free, batch // world) * world
     advice = (f"--batch_size {fits} would fit" if fits else
               f"not even one image of {size} px fits: lower --image_size")
     raise TooLarge(f"{what}: one training step at --image_size {size} with --batch_size {batch} needs about "

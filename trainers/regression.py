@@ -2,9 +2,12 @@
 
 Losses on ab scaled by 1/110: l1, mse, or smooth_l1 (Huber with beta 0.05, about 5.5 ab units:
 quadratic for small errors, L1 beyond). The default is chosen in the README."""
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
-from trainers.base import Trainer
+from models.config import setting
+from trainers.base import TrainConfig, Trainer
 
 LOSSES = {
     "l1": F.l1_loss,
@@ -13,15 +16,18 @@ LOSSES = {
 }
 
 
+@dataclass(frozen=True)
+class RegressionConfig(TrainConfig):
+    loss: str = setting("l1", "pixel loss on ab", choices=tuple(sorted(LOSSES)))
+
+
 class RegressionTrainer(Trainer):
-    @staticmethod
-    def add_args(parser):
-        parser.add_argument("--loss", choices=sorted(LOSSES), default="l1", help="pixel loss on ab")
+    Config = RegressionConfig
 
     def train_step(self, batch):
         with self.autocast():
             pred = self.net(batch["L"])
-        loss = LOSSES[self.args.loss](pred.float(), batch["ab"])
+        loss = LOSSES[self.cfg.loss](pred.float(), batch["ab"])
         self.optimize("model", loss)
         return {"loss": loss.detach()}
 

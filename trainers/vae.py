@@ -24,28 +24,48 @@ CVAEMDNTrainer (Deshpande et al. 2017, "Learning Diverse Image Colorization"):
     (--colorful_weights), the closest to the paper's choice.
     Colorizing: the mixture means, in decreasing weight, decoded; the first is the most likely.
 """
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from colorize_data import ab_bin_index, rebalancing_weights, train_ab_counts
+from models.config import setting
 from models.vae import MDN, mdn_loss
-from trainers.base import Trainer
+from trainers.base import Sampling, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class VAEConfig(Sampling, TrainConfig):
+    kl_weight: float = setting(1e-3, "weight of the KL term after warm-up")
+    kl_anneal_epochs: float = setting(5, "epochs of linear KL warm-up from 0")
+
+
+@dataclass(frozen=True)
+class CVAEMDNConfig(VAEConfig):
+    stage: str = setting("both", "train the CVAE, the MDN (on a trained CVAE, with --resume), or both in turn",
+                         choices=("both", "vae", "mdn"))
+    mdn_epochs: int | None = setting(None, "with --stage both: the last epochs, for the MDN (default: half)",
+                                     minimum=0)
+    mdn_components: int = setting(8, "Gaussians in the mixture over z", minimum=1)
+    mdn_features: str = setting("conditional", "grey-image features of the MDN: the CVAE's conditional encoder on "
+                                "L, or the trunk of a trained `colorful` model (--colorful_weights)",
+                                choices=("conditional", "colorful"))
+    colorful_weights: str | None = setting(None, "a `colorful` checkpoint, for --mdn_features colorful")
+    lambda_grad: float = setting(1.0, "weight of L_grad")
+    # the colorful trunk's architecture, read from --colorful_weights when the run is configured
+    mdn_colorful_width: int | None = setting(None, "width of the colorful trunk", cli=False)
+    mdn_colorful_gamut: str | None = setting(None, "ab bins of the colorful trunk", cli=False)
 
 
 class VAETrainer(Trainer):
-    stochastic = True
-    uses_flags = ("latent_dim", "num_samples")
-
-    @staticmethod
-    def add_args(parser):
-        parser.add_argument("--kl_weight", type=float, default=1e-3, help="weight of the KL term after warm-up")
-        parser.add_argument("--kl_anneal_epochs", type=float, default=5, help="epochs of linear KL warm-up from 0")
+    Config = VAEConfig
 
     def kl_factor(self) -> float:
-        warm = self.args.kl_anneal_epochs * max(1, getattr(self, "steps_per_epoch", 1))
-        return self.args.kl_weight * (min(1.0, self.step / warm) if warm > 0 else 1.0)
+        warm = self.cfg.kl_anneal_epochs * max(1, getattr(self, "steps_per_epoch", 1))
+        return self.cfg.kl_weight * (min(1.0, self.step / warm) if warm > 0 else 1.0)
 
     def kl_terms(self, mu, logvar):
         per_dim = 0.5 * (mu.float() ** 2 + logvar.float().exp() - 1 - logvar.float()).mean(0)
@@ -85,41 +105,47 @@ class VAETrainer(Trainer):
 
 
 class CVAEMDNTrainer(VAETrainer):
+    Config = CVAEMDNConfig
     resume_may_change = ("stage", "mdn_epochs")  # --stage mdn --resume trains the MDN on a trained CVAE
-    @staticmethod
-    def add_args(parser):
-        VAETrainer.add_args(parser)
-        parser.add_argument("--stage", choices=["both", "vae", "mdn"], default="both",
-                            help="train the CVAE, the MDN (on a trained CVAE, with --resume), or both in turn")
-        parser.add_argument("--mdn_epochs", type=int, default=None, help="with --stage both: the last epochs, for the MDN")
-        parser.add_argument("--mdn_components", type=int, default=8, help="Gaussians in the mixture over z")
-        parser.add_argument("--mdn_features", choices=["conditional", "colorful"], default="conditional",
-                            help="grey-image features of the MDN: the CVAE's conditional encoder on L, or the "
-                                 "trunk of a trained `colorful` model (--colorful_weights)")
-        parser.add_argument("--colorful_weights", default=None, help="a `colorful` checkpoint, for --mdn_features colorful")
-        parser.add_argument("--lambda_grad", type=float, default=1.0, help="weight of L_grad")
 
-    def __init__(self, model, args, device, run_dir=None, log=None, echo=print, training=True):
-        super().__init__(model, args, device, run_dir, log, echo, training)
-        self.feature_net = self._colorful_trunk() if args.mdn_features == "colorful" else None
+    @classmethod
+    def derive(cls, cfg, network_cfg):
+        """--mdn_features colorful: the trunk's width and ab bins, read once from
+        --colorful_weights and saved with the run, so test mode does not need that file."""
+        if cfg.mdn_features != "colorful" or cfg.mdn_colorful_width is not None:
+            return cfg
+        from trainers import checkpoint
+
+        path = cfg.colorful_weights
+        if not (path and Path(path).is_file()):
+            raise SystemExit(f"error: --mdn_features colorful needs --colorful_weights, a checkpoint of a trained "
+                             f"`colorful` model (got {path!r})")
+        saved = checkpoint.load(path, family="colorful")
+        net = saved.get("network") or saved["args"]
+        return dataclasses.replace(cfg, mdn_colorful_width=net["colorful_width"],
+                                   mdn_colorful_gamut=net.get("gamut", "inside"))
+
+    def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):
+        super().__init__(model, cfg, device, run_dir, log, echo, training, **kw)
+        self.feature_net = self._colorful_trunk() if cfg.mdn_features == "colorful" else None
         channels = (8 * self.feature_net.width if self.feature_net is not None
                     else self.model.decoder.bottleneck_channels)
-        self.mdn, self.mdn_net = self.wrap(MDN(channels, self.model.latent_dim, args.mdn_components))
+        self.mdn, self.mdn_net = self.wrap(MDN(channels, self.model.latent_dim, cfg.mdn_components))
         self.bin_weights = None
         self.mdn_trained = False
 
     def configure_optimizers(self, total_steps):
-        opts = {"model": self.adam(self.model.parameters(), self.args.learning_rate, betas=(0.9, 0.99)),
-                "mdn": self.adam(self.mdn.parameters(), self.args.learning_rate, betas=(0.9, 0.99))}
+        opts = {"model": self.adam(self.model.parameters(), self.cfg.learning_rate, betas=(0.9, 0.99)),
+                "mdn": self.adam(self.mdn.parameters(), self.cfg.learning_rate, betas=(0.9, 0.99))}
         return opts, self.cosine({"model": opts["model"]}, total_steps)  # the MDN's rate stays constant
 
     def mdn_epochs(self) -> int:
         """With --stage both, the last epochs, which train the MDN (0: none)."""
-        a = self.args
+        a = self.cfg
         return a.epochs // 2 if a.mdn_epochs is None else a.mdn_epochs
 
     def in_mdn_stage(self) -> bool:
-        a = self.args
+        a = self.cfg
         if a.stage != "both":
             return a.stage == "mdn"
         return self.epoch >= a.epochs - self.mdn_epochs()  # self.epoch counts completed epochs
@@ -130,24 +156,19 @@ class CVAEMDNTrainer(VAETrainer):
             self.bin_weights = rebalancing_weights(counts).to(self.device)
 
     def _colorful_trunk(self):
-        """The frozen network of a trained `colorful` model; its width is kept in the arguments and
-        its weights in this family's checkpoint, so test mode does not need the file again."""
+        """The frozen network of a trained `colorful` model; its width and bins are in this run's
+        settings (derive) and its weights in this family's checkpoint, so test mode does not need
+        the file again."""
         from models.colorful import ColorfulNet, ab_gamut
         from trainers import checkpoint
 
-        a = self.args
-        path = a.colorful_weights
-        saved = checkpoint.load(path, family="colorful") if path and Path(path).is_file() else None
-        if saved is None and getattr(a, "mdn_colorful_width", None) is None:
-            raise SystemExit(f"error: --mdn_features colorful needs --colorful_weights, a checkpoint of a trained "
-                             f"`colorful` model (got {path!r})")
-        width = saved["args"]["colorful_width"] if saved else a.mdn_colorful_width
-        gamut = saved["args"].get("gamut", "inside") if saved else getattr(a, "mdn_colorful_gamut", "inside")
-        a.mdn_colorful_width, a.mdn_colorful_gamut = width, gamut  # saved with the run's arguments
+        cfg = self.derive(self.cfg, self.network_cfg)
+        width, gamut = cfg.mdn_colorful_width, cfg.mdn_colorful_gamut
         net = ColorfulNet(len(ab_gamut(gamut)[0]), width)
         net.width = width
-        if saved:
-            net.load_state_dict(saved["model"])
+        path = cfg.colorful_weights
+        if path and Path(path).is_file():
+            net.load_state_dict(checkpoint.load(path, family="colorful")["model"])
         return net.to(self.device).eval().requires_grad_(False)
 
     def features(self, L):
@@ -177,7 +198,7 @@ class CVAEMDNTrainer(VAETrainer):
         grad = (F.mse_loss(pred.diff(dim=-1), ab.diff(dim=-1)) + F.mse_loss(pred.diff(dim=-2), ab.diff(dim=-2)))
         kl, active = self.kl_terms(mu, logvar)
         beta = self.kl_factor()
-        loss = hist + self.args.lambda_grad * grad + beta * kl
+        loss = hist + self.cfg.lambda_grad * grad + beta * kl
         self.optimize("model", loss)
         return {"loss": loss.detach(), "hist": hist.detach(), "grad": grad.detach(), "kl": kl.detach(),
                 "kl_active_dims": active, "kl_beta": beta}
@@ -190,7 +211,7 @@ class CVAEMDNTrainer(VAETrainer):
         """A two-stage run's best.pt comes from its second stage only: a first-stage checkpoint
         decodes z = 0, a plain CVAE, which often scores slightly better on delta E but is not the
         method. A run of one stage, or a --stage mdn resumed from a CVAE, starts a new phase."""
-        if self.args.stage == "both" and self.mdn_epochs() > 0 and not self.mdn_trained:
+        if self.cfg.stage == "both" and self.mdn_epochs() > 0 and not self.mdn_trained:
             return None
         return "mdn" if self.mdn_trained else "vae"
 

@@ -1,0 +1,73 @@
+"""Typed settings. Each network here, each way of training in trainers/ and main.py's run options
+declare a frozen dataclass, and the command line is generated from it (nanoGPT's GPTConfig,
+diffusers' register_to_config: the dataclass is the one statement of a setting's name, type,
+default and help).
+
+    @dataclass(frozen=True)
+    class Config:
+        unet_depth: int = setting(4, "number of halvings")
+        norm: str = setting("batch", "normalisation layer", choices=("batch", "group"))
+
+The flag is the field's name (--unet_depth). A subclass may change an inherited default (the
+diffusion trainers default to --learning_rate 2e-4). bool fields default to False and become
+switches; `int | None` fields take an integer or stay None.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Mapping
+
+
+def setting(default, help: str, choices=None, minimum=None, cli: bool = True):
+    """A dataclass field with what its command-line flag needs: help text, allowed values, and a
+    minimum that validation enforces. cli=False: no flag (a value derived when the run's
+    configuration is resolved, saved with it)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
+                                                        "cli": cli})
+
+
+def _type(cls, f: dataclasses.Field):
+    """int, float, str or bool of a field (its annotation may be a string: PEP 563), and whether
+    None is allowed."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), len(args) < len(typing.get_args(hint))
+
+
+def add_fields(parser, cls, names=None) -> None:
+    """One flag per field of dataclass `cls` (only `names`, when given) on an argparse parser or
+    argument group."""
+    for f in dataclasses.fields(cls):
+        if (names is not None and f.name not in names) or not f.metadata.get("cli", True):
+            continue
+        kind, _ = _type(cls, f)
+        meta = f.metadata
+        if kind is bool:
+            parser.add_argument(f"--{f.name}", action="store_true", default=f.default, help=meta.get("help"))
+        else:
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default, choices=meta.get("choices"),
+                                help=meta.get("help"))
+
+
+def names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def from_values(cls, values: Mapping | argparse.Namespace):
+    """An instance of `cls` from the values it declares (a Namespace or a dict); fields that are
+    missing keep their defaults."""
+    if isinstance(values, argparse.Namespace):
+        values = vars(values)
+    return cls(**{k: values[k] for k in names(cls) if k in values})
+
+
+def too_small(cfg) -> list[str]:
+    """Messages for fields below their declared minimum (None values are not checked)."""
+    bad = []
+    for f in dataclasses.fields(cfg):
+        low, value = f.metadata.get("minimum"), getattr(cfg, f.name)
+        if low is not None and value is not None and value < low:
+            bad.append(f"--{f.name} must be at least {low}, got {value}")
+    return bad
