@@ -92,7 +92,8 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
         trainer.setup_training(10_000)
         trainer.on_fit_start(batches)
         trainer.model.train()
-        synthetic = (torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device) * 255).to(torch.uint8)
+        shape = (args.batch_size, 3, args.image_size, args.image_size)
+        synthetic = (torch.rand(shape, device=device) * 255).to(torch.uint8)
         prepared = trainer.prepare(synthetic)
         row["compute"] = args.batch_size / timed(lambda: trainer.train_step(prepared), opts.iters, device)
 

@@ -550,7 +550,8 @@ class StreamingTrainBatches:
 
     def __init__(self, root, paths, batch_size, image_size, load_size, crop, seed, device, rank=0, world=1,
                  workers=4, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
-        self.device, self.image_size, self.crop, self.seed, self.rank = torch.device(device), image_size, crop, seed, rank
+        self.device, self.image_size, self.crop = torch.device(device), image_size, crop
+        self.seed, self.rank = seed, rank
         self.paths = list(paths)
         self.sampler = _RankBatches(len(self.paths), batch_size, seed, rank, world)
         files = _FileImages(root, self.paths, max(load_size or image_size, image_size), max_pixels)

@@ -29,14 +29,11 @@ import numpy as np
 import torch
 
 import colorize_data as cd
-import metrics
 from models import config
-from trainers import REGISTRY
+from trainers import REGISTRY, distributed, memory, semantic
 from trainers import checkpoint as ckpt_io
-from trainers import distributed
-from trainers import memory
-from trainers import semantic
 from trainers.base import RunLog, TrainConfig, TrainingDiverged, TrainingStopped, save_grid
+from trainers.run_folder import RunFolder
 
 DEFAULT_MODEL = "unet"
 
@@ -66,7 +63,8 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads that decode images (worker processes when streaming)")
     p.add_argument("--data_cache", choices=["auto", "memory", "stream"], default="auto",
-                   help="keep the decoded training set in memory, or stream it from disk; auto: memory up to --cache_gb")
+                   help="keep the decoded training set in memory, or stream it from disk; "
+                        "auto: memory up to --cache_gb")
     p.add_argument("--cache_gb", type=float, default=8.0, help="largest decoded training set kept in memory")
     p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
     p.add_argument("--resume", action="store_true", help="continue the run in RESULTS/RUN_NAME from last.pt")
@@ -142,7 +140,7 @@ def validate(parser, args, family) -> None:
     if args.resume and args.mode != "train":
         parser.error("--resume goes with --mode train")
     run_dir = Path(args.results) / (args.run_name or args.model)
-    if args.mode == "train" and args.resume and not (run_dir / "last.pt").is_file():
+    if args.mode == "train" and args.resume and not (RunFolder(run_dir).last).is_file():
         parser.error(f"--resume: there is no {run_dir / 'last.pt'} to resume")
     if args.mode == "test" and args.weights not in ("best", "last") and not args.weights.isdigit() \
             and not Path(args.weights).is_file():
@@ -252,7 +250,7 @@ def start_wandb(args, run_dir: Path, job_type: str):
     elif mode == "online" and not _wandb_reachable():  # never stall: offline at once
         print("warning: wandb's server cannot be reached; logging offline instead")
         mode = "offline"
-    id_file = run_dir / "wandb_id.txt"
+    id_file = RunFolder(run_dir).wandb_id
     run_id = id_file.read_text().strip() if (job_type == "train" and args.resume and id_file.exists()) else None
     config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     try:
@@ -285,7 +283,7 @@ def data_root(args) -> Path:
 def get_split(args, run_dir: Path, root: Path) -> dict:
     """The split saved with the run when it is of the same folder (and, for a fresh run, the same
     --seed; a resumed run keeps its split whatever --seed says), else a new one by --seed."""
-    saved = run_dir / "split.json"
+    saved = RunFolder(run_dir).split
     if saved.exists():
         split = cd.load_split(saved)
         if split.get("root") == str(root.resolve()) and (args.resume or split.get("seed") == args.seed):
@@ -354,10 +352,10 @@ def eval_images(args, root: Path, rel_paths, what: str):
 # ----------------------------------------------------------------------------------------------
 # what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
 # else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
-RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images", "workers", "device", "amp",
-                     "compile", "data_cache", "cache_gb", "wandb", "wandb_project", "log_checkpoints",
-                     "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input", "results",
-                     "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples"}
+RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images",
+                     "workers", "device", "amp", "compile", "data_cache", "cache_gb", "wandb", "wandb_project",
+                     "log_checkpoints", "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input",
+                     "results", "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples"}
 
 
 def check_resume_flags(args, saved: dict, given: set) -> None:
@@ -408,9 +406,9 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
 def train(args, given, family, run_dir: Path) -> int:
     saved = None
     if args.resume:
-        saved = ckpt_io.load(run_dir / "last.pt", family=(args.model, *family.trainer.compatible))
+        saved = ckpt_io.load(RunFolder(run_dir).last, family=(args.model, *family.trainer.compatible))
         check_resume_flags(args, saved["args"], given)
-    elif (run_dir / "last.pt").exists() and not args.overwrite:
+    elif (RunFolder(run_dir).last).exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
     settings = resolve(family, args, given, saved, {"model", "mode", "resume"})
@@ -431,11 +429,11 @@ def train(args, given, family, run_dir: Path) -> int:
         for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
             stale.unlink()
         split = get_split(args, run_dir, root)
-        write_unless_same(run_dir / "split.json", json.dumps(split, indent=1))
-        write_unless_same(run_dir / "args.json", json.dumps(vars(args), indent=1, default=str))
+        write_unless_same(RunFolder(run_dir).split, json.dumps(split, indent=1))
+        write_unless_same(RunFolder(run_dir).args, json.dumps(vars(args), indent=1, default=str))
     distributed.barrier()
     if not main_process:
-        split = cd.load_split(run_dir / "split.json")
+        split = cd.load_split(RunFolder(run_dir).split)
     say(f"{args.model}: data {root} (train {len(split['train'])}, val {len(split['val'])}, "
         f"test {len(split['test'])}), run folder {run_dir}")
 
@@ -450,7 +448,7 @@ def train(args, given, family, run_dir: Path) -> int:
     if saved is not None:
         trainer.load_state_dict(saved)
         if main_process:
-            trim_history(run_dir / "history.jsonl", trainer.step)
+            trim_history(RunFolder(run_dir), trainer.step)
         say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
     resume_hint = f"python main.py --model {args.model} --mode train --resume" + (
         f" --run_name {run_dir.name}" if run_dir.name != args.model else "") + (
@@ -470,39 +468,31 @@ def train(args, given, family, run_dir: Path) -> int:
         if wandb_run is not None:
             wandb_run.finish()
     if last_val and main_process:
-        ckpt_io.write_text_atomic(run_dir / "val_metrics.json", json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
+        ckpt_io.write_text_atomic(RunFolder(run_dir).val_metrics,
+                                  json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
     say(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
         f"test with: python main.py --model {args.model} --mode test"
         + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
     return 0
 
 
-# what a run folder holds (train and test write them); --overwrite removes them
-RUN_FILES = ("last.pt", "best.pt", "epoch_*.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
-             "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "samples", "colorized", "wandb")
-
-
 def clear_run(run_dir: Path) -> None:
     """--overwrite: the previous run's files go, so nothing of it (its history, metrics, grids,
     colorized images, best.pt) can pass for the new run's. Other files are left alone."""
-    import shutil
-
-    old = [p for pattern in RUN_FILES for p in run_dir.glob(pattern)] if run_dir.is_dir() else []
-    for p in old:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    if old:
-        print(f"--overwrite: removed the previous run's {len(old)} file(s) and folder(s) from {run_dir}")
+    removed = RunFolder(run_dir).clear()
+    if removed:
+        print(f"--overwrite: removed the previous run's {removed} file(s) and folder(s) from {run_dir}")
 
 
-def trim_history(path: Path, step: int) -> None:
+def trim_history(run: RunFolder, step: int) -> None:
     """Drop what history.jsonl logged after the checkpoint being resumed (a run killed after an
     epoch's log line but before its checkpoint would otherwise log that epoch twice)."""
-    if not path.is_file():
+    if not run.history.is_file():
         return
-    rows = metrics.read_history(path)  # without a line cut short by the kill
+    rows = run.read_history()  # without a line cut short by the kill
     kept = [r for r in rows if r.get("step", 0) <= step]
-    if len(kept) != len(path.read_text().splitlines()):
-        ckpt_io.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    if len(kept) != len(run.history.read_text().splitlines()):
+        ckpt_io.write_text_atomic(run.history, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class stop_on_signals:
@@ -549,7 +539,7 @@ def test(args, given, family, run_dir: Path) -> int:
     root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
     if root is None:
         raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
-    split_file = (Path(weights).parent if saved else run_dir) / "split.json"
+    split_file = RunFolder(Path(weights).parent if saved else run_dir).split
     names, which = test_images(root, split_file, saved["args"] if saved else None)
     print(f"testing on {which}: {len(names)} image(s)")
     images, paths = eval_images(args, root, names, "the test split")
@@ -582,12 +572,12 @@ def test(args, given, family, run_dir: Path) -> int:
     w.writerow(["image"] + list(per_image))
     for i, p in enumerate(paths):
         w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
-    ckpt_io.write_text_atomic(run_dir / "per_image.csv", table.getvalue())
+    ckpt_io.write_text_atomic(RunFolder(run_dir).per_image, table.getvalue())
     if grid:
-        save_grid(run_dir / "test_grid.png", *grid)
-    n_done, n_bad = colorize_folder(trainer, args, Path(args.input), run_dir / "colorized", device)
+        save_grid(RunFolder(run_dir).test_grid, *grid)
+    n_done, n_bad = colorize_folder(trainer, args, Path(args.input), RunFolder(run_dir).colorized, device)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
-    ckpt_io.write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=1))
+    ckpt_io.write_text_atomic(RunFolder(run_dir).metrics, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {run_dir}; "
           f"{n_done} image(s) of {args.input} colorized into {run_dir / 'colorized'}"
@@ -595,7 +585,7 @@ def test(args, given, family, run_dir: Path) -> int:
     if wandb_run is not None:
         RunLog(None, wandb_run).summary({f"test/{k}": v for k, v in result.items()})
         if grid:
-            RunLog(None, wandb_run).image("test/samples", run_dir / "test_grid.png", 0)
+            RunLog(None, wandb_run).image("test/samples", RunFolder(run_dir).test_grid, 0)
         log_test_table(wandb_run, args, paths, images, evaluation.predictions, per_image)
         wandb_run.finish()
     return 0
@@ -606,9 +596,9 @@ def log_checkpoints(run, run_dir: Path, epoch: int) -> None:
     import wandb
 
     artifact = wandb.Artifact(f"{run_dir.name}-checkpoints", type="model", metadata={"epoch": epoch})
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / name).exists():
-            artifact.add_file(str(run_dir / name))
+    for path in (RunFolder(run_dir).best, RunFolder(run_dir).last):
+        if path.exists():
+            artifact.add_file(str(path))
     run.log_artifact(artifact)
 
 
@@ -674,10 +664,11 @@ def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple
         out = cd.colorize_full_resolution(trainer.predict_ab, cd.to_chw_tensor(rgb)[None].to(device),
                                           args.image_size)[0]
         rel = path.relative_to(folder)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
-        target = out_dir / (rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.with_name(rel.name + ".png"))
+        unique = stems[rel.with_suffix("")] == 1
+        target = out_dir / (rel.with_suffix(".png") if unique else rel.with_name(rel.name + ".png"))
         target.parent.mkdir(parents=True, exist_ok=True)
         picture = Image.fromarray(out.permute(1, 2, 0).cpu().numpy())
-        ckpt_io.write_atomic(target, lambda f: picture.save(f, format="PNG"))
+        ckpt_io.write_atomic(target, lambda f, picture=picture: picture.save(f, format="PNG"))
         done += 1
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s) in {folder}: {'; '.join(bad[:3])}")

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, rgb_to_lab
+from colorize_data import AB_BIN, AB_BINS_PER_AXIS, cache_dir, rgb_to_lab
 from models.config import setting
-
 
 GAMUTS = ("corners", "inside")
 

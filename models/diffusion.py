@@ -165,7 +165,8 @@ def ddim_sample(eps_fn, schedule: NoiseSchedule, L: torch.Tensor, steps: int = 5
     b, _, h, w = L.shape
     x = _noise_like(torch.empty(b, 2, h, w, device=L.device), generator)
     abar = schedule.abar.to(L.device)
-    times = torch.linspace(schedule.T - 1, 0, min(steps, schedule.T), device=L.device).round().long().unique_consecutive()
+    times = torch.linspace(schedule.T - 1, 0, min(steps, schedule.T), device=L.device)
+    times = times.round().long().unique_consecutive()
     for j, i in enumerate(times.tolist()):
         t = torch.full((b,), i, device=L.device, dtype=torch.long)
         eps = eps_fn(x, L, t).float()

@@ -33,7 +33,8 @@ class UNet(nn.Module):
             return nn.Sequential(conv_bn_relu(c_in, c_out, norm=norm), conv_bn_relu(c_out, c_out, norm=norm))
 
         self.stem = double(in_channels, widths[0])
-        self.down = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), double(widths[i], widths[i + 1])) for i in range(depth))
+        self.down = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), double(widths[i], widths[i + 1]))
+                                  for i in range(depth))
         self.up = nn.ModuleList(Up(widths[i + 1], widths[i], norm) for i in reversed(range(depth)))
         self.merge = nn.ModuleList(double((2 if skips else 1) * widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, 1)

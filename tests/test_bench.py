@@ -21,8 +21,9 @@ def test_bench_writes_a_row_per_family(tmp_path):
     assert tflops == pytest.approx(compute * gflop / 1e3, rel=0.5 / compute + 0.01)
     # a training step is forward + backward (about twice the forward's FLOPs, less the input's
     # gradient), per image: an independent count of one image's forward pass
-    import main
     from torch.utils.flop_counter import FlopCounterMode
+
+    import main
     from trainers import REGISTRY
 
     _, args, _ = main.parse_args(["--model", "unet", "--unet_channels", "8", "--unet_depth", "2"])

@@ -5,10 +5,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import colour_crops, write_images
 from PIL import Image
 
 import colorize_data as cd
-from conftest import colour_crops, write_images
 
 
 def png16_rgb(path, arr16):

@@ -124,6 +124,7 @@ def test_after_a_short_run_the_average_is_no_worse_than_the_raw_weights(tmp_path
     most the raw weights' (with a constant 0.999 it was 8x worse, 0.93 against 0.11: mostly the
     random start)."""
     from conftest import colour_crops, write_images
+
     import colorize_data as cd
     from trainers import REGISTRY
 

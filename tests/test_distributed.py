@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from trainers import checkpoint as ckpt_io
 
 COMMON = ["--model", "unet", "--image_size", "16", "--batch_size", "4", "--epochs", "2", "--unet_channels", "8",

@@ -31,7 +31,8 @@ def test_family_trains_two_steps_and_tests(name, tiny_data, tmp_path):
     run_dir = res / name
     ckpt = ckpt_io.load(run_dir / "last.pt", family=name)
     if REGISTRY[name].trainer.needs_training:
-        assert ckpt["step"] == 2 and ckpt["epoch"] == 1  # 9 training images, batch 4 (last partial batch dropped): two steps
+        # 9 training images, batch 4 (last partial batch dropped): two steps
+        assert ckpt["step"] == 2 and ckpt["epoch"] == 1
     assert (run_dir / "best.pt").exists() and (run_dir / "split.json").exists()
     assert list((run_dir / "samples").glob("*.png"))
     assert run("--model", name, "--mode", "test", *flags) == 0
@@ -123,7 +124,8 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
 def test_every_family_resumes_into_the_uninterrupted_run(name, tiny_data, tmp_path):
     """--resume restores networks, optimizers, schedulers, EMA, discriminator, MDN, priors and the
     random state: one epoch + one resumed epoch ends where two epochs in one go end."""
-    flags = family_flags(name) + ["--data", tiny_data, "--lpips", "off", "--save_every", "0", "--lr_schedule", "constant"]
+    flags = family_flags(name) + ["--data", tiny_data, "--lpips", "off", "--save_every", "0",
+                                  "--lr_schedule", "constant"]
     assert run("--model", name, "--epochs", "2", "--results", tmp_path / "a", *flags) == 0
     assert run("--model", name, "--epochs", "1", "--results", tmp_path / "b", *flags) == 0
     assert run("--model", name, "--epochs", "2", "--resume", "--results", tmp_path / "b", *flags) == 0

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT
 
 import main
-from conftest import ROOT
 from trainers import checkpoint as ckpt_io
 
 FLAGS = ["--model", "unet", "--image_size", "16", "--batch_size", "1", "--unet_channels", "8", "--unet_depth", "2",
@@ -95,6 +95,7 @@ def test_a_stop_in_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch, bat
     """A stop during an epoch's last batch leaves batch_in_epoch == len(batches): the resumed epoch
     has no batch left (nor has one resumed with a larger --batch_size). It must finish the run."""
     from conftest import colour_crops, write_images
+
     from trainers.regression import RegressionTrainer
 
     root = tmp_path / "data"

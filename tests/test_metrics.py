@@ -5,6 +5,7 @@ from skimage import color
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import metrics
+import report
 
 
 def test_ciede2000_matches_skimage():
@@ -96,7 +97,7 @@ def test_summary_marks_best(tmp_path):
              "lpips": None, "colorfulness": 0.0, "colorfulness_gt": 30.0},
             {"run": "unet", "model": "unet", "n_images": 3, "delta_e": 9.0, "ssim": 0.94, "psnr": 25.0,
              "lpips": None, "colorfulness": 20.0, "colorfulness_gt": 30.0}]
-    table = metrics.summary_table(rows)
+    table = report.summary_table(rows)
     gray_row, unet_row = table.splitlines()[2:4]
     assert "**9.00**" in unet_row and "**0.9500**" in gray_row and "**25.40**" in gray_row
     assert "**20.00**" in unet_row and "n/a" in unet_row
@@ -151,6 +152,6 @@ def test_rebalanced_auc_weighs_colour_bins_equally():
 
 def test_bootstrap_interval_covers_the_mean():
     values = torch.tensor(np.random.default_rng(0).normal(10, 2, 400))
-    lo, hi = metrics.bootstrap_ci(values)
+    lo, hi = report.bootstrap_ci(values)
     assert lo < values.mean().item() < hi
     assert 0.2 < hi - lo < 0.6  # about 2 * 1.96 * 2 / sqrt(400) = 0.39

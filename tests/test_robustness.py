@@ -202,7 +202,8 @@ def test_a_really_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_
 def test_non_finite_colorizations_stop_validation_and_test_cleanly(tiny_data, tmp_path, monkeypatch, capsys):
     flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
     assert main.main([*flags, "--epochs", "1"]) == 0
-    monkeypatch.setattr(RegressionTrainer, "predict_ab", lambda self, L: torch.full_like(L, float("nan")).repeat(1, 2, 1, 1))
+    monkeypatch.setattr(RegressionTrainer, "predict_ab",
+                        lambda self, L: torch.full_like(L, float("nan")).repeat(1, 2, 1, 1))
     assert main.main([*flags, "--epochs", "2", "--resume"]) == 2  # validation
     assert main.main([*flags, "--mode", "test"]) == 2
     err = capsys.readouterr().err
@@ -336,7 +337,8 @@ def test_one_writer_per_run_folder(tiny_data, tmp_path, capsys):
     assert "removed a stale lock" in capsys.readouterr().out
     assert not (run / ".train.lock").exists()  # released at the end
     (run / ".train.lock").write_text(f"pid={os.getpid()}\nhost={socket.gethostname()}\nmode=train\n")
-    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--mode", "test"]) == 0  # test while training
+    # test while training
+    assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--mode", "test"]) == 0
     with pytest.raises(SystemExit, match="Train first"):  # no checkpoint...
         main.main([*TINY, "--results", str(tmp_path / "new"), "--mode", "test"])
     assert not (tmp_path / "new" / "unet").exists()  # ...and no empty folder left behind by the lock
@@ -491,6 +493,7 @@ def test_the_memory_estimate_is_near_a_measured_training_step(model):
     REFUSE_ABOVE, so a run is never refused that would fit."""
     import subprocess
     import sys
+
     from trainers import memory
     code = f"""
 import torch, main

@@ -3,10 +3,10 @@ import csv
 import json
 
 import pytest
+from conftest import colour_crops, write_images
 
 import colorize_data as cd
 import main
-from conftest import colour_crops, write_images
 
 TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "0", "--workers", "1",
         "--unet_channels", "8", "--unet_depth", "2", "--lpips", "off"]

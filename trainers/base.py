@@ -44,6 +44,7 @@ import metrics
 from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
 from models.config import setting
 from trainers import checkpoint, distributed
+from trainers.run_folder import RunFolder
 
 SYNC_EVERY = 25  # steps between the host reading losses back from the device (progress bar, NaN check)
 
@@ -117,7 +118,7 @@ class RunLog:
     def scalars(self, values: dict, step: int) -> None:
         values = {k: (float(v) if v is not None else None) for k, v in values.items()}
         if self.run_dir:
-            with open(self.run_dir / "history.jsonl", "a") as f:
+            with open(RunFolder(self.run_dir).history, "a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in values.items() if v is not None}, step=step)
@@ -264,7 +265,8 @@ class Trainer:
         if self.world > 1 and any(p.requires_grad for p in module.parameters()):
             from torch.nn.parallel import DistributedDataParallel
 
-            net = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(module, device_ids=ids)
         if self.cfg.compile:
             net = torch.compile(net)
         return module, net
@@ -483,7 +485,7 @@ class Trainer:
         val, grid = result.summary, result.grid
         self.log.scalars({f"val/{k}": v for k, v in val.items() if k != "n_images"}, self.step)
         if grid and self.run_dir:
-            path = self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png"
+            path = RunFolder(self.run_dir).sample_grid(self.epoch)
             save_grid(path, *grid)
             self.log.image("val/samples", path, self.step, caption="grey | prediction | ground truth")
         return val
@@ -579,7 +581,7 @@ class Trainer:
         if only_last:  # a run stopped mid-epoch, or a --checkpoint_minutes checkpoint
             self._last_checkpoint = time.time()
             if self.run_dir is not None:
-                checkpoint.save_atomic(self.state_dict(), self.run_dir / "last.pt")
+                checkpoint.save_atomic(self.state_dict(), RunFolder(self.run_dir).last)
             distributed.barrier()
             return
         phase, improved = self.best_phase(), False
@@ -590,14 +592,14 @@ class Trainer:
             if phase != self.best_phase_of_record or score < self.best_metric or score == self.best_metric == math.inf:
                 self.best_metric, self.best_phase_of_record, improved = score, phase, True
             else:
-                improved = self.run_dir is not None and not (self.run_dir / "best.pt").exists()
+                improved = self.run_dir is not None and not RunFolder(self.run_dir).best.exists()
         self._last_checkpoint = time.time()
         if self.run_dir is not None:
-            state = self.state_dict()
-            checkpoint.save_atomic(state, self.run_dir / "last.pt")
+            state, run = self.state_dict(), RunFolder(self.run_dir)
+            checkpoint.save_atomic(state, run.last)
             if improved:
-                checkpoint.save_atomic(state, self.run_dir / "best.pt")
+                checkpoint.save_atomic(state, run.best)
             every = self.cfg.save_every
             if every and self.epoch and self.epoch % every == 0:
-                checkpoint.save_atomic(state, self.run_dir / f"epoch_{self.epoch:04d}.pt")
+                checkpoint.save_atomic(state, run.epoch_checkpoint(self.epoch))
         distributed.barrier()

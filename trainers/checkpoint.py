@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from trainers.run_folder import RunFolder
+
 FORMAT_VERSION = 1
 
 
@@ -123,11 +125,11 @@ def check_shapes(build, args, ckpt: dict) -> None:
 
 def resolve_weights(run_dir, weights: str) -> Path:
     """--weights: 'best', 'last', an epoch number (epoch_N.pt) or the path of a checkpoint file."""
-    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     if weights in ("best", "last"):
-        return run_dir / f"{weights}.pt"
+        return run.best if weights == "best" else run.last
     if weights.isdigit():
-        return run_dir / f"epoch_{int(weights):04d}.pt"
+        return run.epoch_checkpoint(int(weights))
     return Path(weights)
 
 
@@ -144,7 +146,7 @@ class RunLock:
 
     def __init__(self, run_dir, mode: str, echo=print):
         self.run_dir, self.mode, self.echo = Path(run_dir), mode, echo
-        self.path = self.run_dir / f".{mode}.lock"
+        self.path = RunFolder(self.run_dir).lock(mode)
         self.created_dir = False
         self.held = False
 
@@ -183,8 +185,9 @@ class RunLock:
                     continue
                 self._tidy()
                 where = f"process {pid} ({owner.get('mode', '?')})" + ("" if same_host else f" on {owner.get('host')}")
-                raise RunLocked(f"{self.run_dir} is in use by {where}: one {self.mode} writer per run folder. Wait for it, "
-                                f"use another --run_name, or delete {self.path} if that process is really gone")
+                raise RunLocked(f"{self.run_dir} is in use by {where}: one {self.mode} writer per run folder. "
+                                f"Wait for it, use another --run_name, or delete {self.path} if that process is "
+                                f"really gone") from None
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self.held = True

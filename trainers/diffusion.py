@@ -51,7 +51,10 @@ class DiffusionTrainer(Trainer):
     def noise_loss(self, net, ab, L, generator=None):
         b = len(ab)
         t = torch.randint(0, self.schedule.T, (b,), generator=generator).to(ab.device)
-        noise = torch.randn(ab.shape, generator=generator).to(ab.device) if generator is not None else torch.randn_like(ab)
+        if generator is None:
+            noise = torch.randn_like(ab)
+        else:
+            noise = torch.randn(ab.shape, generator=generator).to(ab.device)
         x_t = self.schedule.q_sample(ab, t, noise)  # float32 schedule arithmetic, outside autocast
         with self.autocast():
             pred = net(x_t, L, t)

@@ -1,0 +1,241 @@
+"""The comparison of runs: RESULTS/summary.md and summary.csv (one row per tested run, best in
+bold, bootstrap intervals), summary.png (every metric), compare.png (the same test images, every
+run) and curves.png (training curves). Reads each run's structured outputs through RunFolder.
+
+    python report.py summary Results
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from trainers.run_folder import RunFolder
+
+# column, header, which value is best ("min", "max", or "gt": closest to the ground truth's)
+SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"),
+                   ("lpips", "LPIPS", "min"), ("colorfulness", "colourfulness", "gt"), ("auc", "AuC", "max"),
+                   ("auc_rebalanced", "AuC rebal.", "max"), ("best_of_k_delta_e", "best-of-K delta E", "min"),
+                   ("diversity_delta_e", "diversity", "max"), ("semantic_accuracy", "semantic acc.", "max")]
+FOUR_DIGITS = ("ssim", "lpips", "auc", "auc_rebalanced", "semantic_accuracy")
+
+
+def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean over images."""
+    g = torch.Generator().manual_seed(seed)
+    v = values.double()
+    means = v[torch.randint(0, len(v), (n, len(v)), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown table, one row per run's metrics.json, best value of each column in bold."""
+    best = {}
+    for key, _, rule in SUMMARY_COLUMNS:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if not vals:
+            continue
+        if rule == "gt":
+            gt = [r.get("colorfulness_gt") for r in rows if r.get("colorfulness_gt") is not None]
+            target = sum(gt) / len(gt) if gt else max(vals)
+            best[key] = min(vals, key=lambda v: abs(v - target))
+        else:
+            best[key] = (min if rule == "min" else max)(vals)
+    head = (["run", "model", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
+            + ["colourfulness (ground truth)", "training s", "training img/s"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.get("run", "?"), r.get("model", "?"), str(r.get("n_images", "?"))]
+        for key, _, _ in SUMMARY_COLUMNS:
+            v = r.get(key)
+            text = "n/a" if v is None else f"{v:.4f}" if key in FOUR_DIGITS else f"{v:.2f}"
+            if v is not None and f"{key}_ci" in r:
+                lo, hi = r[f"{key}_ci"]
+                text += f" [{lo:.4f}, {hi:.4f}]" if key in FOUR_DIGITS else f" [{lo:.2f}, {hi:.2f}]"
+            cells.append(f"**{text}**" if v is not None and v == best.get(key) else text)
+        for key, fmt in (("colorfulness_gt", "{:.2f}"), ("train_seconds", "{:.0f}"), ("train_images_per_s", "{:.0f}")):
+            cells.append("n/a" if r.get(key) is None else fmt.format(r[key]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def load_run(run_dir: Path) -> dict:
+    """metrics.json of a run, with bootstrap intervals from per_image.csv and training time and
+    speed from history.jsonl."""
+    import csv
+
+    run = RunFolder(run_dir)
+    r = json.loads(run.metrics.read_text())
+    r.setdefault("run", run_dir.name)
+    if run.per_image.exists():
+        with open(run.per_image) as f:
+            table = list(csv.DictReader(f))
+        for key in ("delta_e", "ssim"):
+            if table and key in table[0]:
+                r[f"{key}_ci"] = bootstrap_ci(torch.tensor([float(t[key]) for t in table]))
+    if run.history.exists():
+        epochs = run.read_history()
+        seconds = [e["train/epoch_seconds"] for e in epochs if "train/epoch_seconds" in e]
+        speed = [e["train/images_per_s"] for e in epochs if "train/images_per_s" in e]
+        r["train_seconds"] = sum(seconds) if seconds else None
+        r["train_images_per_s"] = sum(speed) / len(speed) if speed else None
+    return r
+
+
+def compare_image(runs: list[Path], out: Path) -> Path | None:
+    """Results/compare.png: the same test images side by side: grey input, every run's (first)
+    colorization, ground truth; cut out of each run's test_grid.png (grey | prediction(s) | truth)."""
+    from PIL import Image
+
+    grids = [(d.name, Image.open(RunFolder(d).test_grid).convert("RGB")) for d in runs
+             if RunFolder(d).test_grid.exists()]
+    if not grids:
+        return None
+    size = json.loads(RunFolder(runs[0]).metrics.read_text()).get("image_size")
+    cell = size + 2  # torchvision's save_image pads every cell by 2 pixels
+    rows = min(g.size[1] // cell for _, g in grids)
+    cols = [grids[0][1].crop((0, 0, cell, rows * cell))]
+    cols += [g.crop((cell, 0, 2 * cell, rows * cell)) for _, g in grids]
+    last = grids[0][1]
+    cols.append(last.crop((last.size[0] - cell, 0, last.size[0], rows * cell)))
+    canvas = Image.new("RGB", (cell * len(cols), rows * cell), "white")
+    for i, c in enumerate(cols):
+        canvas.paste(c, (i * cell, 0))
+    canvas.save(out)
+    (out.with_suffix(".txt")).write_text("columns: grey | " + " | ".join(n for n, _ in grids) + " | ground truth\n")
+    return out
+
+
+def plot_summary(rows: list[dict], out: Path) -> Path:
+    """Results/summary.png: one bar chart per metric, a bar per run (95% intervals where known)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    shown = [(k, h, rule) for k, h, rule in SUMMARY_COLUMNS if any(r.get(k) is not None for r in rows)]
+    cols = 3
+    grid_rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(5 * cols, 0.4 * len(rows) * grid_rows + 2), squeeze=False)
+    names = [r["run"] for r in rows]
+    for ax, (key, header, rule) in zip(axes.flat, shown):
+        vals = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
+        err = None
+        if any(f"{key}_ci" in r for r in rows):
+            err = [[v - r[f"{key}_ci"][0] if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)],
+                   [r[f"{key}_ci"][1] - v if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)]]
+        ax.barh(names, vals, xerr=err, color="#4c72b0")
+        if key == "colorfulness":
+            gt = [r["colorfulness_gt"] for r in rows if r.get("colorfulness_gt") is not None]
+            if gt:
+                ax.axvline(sum(gt) / len(gt), color="#dd8452", label="ground truth")
+                ax.legend(loc="lower right", fontsize=8)
+        better = "lower" if rule == "min" else "closer to truth" if rule == "gt" else "higher"
+        ax.set_title(f"{header} ({better} is better)", fontsize=10)
+        ax.invert_yaxis()
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+NOT_LOSSES = {"train/images_per_s", "train/epoch_seconds", "train/kl_active_dims"}
+
+
+def plot_curves(runs: list[Path], out: Path) -> Path | None:
+    """Results/curves.png: validation delta E of every run on one chart (the comparison), then the
+    training losses of each run in its own panel (their scales differ from family to family)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = []
+    for d in runs:
+        if not RunFolder(d).history.exists():
+            continue
+        hist = RunFolder(d).read_history()
+        epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h and "step" in h}
+        losses = {k: [(h["epoch"], h[k]) for h in hist if "epoch" in h and k in h]
+                  for k in sorted({k for h in hist for k in h if k.startswith("train/")} - NOT_LOSSES)
+                  if not k.startswith("train/lr")}
+        val = [(epochs.get(h.get("step"), h.get("step")), h["val/delta_e"]) for h in hist if "val/delta_e" in h]
+        if val or any(losses.values()):
+            curves.append((d.name, losses, val))
+    if not curves:
+        return None
+    cols = min(4, len(curves) + 1)
+    rows = -(-(len(curves) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
+    axes = axes.flatten()
+    for name, _, val in curves:
+        if val:
+            axes[0].plot(*zip(*val), marker=".", label=name)
+    axes[0].set(title="validation delta E 2000 (lower is better)", xlabel="epoch")
+    axes[0].legend(fontsize=7)
+    for ax, (name, losses, _) in zip(axes[1:], curves):
+        for key, points in losses.items():
+            if points:
+                ax.plot(*zip(*points), marker=".", label=key.removeprefix("train/"))
+        ax.set(title=f"{name}: training losses", xlabel="epoch")
+        if all(v > 0 for points in losses.values() for _, v in points):
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    for ax in axes[len(curves) + 1:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def write_summary(results_dir) -> Path:
+    """RESULTS/summary.md and summary.csv (one row per run with a metrics.json) and compare.png."""
+    import csv
+
+    results_dir = Path(results_dir)
+    runs = sorted(d for d in results_dir.iterdir() if RunFolder(d).metrics.is_file()) if results_dir.is_dir() else []
+    if not runs:
+        raise FileNotFoundError(f"no */metrics.json under {results_dir}: run some tests first")
+    rows = [load_run(d) for d in runs]
+    out = results_dir / "summary.md"
+    notes = ("Test split, one row per run. Bold: best per column (colourfulness: closest to the ground "
+             "truth's). [a, b]: 95% bootstrap interval of the mean over images. LPIPS n/a: the AlexNet "
+             "weights were not available. Best-of-K and diversity: stochastic families tested with "
+             "--num_samples K > 1.\n\n")
+    judge = results_dir / "classifier" / "classifier.json"
+    if judge.exists():
+        c = json.loads(judge.read_text())
+        notes += (f"Semantic accuracy: a classifier trained on the colour training images "
+                  f"({len(c['classes'])} classes) recognises {c['accuracy_color']:.4f} of the colour test "
+                  f"images and {c['accuracy_grey']:.4f} of their grey versions; the column gives its "
+                  f"accuracy on each run's colorizations.\n\n")
+    compare = compare_image(runs, results_dir / "compare.png")
+    plot_summary(rows, results_dir / "summary.png")
+    curves = plot_curves(runs, results_dir / "curves.png")
+    out.write_text("# Results\n\n" + notes + summary_table(rows) + "\n![every metric, every run](summary.png)\n"
+                   + ("\n![the same test images, every run](compare.png)\n" if compare else "")
+                   + ("\n![training curves](curves.png)\n" if curves else ""))
+    keys = ["run", "model", "n_images"] + [k for k, _, _ in SUMMARY_COLUMNS] + \
+        ["delta_e_ci_low", "delta_e_ci_high", "ssim_ci_low", "ssim_ci_high", "colorfulness_gt",
+         "train_seconds", "train_images_per_s"]
+    with open(results_dir / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            for key in ("delta_e", "ssim"):
+                if f"{key}_ci" in r:
+                    r[f"{key}_ci_low"], r[f"{key}_ci_high"] = r[f"{key}_ci"]
+            w.writerow(r)
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "summary":
+        sys.exit("usage: python report.py summary RESULTS_DIR")
+    print(write_summary(sys.argv[2]).read_text())
