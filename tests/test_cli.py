@@ -142,8 +142,10 @@ def test_wandb_online_never_prompts_nor_stalls(tiny_data, tmp_path, monkeypatch,
     import time
 
     monkeypatch.setenv("WANDB_MODE", "online")
-    monkeypatch.setattr(main, "_wandb_key_configured", lambda: key)
-    monkeypatch.setattr(main, "_wandb_reachable", lambda timeout=3.0: reachable)
+    from trainers import tracking
+
+    monkeypatch.setattr(tracking, "_wandb_key_configured", lambda: key)
+    monkeypatch.setattr(tracking, "_wandb_reachable", lambda timeout=3.0: reachable)
     t0 = time.time()
     assert main.main(["--model", "gray", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
                       "--lpips", "off"]) == 0

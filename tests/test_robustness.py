@@ -391,7 +391,9 @@ def test_a_test_killed_while_colorizing_leaves_no_metrics_json(tiny_data, tmp_pa
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(main, "colorize_folder", killed)
+    from trainers import lifecycle
+
+    monkeypatch.setattr(lifecycle, "colorize_folder", killed)
     with pytest.raises(KeyboardInterrupt):
         main.main([*flags, "--mode", "test"])
     assert not (tmp_path / "unet" / "metrics.json").exists()
@@ -454,7 +456,9 @@ def test_an_image_size_that_cannot_fit_is_refused_before_any_data_is_loaded(tiny
                                                                               capsys):
     from trainers import memory
     monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * 2**30)  # a 2 GiB machine
-    monkeypatch.setattr(main, "train_batches", lambda *a: pytest.fail("data loaded before the memory check"))
+    from trainers import lifecycle
+
+    monkeypatch.setattr(lifecycle, "train_batches", lambda *a: pytest.fail("data loaded before the memory check"))
     assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "2048",
                       "--unet_channels", "32", "--unet_depth", "4"]) == 2
     err = capsys.readouterr().err

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
 import time
 from collections import defaultdict
@@ -45,6 +44,7 @@ from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
 from models.config import setting
 from trainers import checkpoint, distributed
 from trainers.run_folder import RunFolder
+from trainers.tracking import RunLog
 
 SYNC_EVERY = 25  # steps between the host reading losses back from the device (progress bar, NaN check)
 
@@ -104,34 +104,6 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingStopped(Exception):
     """Training stopped on request (SIGINT/SIGTERM) after a step, with a checkpoint written."""
-
-
-class RunLog:
-    """Scalars and images of a run: appended to `history.jsonl` in the run folder and, when a
-    wandb run is given, sent to it. Holds no global state; main.py owns the wandb run. Pass
-    run_dir=None on processes other than the first."""
-
-    def __init__(self, run_dir=None, wandb_run=None):
-        self.run_dir = Path(run_dir) if run_dir else None
-        self.wandb = wandb_run
-
-    def scalars(self, values: dict, step: int) -> None:
-        values = {k: (float(v) if v is not None else None) for k, v in values.items()}
-        if self.run_dir:
-            with open(RunFolder(self.run_dir).history, "a") as f:
-                f.write(json.dumps({"step": step, **values}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log({k: v for k, v in values.items() if v is not None}, step=step)
-
-    def image(self, key: str, path, step: int, caption: str = "") -> None:
-        if self.wandb is not None:
-            import wandb
-
-            self.wandb.log({key: wandb.Image(str(path), caption=caption)}, step=step)
-
-    def summary(self, values: dict) -> None:
-        if self.wandb is not None:
-            self.wandb.summary.update({k: v for k, v in values.items() if v is not None})
 
 
 def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:

@@ -1,0 +1,439 @@
+"""A run's life: its settings resolved, its data chosen, trained (with resume, signals and
+checkpoints), tested (metrics, per-image results, grids, full-resolution colorizations) and the
+semantic classifier mode. main.py parses and validates the command line and calls train() or
+test() here.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+import colorize_data as cd
+from models import config
+from trainers import REGISTRY, distributed, memory, semantic
+from trainers import checkpoint as ckpt_io
+from trainers.base import TrainingDiverged, TrainingStopped, save_grid
+from trainers.run_folder import RunFolder
+from trainers.tracking import RunLog, log_checkpoints, log_test_table, start_wandb
+
+
+class UsageError(Exception):
+    """A bad argument found only once a checkpoint's architecture is known (main() reports it as
+    argparse does, exit 2)."""
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def pick_device(name: str) -> torch.device:
+    """--device: auto (CUDA, else MPS, else CPU) or a device that is there; ValueError otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here (use auto or cpu)")
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(f"--device {name}: MPS (Apple GPUs) is not available here (use auto or cpu)")
+    return dev
+
+
+def check_architecture(args, family) -> None:
+    """Arguments that must suit the network they describe (the checkpoint's, when one is loaded)."""
+    multiple = family.network.size_multiple(config.from_values(family.network.Config, args))
+    if args.image_size < 16 or args.image_size % multiple:
+        raise UsageError(f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
+                         f"and a multiple of {multiple}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A run's resolved configuration: main.py's options (with every value, as args.json and the
+    checkpoint record them), the network's Config and the trainer's Config."""
+    args: argparse.Namespace
+    network: object
+    training: object
+
+
+def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: set = frozenset()) -> Settings:
+    """The one place a run's settings are decided: the defaults, then a checkpoint's saved
+    settings (its network's are forced: they must match its weights; a differing flag is noted
+    and ignored), then the flags given on this command line, then what the trainer derives from
+    them, then the checks that need the result."""
+    values = vars(args)
+    if saved is not None:
+        fixed = set(config.names(family.network.Config))
+        saved_values = {**saved["args"], **saved.get("network", {})}  # "network": checkpoints since issue 15
+        values = {**values, **saved_values}
+        for k in given | keep_from_cli:
+            if k in fixed and k in saved_values and getattr(args, k) != saved_values[k]:
+                print(f"note: --{k} {getattr(args, k)} ignored; the checkpoint was built with {saved_values[k]}")
+                continue
+            values[k] = getattr(args, k)
+    merged = argparse.Namespace(**values)
+    network_cfg, training_cfg = family.configs(merged)
+    merged = argparse.Namespace(**{**vars(merged), **dataclasses.asdict(training_cfg)})  # derived values included
+    check_architecture(merged, family)
+    if saved is not None:
+        ckpt_io.check_shapes(family.network.build, network_cfg, saved)
+    return Settings(merged, network_cfg, training_cfg)
+
+
+# what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
+# else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
+RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images",
+                     "workers", "device", "amp", "compile", "data_cache", "cache_gb", "wandb", "wandb_project",
+                     "log_checkpoints", "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input",
+                     "results", "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples"}
+
+
+def check_resume_flags(args, saved: dict, given: set) -> None:
+    """--resume with a flag whose value the run was not started with, and that a resume may not
+    change, is refused (it was silently ignored: the optimizer kept its own learning rate)."""
+    may_change = RESUME_MAY_CHANGE | set(REGISTRY[args.model].trainer.resume_may_change)
+    changed = [k for k in sorted(given - may_change - {"model", "mode", "resume"})
+               if k in saved and getattr(args, k) != saved[k]]
+    if changed:
+        raise UsageError("--resume continues the run as it was started; these cannot change: " + ", ".join(
+            f"--{k} (run: {saved[k]}, given: {getattr(args, k)})" for k in changed)
+            + ". Start a new run for them (--run_name NAME, or --overwrite)")
+
+
+def data_root(args) -> Path:
+    if args.data is not None:
+        return Path(args.data)
+    root = Path("Dataset")
+    if not cd.has_images(root):
+        cd.build_demo_dataset(root, Path(args.input), seed=0)
+    return root
+
+
+def get_split(args, run_dir: Path, root: Path) -> dict:
+    """The split saved with the run when it is of the same folder (and, for a fresh run, the same
+    --seed; a resumed run keeps its split whatever --seed says), else a new one by --seed."""
+    saved = RunFolder(run_dir).split
+    if saved.exists():
+        split = cd.load_split(saved)
+        if split.get("root") == str(root.resolve()) and (args.resume or split.get("seed") == args.seed):
+            return split
+    return cd.make_split(root, args.seed)
+
+
+def write_unless_same(path: Path, text: str) -> None:
+    """Atomically, and not at all when the file already holds exactly this (a resume)."""
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    ckpt_io.write_text_atomic(path, text)
+
+
+def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[list[str], str]:
+    """What test mode evaluates, and a phrase saying which. The run's own training folder is
+    tested on the run's saved split (whatever --seed says now), or, without split.json, on the
+    split its saved seed draws; any other folder is a test set: all of its held-out folder
+    (test/), or all of it."""
+    here = str(root.resolve())
+    if split_file.is_file():
+        split = cd.load_split(split_file)
+        if split.get("root") == here:
+            return split["test"] or split["val"], f"the run's test split of {root} ({split_file})"
+    if trained_on and trained_on.get("data") and str(Path(trained_on["data"]).resolve()) == here:
+        split = cd.make_split(root, trained_on.get("seed", 0))
+        return split["test"] or split["val"], f"the run's test split of {root} (seed {trained_on.get('seed', 0)})"
+    return cd.test_set(root)
+
+
+def train_batches(args, root: Path, split: dict, device):
+    """In memory (decoded once) when the data set fits in --cache_gb, else streamed from disk."""
+    rank, _, world = distributed.world_from_env()
+    size = max(args.load_size or args.image_size, args.image_size)
+    gigabytes = len(split["train"]) * 3 * size * size / 2 ** 30
+    if args.data_cache == "stream" or (args.data_cache == "auto" and gigabytes > args.cache_gb):
+        print(f"streaming {len(split['train'])} training images from disk ({gigabytes:.1f} GB decoded) "
+              f"with {args.workers} worker(s)")
+        batches = cd.StreamingTrainBatches(root, split["train"], args.batch_size, args.image_size, args.load_size,
+                                           args.crop, args.seed, device, rank, world, args.workers,
+                                           args.max_image_pixels)
+    else:
+        images, _, report = cd.load_train_images(root, split["train"], args.image_size, args.load_size,
+                                                 args.workers, args.max_image_pixels)
+        report.warn("the training split")
+        if not len(images):
+            raise SystemExit(f"error: no usable colour training images under {root} "
+                             f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
+        batches = cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
+    # what names this data set for statistics cached across runs (colour-bin counts), hashed only if needed
+    batches.data_id = (root, split["train"], (args.image_size, args.load_size, args.crop, args.seed, world))
+    return batches
+
+
+def eval_images(args, root: Path, rel_paths, what: str):
+    images, paths, report = cd.load_eval_images(root, rel_paths, args.image_size, args.workers, args.max_image_pixels)
+    report.warn(what)
+    return images, paths
+
+
+# ----------------------------------------------------------------------------------------------
+# train and test
+# ----------------------------------------------------------------------------------------------
+# what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
+# else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
+
+
+def train(args, given, family, run_dir: Path) -> int:
+    saved = None
+    if args.resume:
+        saved = ckpt_io.load(RunFolder(run_dir).last, family=(args.model, *family.trainer.compatible))
+        check_resume_flags(args, saved["args"], given)
+    elif (RunFolder(run_dir).last).exists() and not args.overwrite:
+        raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
+                         f"start afresh, or --run_name for a new run")
+    settings = resolve(family, args, given, saved, {"model", "mode", "resume"})
+    args = settings.args
+    device = distributed.setup(pick_device(args.device))
+    main_process = distributed.world_from_env()[0] == 0
+    if family.trainer.needs_training:  # before any data is loaded: a size that cannot fit is refused now
+        memory.check_fits(family.network, settings.network, device, args.batch_size, args.image_size, f"{args.model}",
+                          world=distributed.world_from_env()[2])
+    say = print if main_process else (lambda *a, **k: None)
+    root = data_root(args) if main_process else Path(args.data or "Dataset")
+    distributed.barrier()  # the demo data set, if any, is built by the first process
+    args.data = str(root)
+    if main_process:
+        if args.overwrite and not args.resume:
+            clear_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
+            stale.unlink()
+        split = get_split(args, run_dir, root)
+        write_unless_same(RunFolder(run_dir).split, json.dumps(split, indent=1))
+        write_unless_same(RunFolder(run_dir).args, json.dumps(vars(args), indent=1, default=str))
+    distributed.barrier()
+    if not main_process:
+        split = cd.load_split(RunFolder(run_dir).split)
+    say(f"{args.model}: data {root} (train {len(split['train'])}, val {len(split['val'])}, "
+        f"test {len(split['test'])}), run folder {run_dir}")
+
+    batches = train_batches(args, root, split, device)
+    val, _ = eval_images(args, root, split["val"], "the validation split")
+    if not len(val):
+        say("note: no usable validation images: nothing is validated, and best.pt is the last epoch's checkpoint")
+    wandb_run = start_wandb(args, run_dir, "train") if main_process else None
+    trainer = family.make(args, device, run_dir, RunLog(run_dir if main_process else None, wandb_run),
+                          name=args.model)
+    trainer.setup_training(len(batches))
+    if saved is not None:
+        trainer.load_state_dict(saved)
+        if main_process:
+            trim_history(RunFolder(run_dir), trainer.step)
+        say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
+    resume_hint = f"python main.py --model {args.model} --mode train --resume" + (
+        f" --run_name {run_dir.name}" if run_dir.name != args.model else "") + (
+        f" --results {args.results}" if args.results != "Results" else "")
+    try:
+        with stop_on_signals(trainer):
+            last_val = trainer.fit(batches, val)
+        if wandb_run is not None and args.log_checkpoints:
+            log_checkpoints(wandb_run, run_dir, trainer.epoch)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingStopped as e:
+        say(f"{e} in {run_dir / 'last.pt'}. Resume with: {resume_hint}")
+        return 130
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish()
+    if last_val and main_process:
+        ckpt_io.write_text_atomic(RunFolder(run_dir).val_metrics,
+                                  json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
+    say(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
+        f"test with: python main.py --model {args.model} --mode test"
+        + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
+    return 0
+
+
+def clear_run(run_dir: Path) -> None:
+    """--overwrite: the previous run's files go, so nothing of it (its history, metrics, grids,
+    colorized images, best.pt) can pass for the new run's. Other files are left alone."""
+    removed = RunFolder(run_dir).clear()
+    if removed:
+        print(f"--overwrite: removed the previous run's {removed} file(s) and folder(s) from {run_dir}")
+
+
+def trim_history(run: RunFolder, step: int) -> None:
+    """Drop what history.jsonl logged after the checkpoint being resumed (a run killed after an
+    epoch's log line but before its checkpoint would otherwise log that epoch twice)."""
+    if not run.history.is_file():
+        return
+    rows = run.read_history()  # without a line cut short by the kill
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    if len(kept) != len(run.history.read_text().splitlines()):
+        ckpt_io.write_text_atomic(run.history, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+class stop_on_signals:
+    """SIGINT (Ctrl-C) and SIGTERM ask the trainer to stop after its current step and write a
+    checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self, trainer):
+        self.trainer, self.previous = trainer, {}
+
+    def _handler(self, signum, frame):
+        if self.trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = True
+        if self.trainer.is_main:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and writing a checkpoint "
+                  f"(Ctrl-C again to interrupt at once)", file=sys.stderr)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.previous.items():
+            signal.signal(sig, old)
+        return False
+
+
+def test(args, given, family, run_dir: Path) -> int:
+    device = pick_device(args.device)
+    if distributed.world_from_env()[2] > 1:
+        raise SystemExit("error: test mode runs in one process; start it with python, not torchrun")
+    weights = "none"
+    saved = None
+    if family.trainer.needs_training:
+        path = ckpt_io.resolve_weights(run_dir, args.weights)
+        if not path.is_file():
+            have = sorted(p.name for p in run_dir.glob("*.pt")) if run_dir.is_dir() else []
+            raise SystemExit(f"error: no checkpoint {path}. Train first (python main.py --model {args.model} "
+                             f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
+        saved = ckpt_io.load(path, family=(args.model, *family.trainer.compatible))
+        weights = str(path)
+    args = resolve(family, args, given, saved, {"model", "mode", "weights"}).args
+    root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
+    if root is None:
+        raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
+    split_file = RunFolder(Path(weights).parent if saved else run_dir).split
+    names, which = test_images(root, split_file, saved["args"] if saved else None)
+    print(f"testing on {which}: {len(names)} image(s)")
+    images, paths = eval_images(args, root, names, "the test split")
+    if not len(images):
+        raise SystemExit(f"error: no readable test images under {root}")
+    trainer = family.make(args, device, run_dir, training=False, name=args.model)
+    if saved is not None:
+        trainer.load_state_dict(saved)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wandb_run = start_wandb(args, run_dir, "test")
+    t0 = time.time()
+    judge = semantic.load(args.results, args.image_size, device)
+    evaluation = trainer.evaluate(images, args.batch_size, keep=args.num_images,
+                                  num_samples=trainer.cfg.num_samples if family.trainer.stochastic() else 1,
+                                  collect=judge is not None or wandb_run is not None)
+    summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
+    result = {"model": args.model, "run": run_dir.name, "weights": weights,
+              "epoch": saved["epoch"] if saved else 0, "data": str(root), "test_images": which,
+              "image_size": args.image_size,
+              **summary, "seconds": round(time.time() - t0, 2)}
+    if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
+        labels = semantic.labels_for(paths, judge[1])
+        if (labels >= 0).all():
+            result["semantic_accuracy"] = semantic.accuracy(judge[0], evaluation.predictions, labels, device)
+        else:
+            print(f"note: semantic accuracy left out: {int((labels < 0).sum())} of {len(labels)} test images are not "
+                  f"in a class folder the classifier knows ({', '.join(judge[1][:5])}, ...)")
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(["image"] + list(per_image))
+    for i, p in enumerate(paths):
+        w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
+    ckpt_io.write_text_atomic(RunFolder(run_dir).per_image, table.getvalue())
+    if grid:
+        save_grid(RunFolder(run_dir).test_grid, *grid)
+    n_done, n_bad = colorize_folder(trainer, args, Path(args.input), RunFolder(run_dir).colorized, device)
+    # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
+    ckpt_io.write_text_atomic(RunFolder(run_dir).metrics, json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {run_dir}; "
+          f"{n_done} image(s) of {args.input} colorized into {run_dir / 'colorized'}"
+          + (f" ({n_bad} unreadable skipped)" if n_bad else ""))
+    if wandb_run is not None:
+        RunLog(None, wandb_run).summary({f"test/{k}": v for k, v in result.items()})
+        if grid:
+            RunLog(None, wandb_run).image("test/samples", RunFolder(run_dir).test_grid, 0)
+        log_test_table(wandb_run, args, paths, images, evaluation.predictions, per_image)
+        wandb_run.finish()
+    return 0
+
+
+def classifier(args) -> int:
+    """--mode classifier: train the semantic-interpretability classifier (trainers/semantic.py)."""
+    root = data_root(args)
+    split = cd.make_split(root, args.seed)
+    classes = sorted({semantic.class_of(p) for p in split["train"]} - {""})
+    if len(classes) < 2:
+        print(f"no class folders under {root}: the semantic-interpretability classifier is skipped")
+        return 0
+    device = pick_device(args.device)
+    train_images, train_paths = eval_images(args, root, split["train"], "the training split")
+    test_images, test_paths = eval_images(args, root, split["test"] or split["val"], "the test split")
+    labels = semantic.labels_for(train_paths, classes)
+    model = semantic.train_classifier(train_images, labels, len(classes), args.epochs, args.batch_size,
+                                      args.learning_rate, device, args.seed)
+    test_labels = semantic.labels_for(test_paths, classes)
+    report = {"classes": classes, "n_test": len(test_paths), "image_size": args.image_size, "epochs": args.epochs,
+              "accuracy_color": semantic.accuracy(model, test_images, test_labels, device),
+              "accuracy_grey": semantic.accuracy(model, test_images, test_labels, device, transform=semantic.grey)}
+    semantic.save(model, classes, args.image_size, Path(args.results) / "classifier", report)
+    print(json.dumps(report, indent=1))
+    print(f"classifier written to {Path(args.results) / 'classifier'}; each family's test mode now reports "
+          f"semantic_accuracy")
+    return 0
+
+
+def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple[int, int]:
+    """Colorize every image of `folder` at its own resolution (ab upsampled, original L kept)."""
+    if not folder.is_dir():
+        return 0, 0
+    from PIL import Image
+
+    trainer.model.eval()
+    done, bad = 0, []
+    paths = cd.find_images(folder)
+    stems = Counter(p.relative_to(folder).with_suffix("") for p in paths)
+    for path in paths:
+        try:
+            rgb = cd.load_rgb(path, args.max_image_pixels)
+        except cd.BadImage as e:
+            bad.append(f"{path} ({e})")
+            continue
+        # uint8 in, uint8 out: the full-resolution float arithmetic goes strip by strip
+        out = cd.colorize_full_resolution(trainer.predict_ab, cd.to_chw_tensor(rgb)[None].to(device),
+                                          args.image_size)[0]
+        rel = path.relative_to(folder)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
+        unique = stems[rel.with_suffix("")] == 1
+        target = out_dir / (rel.with_suffix(".png") if unique else rel.with_name(rel.name + ".png"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(out.permute(1, 2, 0).cpu().numpy())
+        ckpt_io.write_atomic(target, lambda f, picture=picture: picture.save(f, format="PNG"))
+        done += 1
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable file(s) in {folder}: {'; '.join(bad[:3])}")
+    return done, len(bad)
