@@ -151,3 +151,31 @@ def test_resuming_with_more_epochs_stretches_the_cosine_schedule(tiny_data, tmp_
     # end of epoch 1 (2-step cosine: 0), of epoch 2 (step 4 of 6: 0.01 (1 + cos(2 pi / 3)) / 2), of epoch 3
     assert lrs == pytest.approx([0.0, 0.0025, 0.0], abs=1e-7)
     assert ckpt_io.load(tmp_path / "unet" / "last.pt")["schedulers"]["model"]["T_max"] == 6
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].trainer.needs_training])
+def test_the_colorizer_from_a_checkpoint_is_the_one_validation_uses(name, tiny_data, tmp_path):
+    """Test mode builds the family's Colorizer from the checkpoint alone: one network (the EMA
+    weights when the run kept an average, no second copy), no optimizer, no discriminator; it
+    colorizes exactly as the trainer's own colorizer does after resuming that checkpoint."""
+    from trainers.inference import Colorizer
+    from trainers.lifecycle import resolve
+
+    flags = family_flags(name) + ["--data", tiny_data, "--results", tmp_path, "--lpips", "off", "--ema_decay", "0.9"]
+    assert run("--model", name, "--epochs", "1", *flags) == 0
+    ckpt = ckpt_io.load(tmp_path / name / "last.pt")
+    _, args, given = main.parse_args(["--model", name, *[str(f) for f in flags]])
+    settings = resolve(REGISTRY[name], args, given, ckpt)
+    colorizer = Colorizer.from_checkpoint(REGISTRY[name], ckpt, settings.network, settings.training, "cpu")
+    modules = [v for v in vars(colorizer).values() if isinstance(v, torch.nn.Module)]
+    assert "discriminator" not in str(modules).lower() and not hasattr(colorizer, "optimizers")
+    assert all(torch.equal(v, ckpt["ema"][k]) for k, v in colorizer.net.state_dict().items())
+    trainer = REGISTRY[name].make(settings.args, "cpu", name=name)
+    trainer.load_state_dict(ckpt)
+    assert type(trainer.colorizer) is type(colorizer)
+    L = torch.rand(2, 1, 16, 16) * 2 - 1
+    torch.manual_seed(0)
+    mine = colorizer.eval().predict_ab(L)
+    torch.manual_seed(0)
+    theirs = trainer.colorizer.eval().predict_ab(L)
+    assert torch.allclose(mine, theirs, atol=1e-6)

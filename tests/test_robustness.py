@@ -202,8 +202,9 @@ def test_a_really_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tiny_
 def test_non_finite_colorizations_stop_validation_and_test_cleanly(tiny_data, tmp_path, monkeypatch, capsys):
     flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path)]
     assert main.main([*flags, "--epochs", "1"]) == 0
-    monkeypatch.setattr(RegressionTrainer, "predict_ab",
-                        lambda self, L: torch.full_like(L, float("nan")).repeat(1, 2, 1, 1))
+    from trainers.inference import Colorizer  # what unet colorizes with, in validation and test alike
+
+    monkeypatch.setattr(Colorizer, "predict_ab", lambda self, L: torch.full_like(L, float("nan")).repeat(1, 2, 1, 1))
     assert main.main([*flags, "--epochs", "2", "--resume"]) == 2  # validation
     assert main.main([*flags, "--mode", "test"]) == 2
     err = capsys.readouterr().err

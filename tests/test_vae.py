@@ -101,11 +101,10 @@ def test_kl_per_dimension_and_the_collapse_warning():
 
 
 def test_first_sample_is_the_prior_mode():
-    t = build("basicvae")
-    t.model.eval()
+    c = build("basicvae").colorizer.eval()
     L = torch.rand(2, 1, 16, 16)
-    samples = t.sample_ab(L, 3)
-    assert samples.shape == (3, 2, 2, 16, 16) and torch.allclose(samples[0], t.predict_ab(L))
+    samples = c.sample_ab(L, 3)
+    assert samples.shape == (3, 2, 2, 16, 16) and torch.allclose(samples[0], c.predict_ab(L))
     assert not torch.allclose(samples[1], samples[2])
 
 

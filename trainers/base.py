@@ -12,18 +12,23 @@ A family implements a few hooks and inherits the rest:
                                          self.model) inside `with self.autocast():`, and step with
                                          self.optimize(name, loss). Return detached tensors on the
                                          device (never .item(): that stalls the GPU) or plain floats.
-    predict_ab(L) -> ab                  inference; the default calls self.eval_model
+    Colorizer                            how the family colorizes (a trainers/inference.Colorizer
+                                         subclass: predict_ab, sample_ab, parts); test mode builds
+                                         it from a checkpoint, validation through build_colorizer()
+    build_colorizer()                    that Colorizer around this trainer's own networks (the
+                                         EMA when kept), when it needs more than the network
     best_phase() -> str | None           which checkpoints may become best.pt (see save_checkpoints)
     extra_state() / load_extra_state(d)  anything else a checkpoint must hold (a critic, an MDN, ...)
 
 Set `needs_training = False` for a family with nothing to learn (the grey baseline). A family with
 a second network (a discriminator) wraps it with `self.wrap(module)`, and builds it only when
-`self.training` (test and colorize construct the trainer with training=False: inference only).
+`self.training` (a trainer constructed with training=False loads weights only; test mode and
+colorizing do not construct a trainer at all, they build the Colorizer from the checkpoint).
 
 An exponential moving average of the network's weights (--ema_decay > 0; on by default for the
 diffusion families) is kept by the base: updated after every step with the decay warmed up as
 min(decay, (1 + n) / (10 + n)) after n updates, saved in checkpoints, and used for validation,
-best.pt, test and colorizing through `self.eval_model`.
+best.pt, test and colorizing (`self.eval_model` in training; test mode loads only the average).
 """
 from __future__ import annotations
 
@@ -40,9 +45,11 @@ import torch
 from tqdm import tqdm
 
 import metrics
-from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
+from colorize_data import compose_rgb
 from models.config import setting
 from trainers import checkpoint, distributed
+from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
+from trainers.inference import Colorizer, Sampling, amp_dtype  # noqa: F401 (Sampling: for the families)
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog
 
@@ -82,22 +89,6 @@ class TrainConfig:
                               choices=("stop", "skip"))
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Settings of a family with several colorizations per image (a stochastic family)."""
-    num_samples: int = setting(1, "test mode: colorizations per image (best-of-K and diversity when > 1)",
-                               minimum=1)
-
-
-@dataclass
-class Evaluation:
-    """What Trainer.evaluate returns."""
-    summary: dict           # metrics averaged over images
-    per_image: dict         # name -> (N,) tensor, every image in order
-    grid: list | None       # first `keep` (L, prediction(s), ground truth), for a sample grid
-    predictions: torch.Tensor | None = None  # collect=True: every (first) colorization, uint8 (N, 3, S, S)
-
-
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
 
@@ -119,15 +110,11 @@ def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -
 
 class Trainer:
     Config = TrainConfig
+    Colorizer = Colorizer   # how the family colorizes (trainers/inference.py)
     needs_training = True
     compatible: tuple = ()  # other families whose checkpoints this one can load (same network)
     resume_may_change: tuple = ()  # its own flags that a --resume may change (main.RESUME_MAY_CHANGE)
     smoke: dict = {}        # settings that make its training tiny, for the tests that train every family
-
-    @classmethod
-    def stochastic(cls) -> bool:
-        """Several colorizations per image (--num_samples): a family whose Config has Sampling."""
-        return issubclass(cls.Config, Sampling)
 
     @classmethod
     def derive(cls, cfg, network_cfg):
@@ -147,10 +134,9 @@ class Trainer:
         self.training = training  # False: inference only (test, colorize); no optimizer, no critic
         self.rank, _, self.world = distributed.world_from_env()
         self.is_main = self.rank == 0
-        cuda = self.device.type == "cuda"
-        amp = ("bf16" if cuda else "off") if cfg.amp == "auto" else cfg.amp
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-        self.channels_last = cuda
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
+        self.channels_last = self.device.type == "cuda"
+        self._colorizer = None
         self.modules: list = []  # every network wrap() placed on the device (the model, a critic, ...)
         self.model, self.net = self.wrap(model)
         self.ema_decay = cfg.ema_decay
@@ -181,12 +167,21 @@ class Trainer:
     def train_step(self, batch: dict) -> dict:
         raise NotImplementedError
 
-    def predict_ab(self, L: torch.Tensor) -> torch.Tensor:
-        return self.eval_model(L)
+    def build_colorizer(self) -> Colorizer:
+        """The family's Colorizer around this trainer's networks (the EMA when kept): what
+        validation runs, the same class test mode builds from a checkpoint. Families whose
+        colorizer needs more (an MDN, a schedule) override it."""
+        parts = self.Colorizer.parts(self.eval_model, self.cfg, self.network_cfg, self.device, {}, self.echo)
+        return self.Colorizer(self.eval_model, self.cfg, self.network_cfg, self.device, **parts)
 
-    def sample_ab(self, L: torch.Tensor, k: int) -> torch.Tensor:
-        """(K, B, 2, H, W): K colorizations, the first the most likely. Stochastic families override."""
-        return self.predict_ab(L)[None].expand(k, -1, -1, -1, -1)
+    @property
+    def colorizer(self) -> Colorizer:
+        if self._colorizer is None:
+            self._colorizer = self.build_colorizer()
+        return self._colorizer
+
+    def predict_ab(self, L: torch.Tensor) -> torch.Tensor:
+        return self.colorizer.predict_ab(L)
 
     def on_fit_start(self, batches) -> None:
         """Before the first step: statistics of the training data (colour-bin frequencies, ...)."""
@@ -278,11 +273,7 @@ class Trainer:
     # -- machinery -------------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> dict:
         """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on the trainer's device."""
-        rgb = uint8_to_float(images.to(self.device, non_blocking=True))
-        L, ab = rgb_to_model(rgb)
-        if self.channels_last:
-            L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
-        return {"rgb": rgb, "L": L, "ab": ab}
+        return self.colorizer.prepare(images)
 
     def setup_training(self, steps_per_epoch: int) -> None:
         if not self.needs_training:
@@ -299,50 +290,16 @@ class Trainer:
             self._lpips = metrics.LPIPS(self.device, enabled=self.cfg.lpips == "auto")
         return self._lpips
 
-    @torch.no_grad()
     def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1,
                  collect: bool = False) -> Evaluation:
-        """Metrics over uint8 (N, 3, S, S) images, batched on the device, shared out over
-        processes. A stochastic family with num_samples K > 1 adds best-of-K and diversity, and its
-        grid shows the K colorizations. collect=True also returns every (first) colorization (one
-        process)."""
-        k = num_samples if self.stochastic() else 1
-        collected = []
+        """trainers/evaluation.evaluate with this trainer's colorizer; non-finite colorizations stop
+        the run (TrainingDiverged)."""
         self.model.eval()
-        self.eval_model.eval()
-        acc = metrics.MetricAccumulator(self.lpips)
-        chunk = -(-len(images) // self.world)
-        mine = images[self.rank * chunk:(self.rank + 1) * chunk]
-        kept = []
-        for i in range(0, len(mine), batch_size):
-            b = self.prepare(mine[i:i + batch_size])
-            with self.autocast():
-                ab = self.sample_ab(b["L"], k) if k > 1 else self.predict_ab(b["L"])
-            if not bool(torch.isfinite(ab).all()):  # one host read per evaluation batch, not per step
-                raise TrainingDiverged(
-                    f"the model's colorizations are not finite (NaN or infinite ab) at step {self.step}; "
-                    f"its metrics would be meaningless. "
-                    f"The last good checkpoint, if any, is intact in {self.run_dir or 'the run folder'}")
-            if k > 1:
-                pred = torch.stack([compose_rgb(b["L"], a.float()) for a in ab])
-                acc.update_samples(pred, b["rgb"])
-            else:
-                pred = compose_rgb(b["L"], ab.float())
-                acc.update(pred, b["rgb"])
-            if collect:
-                collected.append(((pred[0] if k > 1 else pred) * 255).round().to(torch.uint8).cpu())
-            if sum(len(k[0]) for k in kept) < keep:
-                kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
-        per_image = distributed.gather_cat(acc.per_image())
-        per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
-            529, metrics.AUC_MAX + 2, dtype=torch.long, device=self.device)
-        summary = metrics.summarize(per_image, distributed.all_sum(per_bin))
-        grid = None
-        if kept:
-            L, pred, rgb = zip(*kept)
-            pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
-            grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep]]
-        return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None)
+        try:
+            return evaluate(self.colorizer, images, batch_size, self.lpips, keep, num_samples, collect)
+        except NonFiniteColorization as e:
+            raise TrainingDiverged(f"{e} (step {self.step}). The last good checkpoint, if any, is intact in "
+                                   f"{self.run_dir or 'the run folder'}") from None
 
     def fit(self, batches, val_images: torch.Tensor | None) -> dict:
         """Train from epoch self.epoch + 1 to cfg.epochs on `batches` (colorize_data.TrainBatches);

@@ -16,6 +16,7 @@ from colorize_data import AB_SCALE, rebalancing_weights, train_ab_counts
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 from models.config import setting
 from trainers.base import TrainConfig, Trainer
+from trainers.inference import Colorizer
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,21 @@ class ColorfulConfig(TrainConfig):
     soft_sigma: float = setting(5.0, "soft-encoding Gaussian, ab units")
 
 
+class ColorfulColorizer(Colorizer):
+    """The annealed mean of the predicted bin distribution (--temperature), upsampled to L's size."""
+
+    @classmethod
+    def parts(cls, net, cfg, network_cfg, device, extra, echo=print):
+        return {"centres": ab_gamut(network_cfg.gamut)[0].to(device)}  # the bins the network was built for
+
+    def predict_ab(self, L):
+        ab = annealed_mean(self.net(L), self.centres, self.cfg.temperature)
+        return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False) / AB_SCALE
+
+
 class ColorfulTrainer(Trainer):
     Config = ColorfulConfig
+    Colorizer = ColorfulColorizer
     resume_may_change = ("temperature",)  # decoding only
 
     def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):
@@ -55,9 +69,6 @@ class ColorfulTrainer(Trainer):
         self.optimize("model", loss)
         return {"loss": loss.detach(), "ce": ce.mean().detach()}
 
-    def predict_ab(self, L):
-        ab = annealed_mean(self.eval_model(L), self.centres, self.cfg.temperature)
-        return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False) / AB_SCALE
 
     def extra_state(self):
         return {} if self.prior is None else {"prior": self.prior.cpu(), "weights": self.weights.cpu()}

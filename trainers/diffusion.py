@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from models.config import setting
 from models.diffusion import NoiseSchedule, ddim_sample, ddpm_sample
 from trainers.base import Sampling, TrainConfig, Trainer
+from trainers.inference import Colorizer
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,46 @@ class DiffusionConfig(Sampling, TrainConfig):
     val_steps: int = setting(20, "DDIM steps of those validation samples", minimum=1)
 
 
+class DiffusionColorizer(Colorizer):
+    """Samples ab from noise with the denoiser: DDIM over --steps steps (and --eta), or DDPM over
+    all T. `sampler` and `steps` are this object's: validation samples with a short DDIM."""
+    sampler = "ddim"
+
+    @classmethod
+    def parts(cls, net, cfg, network_cfg, device, extra, echo=print):
+        return {"schedule": NoiseSchedule(cfg.timesteps, cfg.schedule), "steps": cfg.steps}
+
+    def _eps(self, x_t, L, t):
+        with self.autocast():
+            return self.net(x_t, L, t).float()
+
+    def sample(self, L, sampler=None, steps=None, generator=None):
+        L = L.float()
+        if (sampler or self.sampler) == "ddpm":
+            return ddpm_sample(self._eps, self.schedule, L, generator)
+        return ddim_sample(self._eps, self.schedule, L, steps or self.steps, self.cfg.eta, generator)
+
+    def predict_ab(self, L):
+        return self.sample(L)
+
+    def sample_ab(self, L, k):
+        return torch.stack([self.sample(L) for _ in range(k)])
+
+
+class DDPMColorizer(DiffusionColorizer):
+    sampler = "ddpm"
+
+
 class DiffusionTrainer(Trainer):
     Config = DiffusionConfig
+    Colorizer = DiffusionColorizer
     compatible = ("unetddpm", "unetddim")
     resume_may_change = ("eta", "val_images", "val_steps")  # sampling only
     smoke = {"timesteps": 10, "steps": 3, "val_images": 2, "val_steps": 2}
-    sampler = "ddim"
 
     def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):
         super().__init__(model, cfg, device, run_dir, log, echo, training, **kw)
         self.schedule = NoiseSchedule(cfg.timesteps, cfg.schedule)
-        self.steps = cfg.steps  # DDIM steps of predict_ab (validation samples with fewer)
 
     def configure_optimizers(self, total_steps):
         opt = self.adam(self.model.parameters(), self.cfg.learning_rate, betas=(0.9, 0.999))
@@ -65,22 +95,6 @@ class DiffusionTrainer(Trainer):
         self.optimize("model", loss)
         return {"loss": loss.detach()}
 
-    def _eps(self, x_t, L, t):
-        with self.autocast():
-            return self.eval_model(x_t, L, t).float()
-
-    def sample(self, L, sampler=None, steps=None, generator=None):
-        L = L.float()
-        if (sampler or self.sampler) == "ddpm":
-            return ddpm_sample(self._eps, self.schedule, L, generator)
-        return ddim_sample(self._eps, self.schedule, L, steps or self.steps, self.cfg.eta, generator)
-
-    def predict_ab(self, L):
-        return self.sample(L)
-
-    def sample_ab(self, L, k):
-        return torch.stack([self.sample(L) for _ in range(k)])
-
     def validate(self, val_images):
         if val_images is None or not len(val_images):
             return {}
@@ -93,12 +107,13 @@ class DiffusionTrainer(Trainer):
                 losses.append(self.noise_loss(self.eval_model, b["ab"], b["L"], g) * len(b["ab"]))
             val_loss = float(torch.stack(losses).sum()) / len(val_images)
         handful = val_images[: self.cfg.val_images]
-        sampler, steps = self.sampler, self.steps
-        self.sampler, self.steps = "ddim", self.cfg.val_steps  # a short DDIM, whatever the family
+        c = self.colorizer
+        sampler, steps = c.sampler, c.steps
+        c.sampler, c.steps = "ddim", self.cfg.val_steps  # a short DDIM, whatever the family
         try:
             val = super().validate(handful)
         finally:
-            self.sampler, self.steps = sampler, steps
+            c.sampler, c.steps = sampler, steps
         val["loss"] = val_loss
         self.log.scalars({"val/loss": val_loss}, self.step)
         return val
@@ -108,20 +123,20 @@ class DiffusionTrainer(Trainer):
         import time
 
         L = torch.zeros(batch_size, 1, self.cfg.image_size, self.cfg.image_size, device=self.device)
-        self.sample(L, "ddim")
+        self.colorizer.sample(L, "ddim")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
         for _ in range(max(1, iters // 10)):
-            self.sample(L, "ddim")
+            self.colorizer.sample(L, "ddim")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return batch_size * max(1, iters // 10) / (time.perf_counter() - t0)
 
 
 class DDPMTrainer(DiffusionTrainer):
-    sampler = "ddpm"
+    Colorizer = DDPMColorizer
 
 
 class DDIMTrainer(DiffusionTrainer):
-    sampler = "ddim"
+    Colorizer = DiffusionColorizer

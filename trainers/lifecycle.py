@@ -19,10 +19,13 @@ from pathlib import Path
 import torch
 
 import colorize_data as cd
+import metrics
 from models import config
 from trainers import REGISTRY, distributed, memory, semantic
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainingDiverged, TrainingStopped, save_grid
+from trainers.evaluation import NonFiniteColorization, evaluate
+from trainers.inference import Colorizer
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog, log_checkpoints, log_test_table, start_wandb
 
@@ -327,7 +330,8 @@ def test(args, given, family, run_dir: Path) -> int:
                              f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
         saved = ckpt_io.load(path, family=(args.model, *family.trainer.compatible))
         weights = str(path)
-    args = resolve(family, args, given, saved, {"model", "mode", "weights"}).args
+    settings = resolve(family, args, given, saved, {"model", "mode", "weights"})
+    args = settings.args
     root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
     if root is None:
         raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
@@ -337,16 +341,18 @@ def test(args, given, family, run_dir: Path) -> int:
     images, paths = eval_images(args, root, names, "the test split")
     if not len(images):
         raise SystemExit(f"error: no readable test images under {root}")
-    trainer = family.make(args, device, run_dir, training=False, name=args.model)
-    if saved is not None:
-        trainer.load_state_dict(saved)
+    colorizer = load_colorizer(family, settings, saved, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()
     judge = semantic.load(args.results, args.image_size, device)
-    evaluation = trainer.evaluate(images, args.batch_size, keep=args.num_images,
-                                  num_samples=trainer.cfg.num_samples if family.trainer.stochastic() else 1,
-                                  collect=judge is not None or wandb_run is not None)
+    lpips = metrics.LPIPS(device, enabled=settings.training.lpips == "auto")
+    try:
+        evaluation = evaluate(colorizer, images, args.batch_size, lpips, keep=args.num_images,
+                              num_samples=settings.training.num_samples if colorizer.stochastic else 1,
+                              collect=judge is not None or wandb_run is not None)
+    except NonFiniteColorization as e:
+        raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(root), "test_images": which,
@@ -367,7 +373,7 @@ def test(args, given, family, run_dir: Path) -> int:
     ckpt_io.write_text_atomic(RunFolder(run_dir).per_image, table.getvalue())
     if grid:
         save_grid(RunFolder(run_dir).test_grid, *grid)
-    n_done, n_bad = colorize_folder(trainer, args, Path(args.input), RunFolder(run_dir).colorized, device)
+    n_done, n_bad = colorize_folder(colorizer, args, Path(args.input), RunFolder(run_dir).colorized, device)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
     ckpt_io.write_text_atomic(RunFolder(run_dir).metrics, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
@@ -381,6 +387,16 @@ def test(args, given, family, run_dir: Path) -> int:
         log_test_table(wandb_run, args, paths, images, evaluation.predictions, per_image)
         wandb_run.finish()
     return 0
+
+
+def load_colorizer(family, settings: Settings, saved: dict | None, device) -> Colorizer:
+    """The family's Colorizer from a checkpoint (no trainer, optimizer, critic or EMA twin); a
+    family with nothing to learn (gray) from its settings alone."""
+    if saved is not None:
+        return Colorizer.from_checkpoint(family, saved, settings.network, settings.training, device)
+    net = family.network.build(settings.network).to(device).eval()
+    parts = family.trainer.Colorizer.parts(net, settings.training, settings.network, device, {})
+    return family.trainer.Colorizer(net, settings.training, settings.network, device, **parts).eval()
 
 
 def classifier(args) -> int:
@@ -408,13 +424,13 @@ def classifier(args) -> int:
     return 0
 
 
-def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple[int, int]:
+def colorize_folder(colorizer, args, folder: Path, out_dir: Path, device) -> tuple[int, int]:
     """Colorize every image of `folder` at its own resolution (ab upsampled, original L kept)."""
     if not folder.is_dir():
         return 0, 0
     from PIL import Image
 
-    trainer.model.eval()
+    colorizer.eval()
     done, bad = 0, []
     paths = cd.find_images(folder)
     stems = Counter(p.relative_to(folder).with_suffix("") for p in paths)
@@ -425,7 +441,7 @@ def colorize_folder(trainer, args, folder: Path, out_dir: Path, device) -> tuple
             bad.append(f"{path} ({e})")
             continue
         # uint8 in, uint8 out: the full-resolution float arithmetic goes strip by strip
-        out = cd.colorize_full_resolution(trainer.predict_ab, cd.to_chw_tensor(rgb)[None].to(device),
+        out = cd.colorize_full_resolution(colorizer.predict_ab, cd.to_chw_tensor(rgb)[None].to(device),
                                           args.image_size)[0]
         rel = path.relative_to(folder)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
         unique = stems[rel.with_suffix("")] == 1

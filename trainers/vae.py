@@ -35,6 +35,7 @@ from colorize_data import ab_bin_index, rebalancing_weights, train_ab_counts
 from models.config import setting
 from models.vae import MDN, mdn_loss
 from trainers.base import Sampling, TrainConfig, Trainer
+from trainers.inference import Colorizer
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,84 @@ class CVAEMDNConfig(VAEConfig):
     mdn_colorful_gamut: str | None = setting(None, "ab bins of the colorful trunk", cli=False)
 
 
+class VAEColorizer(Colorizer):
+    """Decodes z = 0 (the prior's mode) first, then z ~ N(0, I)."""
+
+    def decode(self, L, z):
+        return self.net.decode(L, z)
+
+    def predict_ab(self, L):
+        return self.decode(L, L.new_zeros(len(L), self.net.latent_dim))
+
+    def sample_ab(self, L, k):
+        zs = [L.new_zeros(len(L), self.net.latent_dim)] + [torch.randn(len(L), self.net.latent_dim, device=L.device)
+                                                           for _ in range(k - 1)]
+        return torch.stack([self.decode(L, z) for z in zs])
+
+
+def colorful_trunk(cfg):
+    """The (untrained) network of a `colorful` model of the width and bins the settings name, whose
+    trunk gives cvae_mdn's grey-image features with --mdn_features colorful."""
+    from models.colorful import ColorfulNet, ab_gamut
+
+    net = ColorfulNet(len(ab_gamut(cfg.mdn_colorful_gamut)[0]), cfg.mdn_colorful_width)
+    net.width = cfg.mdn_colorful_width
+    return net
+
+
+class CVAEMDNColorizer(VAEColorizer):
+    """The mixture's component means, in decreasing weight, decoded (z = 0 while the mixture
+    network is untrained: a plain CVAE)."""
+
+    @classmethod
+    def parts(cls, net, cfg, network_cfg, device, extra, echo=print):
+        feature_net = None
+        if cfg.mdn_features == "colorful":
+            feature_net = colorful_trunk(cfg)
+            if "feature_net" in extra:
+                feature_net.load_state_dict(extra["feature_net"])
+            feature_net = feature_net.to(device).eval().requires_grad_(False)
+        channels = 8 * feature_net.width if feature_net is not None else net.decoder.bottleneck_channels
+        mdn = MDN(channels, net.latent_dim, cfg.mdn_components)
+        if "mdn" in extra:
+            mdn.load_state_dict(extra["mdn"])
+        trained = bool(extra.get("mdn_trained", False))
+        if not trained:
+            echo("note: this cvae_mdn checkpoint's mixture network was never trained: its colorizations "
+                 "decode z = 0 (a plain CVAE), not Deshpande et al.'s method")
+        return {"mdn": mdn.to(device).eval(), "feature_net": feature_net, "mdn_trained": trained}
+
+    def features(self, L):
+        if self.feature_net is not None:
+            return self.feature_net.trunk(L)
+        return self.net.decoder.encode(L)[0]
+
+    def mixture(self, L):
+        """Component means ordered by decreasing weight (B, K, latent) and the weights (B, K)."""
+        self.mdn.eval()
+        logits, means = self.mdn(self.features(L))
+        order = logits.argsort(1, descending=True)
+        return torch.gather(means, 1, order[..., None].expand_as(means)), torch.softmax(logits, 1).gather(1, order)
+
+    def predict_ab(self, L):
+        if not self.mdn_trained:
+            return super().predict_ab(L)
+        return self.decode(L, self.mixture(L)[0][:, 0])
+
+    def sample_ab(self, L, k):
+        if not self.mdn_trained:
+            return super().sample_ab(L, k)
+        means, weights = self.mixture(L)
+        zs = [means[:, i] for i in range(min(k, means.shape[1]))]
+        for _ in range(k - len(zs)):  # more colorizations than components: draw from the mixture
+            pick = torch.multinomial(weights.float(), 1)[:, 0]
+            zs.append(means[torch.arange(len(L), device=L.device), pick] + torch.randn_like(means[:, 0]))
+        return torch.stack([self.decode(L, z) for z in zs])
+
+
 class VAETrainer(Trainer):
     Config = VAEConfig
+    Colorizer = VAEColorizer
 
     def kl_factor(self) -> float:
         warm = self.cfg.kl_anneal_epochs * max(1, getattr(self, "steps_per_epoch", 1))
@@ -92,20 +169,10 @@ class VAETrainer(Trainer):
                       f"(KL {scalars.get('train/kl', 0):.4f}); the decoder ignores z, so samples will not differ. "
                       f"Try a larger --kl_anneal_epochs or a smaller --kl_weight")
 
-    def decode(self, L, z):
-        return self.eval_model.decode(L, z)
-
-    def predict_ab(self, L):
-        return self.decode(L, L.new_zeros(len(L), self.model.latent_dim))
-
-    def sample_ab(self, L, k):
-        zs = [L.new_zeros(len(L), self.model.latent_dim)] + [torch.randn(len(L), self.model.latent_dim, device=L.device)
-                                                             for _ in range(k - 1)]
-        return torch.stack([self.decode(L, z) for z in zs])
-
 
 class CVAEMDNTrainer(VAETrainer):
     Config = CVAEMDNConfig
+    Colorizer = CVAEMDNColorizer
     resume_may_change = ("stage", "mdn_epochs")  # --stage mdn --resume trains the MDN on a trained CVAE
 
     @classmethod
@@ -134,6 +201,20 @@ class CVAEMDNTrainer(VAETrainer):
         self.bin_weights = None
         self.mdn_trained = False
 
+    def build_colorizer(self):
+        """The colorizer around this trainer's own CVAE (its average when kept), MDN and trunk."""
+        return self.Colorizer(self.eval_model, self.cfg, self.network_cfg, self.device, mdn=self.mdn,
+                              feature_net=self.feature_net, mdn_trained=False)
+
+    @property
+    def mdn_trained(self) -> bool:
+        """Whether the mixture network has been trained (the colorizer decodes its means then)."""
+        return self.colorizer.mdn_trained
+
+    @mdn_trained.setter
+    def mdn_trained(self, value: bool) -> None:
+        self.colorizer.mdn_trained = value
+
     def configure_optimizers(self, total_steps):
         opts = {"model": self.adam(self.model.parameters(), self.cfg.learning_rate, betas=(0.9, 0.99)),
                 "mdn": self.adam(self.mdn.parameters(), self.cfg.learning_rate, betas=(0.9, 0.99))}
@@ -159,13 +240,10 @@ class CVAEMDNTrainer(VAETrainer):
         """The frozen network of a trained `colorful` model; its width and bins are in this run's
         settings (derive) and its weights in this family's checkpoint, so test mode does not need
         the file again."""
-        from models.colorful import ColorfulNet, ab_gamut
         from trainers import checkpoint
 
         cfg = self.derive(self.cfg, self.network_cfg)
-        width, gamut = cfg.mdn_colorful_width, cfg.mdn_colorful_gamut
-        net = ColorfulNet(len(ab_gamut(gamut)[0]), width)
-        net.width = width
+        net = colorful_trunk(cfg)
         path = cfg.colorful_weights
         if path and Path(path).is_file():
             net.load_state_dict(checkpoint.load(path, family="colorful")["model"])
@@ -214,28 +292,6 @@ class CVAEMDNTrainer(VAETrainer):
         if self.cfg.stage == "both" and self.mdn_epochs() > 0 and not self.mdn_trained:
             return None
         return "mdn" if self.mdn_trained else "vae"
-
-    def mixture(self, L):
-        """Component means ordered by decreasing weight (B, K, latent) and the weights (B, K)."""
-        self.mdn.eval()
-        logits, means = self.mdn(self.features(L))
-        order = logits.argsort(1, descending=True)
-        return torch.gather(means, 1, order[..., None].expand_as(means)), torch.softmax(logits, 1).gather(1, order)
-
-    def predict_ab(self, L):
-        if not self.mdn_trained:
-            return super().predict_ab(L)
-        return self.decode(L, self.mixture(L)[0][:, 0])
-
-    def sample_ab(self, L, k):
-        if not self.mdn_trained:
-            return super().sample_ab(L, k)
-        means, weights = self.mixture(L)
-        zs = [means[:, i] for i in range(min(k, means.shape[1]))]
-        for _ in range(k - len(zs)):  # more colorizations than components: draw from the mixture
-            pick = torch.multinomial(weights.float(), 1)[:, 0]
-            zs.append(means[torch.arange(len(L), device=L.device), pick] + torch.randn_like(means[:, 0]))
-        return torch.stack([self.decode(L, z) for z in zs])
 
     def extra_state(self):
         return {"mdn": self.mdn.state_dict(), "mdn_trained": self.mdn_trained,

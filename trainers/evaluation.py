@@ -1,0 +1,66 @@
+"""Evaluation: a Colorizer's metrics over a set of images, the same for validation (the trainer's
+colorizer, every few epochs) and test mode (one built from a checkpoint)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import metrics
+from colorize_data import compose_rgb
+from trainers import distributed
+
+
+class NonFiniteColorization(RuntimeError):
+    """The colorizer produced NaN or infinite ab: its metrics would be meaningless."""
+
+
+@dataclass
+class Evaluation:
+    summary: dict           # metrics averaged over images
+    per_image: dict         # name -> (N,) tensor, every image in order
+    grid: list | None       # first `keep` (L, prediction(s), ground truth), for a sample grid
+    predictions: torch.Tensor | None = None  # collect=True: every (first) colorization, uint8 (N, 3, S, S)
+
+
+@torch.no_grad()
+def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LPIPS, keep: int = 0,
+             num_samples: int = 1, collect: bool = False) -> Evaluation:
+    """Metrics over uint8 (N, 3, S, S) images, batched on the colorizer's device, shared out over
+    processes (torchrun). A stochastic colorizer with num_samples K > 1 adds best-of-K and
+    diversity, and its grid shows the K colorizations. collect=True also returns every (first)
+    colorization (one process)."""
+    rank, _, world = distributed.world_from_env()
+    k = num_samples if colorizer.stochastic else 1
+    collected, kept = [], []
+    colorizer.eval()
+    acc = metrics.MetricAccumulator(lpips)
+    chunk = -(-len(images) // world)
+    mine = images[rank * chunk:(rank + 1) * chunk]
+    for i in range(0, len(mine), batch_size):
+        b = colorizer.prepare(mine[i:i + batch_size])
+        with colorizer.autocast():
+            ab = colorizer.sample_ab(b["L"], k) if k > 1 else colorizer.predict_ab(b["L"])
+        if not bool(torch.isfinite(ab).all()):  # one host read per evaluation batch
+            raise NonFiniteColorization("the model's colorizations are not finite (NaN or infinite ab); "
+                                        "its metrics would be meaningless")
+        if k > 1:
+            pred = torch.stack([compose_rgb(b["L"], a.float()) for a in ab])
+            acc.update_samples(pred, b["rgb"])
+        else:
+            pred = compose_rgb(b["L"], ab.float())
+            acc.update(pred, b["rgb"])
+        if collect:
+            collected.append(((pred[0] if k > 1 else pred) * 255).round().to(torch.uint8).cpu())
+        if sum(len(x[0]) for x in kept) < keep:
+            kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
+    per_image = distributed.gather_cat(acc.per_image())
+    per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
+        529, metrics.AUC_MAX + 2, dtype=torch.long, device=colorizer.device)
+    summary = metrics.summarize(per_image, distributed.all_sum(per_bin))
+    grid = None
+    if kept:
+        L, pred, rgb = zip(*kept)
+        pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
+        grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep]]
+    return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None)
