@@ -85,27 +85,40 @@ def load_run(run_dir: Path) -> dict:
     return r
 
 
-def compare_image(runs: list[Path], out: Path) -> Path | None:
-    """Results/compare.png: the same test images side by side: grey input, every run's (first)
-    colorization, ground truth; cut out of each run's test_grid.png (grey | prediction(s) | truth)."""
-    from PIL import Image
+def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:
+    """Results/compare.png: the same test images (by path, those every run tested) in columns;
+    rows: the grey input, each run's (first) colorization, the ground truth; every run's own
+    image size scaled to one cell size, rows labelled. Read from each run's test_samples.pt."""
+    from PIL import Image, ImageDraw
 
-    grids = [(d.name, Image.open(RunFolder(d).test_grid).convert("RGB")) for d in runs
-             if RunFolder(d).test_grid.exists()]
-    if not grids:
+    from colorize_data import compose_rgb, rgb_to_model
+
+    samples = []
+    for d in runs:
+        path = RunFolder(d).test_samples
+        if path.exists():
+            saved = torch.load(path, weights_only=True)
+            samples.append((d.name, dict(zip(saved["paths"], zip(saved["pred"], saved["truth"])))))
+    if not samples:
         return None
-    size = json.loads(RunFolder(runs[0]).metrics.read_text()).get("image_size")
-    cell = size + 2  # torchvision's save_image pads every cell by 2 pixels
-    rows = min(g.size[1] // cell for _, g in grids)
-    cols = [grids[0][1].crop((0, 0, cell, rows * cell))]
-    cols += [g.crop((cell, 0, 2 * cell, rows * cell)) for _, g in grids]
-    last = grids[0][1]
-    cols.append(last.crop((last.size[0] - cell, 0, last.size[0], rows * cell)))
-    canvas = Image.new("RGB", (cell * len(cols), rows * cell), "white")
-    for i, c in enumerate(cols):
-        canvas.paste(c, (i * cell, 0))
+    common = [p for p in samples[0][1] if all(p in s for _, s in samples)][:columns]
+    if not common:
+        print("note: the tested runs share no test image: no compare.png")
+        return None
+    truth = torch.stack([samples[0][1][p][1] for p in common]).float() / 255
+    grey = compose_rgb(rgb_to_model(truth)[0], torch.zeros(len(common), 2, *truth.shape[2:]))
+    rows = [("grey input", grey)] + [(name, torch.stack([s[p][0] for p in common]).float() / 255)
+                                     for name, s in samples] + [("ground truth", truth)]
+    label, pad = 150, 2
+    canvas = Image.new("RGB", (label + len(common) * (cell + pad), len(rows) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (name, images) in enumerate(rows):
+        y = r * (cell + pad)
+        draw.text((4, y + cell // 2 - 6), name[:22], fill="black")
+        for c, img in enumerate(images):
+            tile = Image.fromarray((img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+            canvas.paste(tile.resize((cell, cell), Image.BILINEAR), (label + c * (cell + pad), y))
     canvas.save(out)
-    (out.with_suffix(".txt")).write_text("columns: grey | " + " | ".join(n for n, _ in grids) + " | ground truth\n")
     return out
 
 
@@ -177,7 +190,8 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
         if val:
             axes[0].plot(*zip(*val), marker=".", label=name)
     axes[0].set(title="validation delta E 2000 (lower is better)", xlabel="epoch")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # no run validated: no legend (matplotlib would warn)
+        axes[0].legend(fontsize=7)
     for ax, (name, losses, _) in zip(axes[1:], curves):
         for key, points in losses.items():
             if points:
@@ -185,7 +199,8 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
         ax.set(title=f"{name}: training losses", xlabel="epoch")
         if all(v > 0 for points in losses.values() for _, v in points):
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     for ax in axes[len(curves) + 1:]:
         ax.set_visible(False)
     fig.tight_layout()

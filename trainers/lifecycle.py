@@ -373,6 +373,10 @@ def test(args, given, family, run_dir: Path) -> int:
     ckpt_io.write_text_atomic(RunFolder(run_dir).per_image, table.getvalue())
     if grid:
         save_grid(RunFolder(run_dir).test_grid, *grid)
+        first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
+        as_uint8 = lambda x: (x * 255).round().to(torch.uint8)
+        ckpt_io.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
+                            RunFolder(run_dir).test_samples)
     n_done, n_bad = colorize_folder(colorizer, args, Path(args.input), RunFolder(run_dir).colorized, device)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
     ckpt_io.write_text_atomic(RunFolder(run_dir).metrics, json.dumps(result, indent=1))

@@ -7,6 +7,8 @@
     samples/epoch_NNNN.png            validation sample grids
     metrics.json, per_image.csv       test metrics (metrics.json last: it says the test finished)
     test_grid.png, colorized/         test sample grid, full-resolution colorizations of --input
+    test_samples.pt                   the first --num_images test images: paths, colorizations and
+                                      ground truth as uint8 tensors (the report's compare.png)
     wandb/, wandb_id.txt              wandb's offline files and the run id that resumes log into
     .train.lock, .test.lock           the one writer of each mode (trainers/checkpoint.RunLock)
 """
@@ -80,6 +82,10 @@ class RunFolder:
         return self.path / "test_grid.png"
 
     @property
+    def test_samples(self) -> Path:
+        return self.path / "test_samples.pt"
+
+    @property
     def colorized(self) -> Path:
         return self.path / "colorized"
 
@@ -96,7 +102,8 @@ class RunFolder:
         return self.path / f".{mode}.lock"
 
     OWN = ("last.pt", "best.pt", "epoch_*.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
-           "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "samples", "colorized", "wandb")
+           "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt", "samples",
+           "colorized", "wandb")
 
     def own_files(self) -> list[Path]:
         """What a run writes into its folder (other files there are not the run's)."""
