@@ -118,55 +118,6 @@ def data_key(root, paths, *settings) -> str:
     return h.hexdigest()[:20]
 
 
-@torch.no_grad()
-def train_ab_counts(batches, device) -> torch.Tensor:
-    """Pixel counts per ab bin (529,) over one pass (epoch 0) of the training batches, summed over
-    the processes of a distributed run. Cached on disk per data set when the batches carry a
-    `data_id` (root, paths, settings: see `data_key`), so every family and run on the same data
-    counts it once."""
-    import torch.distributed as dist
-
-    path = None
-    if getattr(batches, "data_id", None):
-        root, paths, settings = batches.data_id
-        path = cache_dir() / "ab_counts" / f"{data_key(root, paths, *settings)}.pt"
-    shared = dist.is_available() and dist.is_initialized()
-    cached = None
-    if path is not None and path.is_file():
-        try:
-            cached = torch.load(path, weights_only=True).to(device)
-        except (OSError, RuntimeError):
-            pass  # a damaged cache file: count again
-    if shared:  # use the cache only if every process has it (nodes need not share a disk)
-        hit = torch.tensor([float(cached is not None)], device=device)
-        dist.all_reduce(hit, op=dist.ReduceOp.MIN)
-        cached = cached if hit.item() else None
-    if cached is not None:
-        return cached
-    counts = ab_histogram((b for _, b in batches.epoch(0)), device)
-    if shared:
-        dist.all_reduce(counts)  # each process saw its own share of the batches
-    if path is not None and (not shared or dist.get_rank() == 0):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(counts.cpu(), tmp)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache: count again next time
-    return counts
-
-
-def rebalancing_weights(counts: torch.Tensor, mix: float = 0.5, all_bins: bool = False) -> torch.Tensor:
-    """w proportional to ((1 - mix) p + mix / Q)^-1, scaled so that the expected weight under p is 1
-    (Zhang et al. 2016, eq. 4). Q: the bins that occur (others get 0), or every bin with all_bins."""
-    p = counts.double() / counts.sum()
-    support = torch.ones_like(p, dtype=torch.bool) if all_bins else p > 0
-    w = torch.zeros_like(p)
-    w[support] = 1.0 / ((1 - mix) * p[support] + mix / int(support.sum()))
-    return (w / (p * w).sum()).float()
-
-
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 

@@ -6,7 +6,8 @@
 #   bash script.sh --data ../shared/data/cifar10 --image_size 32 --epochs 30 --device cuda
 #   bash script.sh --quick                           # a CPU smoke run: small images, one epoch
 #
-# Any other option is passed to every main.py call (e.g. --batch_size 128 --wandb offline).
+# --results DIR writes to DIR instead of Results/. Any other option is passed to every main.py
+# call (e.g. --batch_size 128 --wandb offline).
 # Each run logs to RESULTS/logs/<family>.{train,test}.log. A family whose test already finished
 # is skipped, and one whose training was interrupted resumes from its last.pt, so an interrupted
 # batch can simply be started again; --force trains and tests everything afresh.
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --results) RESULTS=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) COMMON+=("$1"); shift ;;
   esac
 done

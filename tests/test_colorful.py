@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from skimage import color
 
-from colorize_data import AB_BINS_PER_AXIS, rebalancing_weights
+from colorize_data import AB_BINS_PER_AXIS
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
+from trainers.statistics import rebalancing_weights
 
 
 def _srgb_ab(steps):
