@@ -115,10 +115,12 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
         row["sample"] = sampler(opts.batch_size, opts.iters)
     megapixel = torch.rand(1, 3, 1000, 1000, device=device)
 
+    colorizer = trainer.colorizer.eval()  # the family's Colorizer, as test mode and colorizing use it
+
     @torch.no_grad()
     def colorize():
-        with trainer.autocast():
-            cd.colorize_full_resolution(trainer.predict_ab, megapixel, args.image_size)
+        with colorizer.autocast():
+            cd.colorize_full_resolution(colorizer.predict_ab, megapixel, args.image_size)
 
     row["mp"] = 1 / timed(colorize, opts.iters, device)
     return row

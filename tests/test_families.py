@@ -179,3 +179,23 @@ def test_the_colorizer_from_a_checkpoint_is_the_one_validation_uses(name, tiny_d
     torch.manual_seed(0)
     theirs = trainer.colorizer.eval().predict_ab(L)
     assert torch.allclose(mine, theirs, atol=1e-6)
+
+
+def test_best_and_epoch_checkpoints_are_lean_and_last_is_full(tiny_data, tmp_path):
+    """last.pt keeps what --resume needs; best.pt and epoch_N.pt only what inference and
+    fine-tuning need (for unet at its default widths, a third of last.pt: the weights, without
+    AdamW's two moments), and they still test; --full_checkpoints keeps everything in all of them."""
+    flags = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--lpips", "off",
+             "--data", tiny_data, "--save_every", "1", "--epochs", "1"]
+    assert run("--model", "unet", "--results", tmp_path / "lean", *flags) == 0
+    run_dir = tmp_path / "lean" / "unet"
+    last, best = ckpt_io.load(run_dir / "last.pt"), ckpt_io.load(run_dir / "best.pt")
+    assert "optimizers" in last and "rng" in last
+    assert "optimizers" not in best and "rng" not in best and best["lean"]
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())
+    # 34.6 MB of 103.7 MB: the BatchNorm buffers, which have no optimizer moments, keep it a hair above 1/3
+    assert (run_dir / "best.pt").stat().st_size < 0.34 * (run_dir / "last.pt").stat().st_size
+    assert "optimizers" not in ckpt_io.load(run_dir / "epoch_0001.pt")
+    assert run("--model", "unet", "--mode", "test", "--results", tmp_path / "lean", *flags) == 0
+    assert run("--model", "unet", "--results", tmp_path / "full", "--full_checkpoints", *flags) == 0
+    assert "optimizers" in ckpt_io.load(tmp_path / "full" / "unet" / "best.pt")

@@ -87,6 +87,8 @@ class TrainConfig:
     sync_bn: bool = setting(False, "SyncBatchNorm across processes under torchrun (CUDA)")
     nan_policy: str = setting("stop", "a non-finite loss stops the run, or skips that step (counted)",
                               choices=("stop", "skip"))
+    full_checkpoints: bool = setting(False, "best.pt and epoch_N.pt also hold the optimizer state (by default "
+                                     "only last.pt does: the others keep what inference and fine-tuning need)")
 
 
 class TrainingDiverged(RuntimeError):
@@ -526,6 +528,7 @@ class Trainer:
         if self.run_dir is not None:
             state, run = self.state_dict(), RunFolder(self.run_dir)
             checkpoint.save_atomic(state, run.last)
+            state = state if self.cfg.full_checkpoints else checkpoint.lean(state)  # best.pt, epoch_N.pt
             if improved:
                 checkpoint.save_atomic(state, run.best)
             every = self.cfg.save_every

@@ -1,8 +1,11 @@
 """Self-describing checkpoints, written atomically and loaded without running any pickled code.
 
 A checkpoint is one dict:
-    format_version, family, args (every argument of the run), epoch, step, best_metric,
-    model (state dict), optimizers {name: state}, schedulers {name: state}, extra {trainer state}
+    format_version, family, args (every argument of the run), network and training (the two
+    configs), epoch, step, best_metric, model (state dict), ema, extra {the family's state},
+    and, in a full checkpoint, where training stands: optimizers {name: state}, schedulers,
+    scalers, rng. last.pt is always full (--resume continues it); best.pt and epoch_N.pt are lean
+    (what inference and fine-tuning need) unless --full_checkpoints.
 """
 from __future__ import annotations
 
@@ -17,6 +20,12 @@ import torch
 from trainers.run_folder import RunFolder
 
 FORMAT_VERSION = 1
+RESUME_ONLY = ("optimizers", "schedulers", "scalers", "rng")  # what a lean checkpoint leaves out
+
+
+def lean(state: dict) -> dict:
+    """The checkpoint without what only resuming needs (optimizer moments are twice the weights)."""
+    return {**{k: v for k, v in state.items() if k not in RESUME_ONLY}, "lean": True}
 
 
 class CheckpointError(Exception):

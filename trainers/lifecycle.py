@@ -100,7 +100,8 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
 RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images",
                      "workers", "device", "amp", "compile", "data_cache", "cache_gb", "wandb", "wandb_project",
                      "log_checkpoints", "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input",
-                     "results", "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples"}
+                     "results", "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples",
+                     "full_checkpoints"}
 
 
 def check_resume_flags(args, saved: dict, given: set) -> None:
