@@ -3,6 +3,7 @@
     python main.py                                   # unet on the built-in demo data
     python main.py --model unet --mode train --data DIR --image_size 64
     python main.py --model unet --mode test          # test split + every image in TestImages/
+    python main.py --model unet --mode colorize --input photo.jpg --sheet   # your own photos
     python main.py --model unet --help               # shows the family's own flags too
 
 The command line (main.py's own options, the common training settings and the family's, all
@@ -28,7 +29,16 @@ from models import config
 from trainers import REGISTRY, distributed, memory
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainConfig, TrainingDiverged
-from trainers.lifecycle import UsageError, check_architecture, classifier, pick_device, test, train
+from trainers.lifecycle import (
+    UsageError,
+    check_architecture,
+    classifier,
+    colorize,
+    input_files,
+    pick_device,
+    test,
+    train,
+)
 from trainers.run_folder import RunFolder
 
 DEFAULT_MODEL = "unet"
@@ -41,13 +51,20 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
                                 add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 conflict_handler=conflict_handler)
     p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
-    p.add_argument("--mode", choices=["train", "test", "classifier"], default="train",
-                   help="classifier: train the semantic-interpretability classifier on a data set with class folders")
+    p.add_argument("--mode", choices=["train", "test", "colorize", "classifier"], default="train",
+                   help="colorize: colorize --input with a trained run (no data, no metrics); classifier: train "
+                        "the semantic-interpretability classifier on a data set with class folders")
     p.add_argument("--seed", type=int, default=0, help="random seed (also decides the data split)")
     p.add_argument("--data", default=None,
                    help="image folder (searched recursively; train/ test/ val/ subfolders are used as splits). "
                         "Default: Dataset/, built from scikit-image's photos when empty")
-    p.add_argument("--input", default="TestImages", help="folder of images that test mode colorizes at full resolution")
+    p.add_argument("--input", default="TestImages",
+                   help="images colorized at full resolution: a file, a folder (recursive) or a glob (quote it); "
+                        "in test mode after the metrics, in colorize mode alone")
+    p.add_argument("--output", default=None,
+                   help="colorize mode: where the PNGs go (default: RESULTS/RUN/colorize/WEIGHTS-INPUT/)")
+    p.add_argument("--sheet", action="store_true",
+                   help="colorize mode: also a side-by-side image per photo (grey | colorization(s) | original)")
     p.add_argument("--results", default="Results", help="where runs are written: RESULTS/RUN_NAME/")
     p.add_argument("--run_name", default=None, help="name of the run folder (default: the model name)")
     p.add_argument("--load_size", type=int, default=None,
@@ -135,10 +152,13 @@ def validate(parser, args, family) -> None:
         parser.error(f"--data {args.data}: no images ({', '.join(cd.IMAGE_EXTENSIONS)}) in it or below it")
     if args.resume and args.mode != "train":
         parser.error("--resume goes with --mode train")
+    if args.mode == "colorize" and not input_files(args.input)[0]:
+        what = "no such file or folder" if not any(c in args.input for c in "*?[") else "matches no image file"
+        parser.error(f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})")
     run_dir = Path(args.results) / (args.run_name or args.model)
     if args.mode == "train" and args.resume and not (RunFolder(run_dir).last).is_file():
         parser.error(f"--resume: there is no {run_dir / 'last.pt'} to resume")
-    if args.mode == "test" and args.weights not in ("best", "last") and not args.weights.isdigit() \
+    if args.mode in ("test", "colorize") and args.weights not in ("best", "last") and not args.weights.isdigit() \
             and not Path(args.weights).is_file():
         parser.error(f"--weights {args.weights}: no such checkpoint file (or use best, last, an epoch number)")
     existing = next((p for p in [Path(args.results).resolve(), *Path(args.results).resolve().parents] if p.exists()))
@@ -172,6 +192,8 @@ def main(argv=None) -> int:
             return classifier(args)
         # one writer per run folder and mode (the first process of several); --overwrite also
         # removes test outputs, so it waits for no test either
+        if args.mode == "colorize":  # reads a checkpoint, writes only its own output folder: no lock
+            return colorize(args, given, family, run_dir)
         modes = ["train", "test"] if args.mode == "train" and args.overwrite else [args.mode]
         with contextlib.ExitStack() as locks:
             if distributed.world_from_env()[0] == 0:

@@ -50,12 +50,19 @@ def write_atomic(path, write, what: str = "file", errors=(OSError,)) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a result file gets the usual mode
         os.replace(tmp, path)
     except errors as e:
         raise WriteError(f"could not write {what} {path}: {e}; the previous one, if any, is intact") from None
     finally:
         if tmp is not None and Path(tmp).exists():
             Path(tmp).unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path, text: str) -> None:

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import signal
 import sys
 import time
@@ -321,16 +322,7 @@ def test(args, given, family, run_dir: Path) -> int:
     device = pick_device(args.device)
     if distributed.world_from_env()[2] > 1:
         raise SystemExit("error: test mode runs in one process; start it with python, not torchrun")
-    weights = "none"
-    saved = None
-    if family.trainer.needs_training:
-        path = ckpt_io.resolve_weights(run_dir, args.weights)
-        if not path.is_file():
-            have = sorted(p.name for p in run_dir.glob("*.pt")) if run_dir.is_dir() else []
-            raise SystemExit(f"error: no checkpoint {path}. Train first (python main.py --model {args.model} "
-                             f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
-        saved = ckpt_io.load(path, family=(args.model, *family.trainer.compatible))
-        weights = str(path)
+    saved, weights = load_weights(args, family, run_dir)
     settings = resolve(family, args, given, saved, {"model", "mode", "weights"})
     args = settings.args
     root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
@@ -394,6 +386,18 @@ def test(args, given, family, run_dir: Path) -> int:
     return 0
 
 
+def load_weights(args, family, run_dir: Path) -> tuple[dict | None, str]:
+    """The checkpoint --weights names (None for a family with nothing to learn) and its path."""
+    if not family.trainer.needs_training:
+        return None, "none"
+    path = ckpt_io.resolve_weights(run_dir, args.weights)
+    if not path.is_file():
+        have = sorted(p.name for p in run_dir.glob("*.pt")) if run_dir.is_dir() else []
+        raise SystemExit(f"error: no checkpoint {path}. Train first (python main.py --model {args.model} "
+                         f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
+    return ckpt_io.load(path, family=(args.model, *family.trainer.compatible)), str(path)
+
+
 def load_colorizer(family, settings: Settings, saved: dict | None, device) -> Colorizer:
     """The family's Colorizer from a checkpoint (no trainer, optimizer, critic or EMA twin); a
     family with nothing to learn (gray) from its settings alone."""
@@ -429,32 +433,137 @@ def classifier(args) -> int:
     return 0
 
 
-def colorize_folder(colorizer, args, folder: Path, out_dir: Path, device) -> tuple[int, int]:
-    """Colorize every image of `folder` at its own resolution (ab upsampled, original L kept)."""
-    if not folder.is_dir():
-        return 0, 0
+def input_files(spec: str) -> tuple[list[Path], Path]:
+    """--input: a file, a folder (searched recursively) or a glob pattern -> (image files, the
+    folder output names are made relative to). Empty list when nothing matches."""
+    import glob
+
+    path = Path(spec)
+    if path.is_file():
+        return [path], path.parent
+    if path.is_dir():
+        return cd.find_images(path), path
+    matches = sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                     if Path(p).is_file() and Path(p).suffix.lower() in cd.IMAGE_EXTENSIONS)
+    if not matches:
+        return [], path.parent
+    root = Path(os.path.commonpath([str(p.parent.resolve()) for p in matches]))
+    return [p.resolve() for p in matches], root
+
+
+def _label_strip(width: int, labels: list[str], cell: int):
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (width, 16), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, text in enumerate(labels):
+        draw.text((i * cell + 4, 2), text, fill="black")
+    return strip
+
+
+def write_sheet(target: Path, original: torch.Tensor, colorized: list[torch.Tensor], height: int = 384) -> None:
+    """A side-by-side PNG a person can look at: the grey input | each colorization | the original
+    when it had colour; every panel scaled to `height` rows, columns labelled."""
     from PIL import Image
 
+    rgb = original.float() / 255
+    grey = (cd.compose_rgb(cd.rgb_to_model(rgb[None])[0], torch.zeros(1, 2, *rgb.shape[1:]))[0] * 255).round()
+    panels = [("grey input", grey.byte())]
+    panels += [("colorized" if len(colorized) == 1 else f"sample {k + 1}", c) for k, c in enumerate(colorized)]
+    if not (original[0] == original[1]).all() or not (original[1] == original[2]).all():
+        panels.append(("original", original))
+    h, w = original.shape[1:]
+    width = max(1, round(w * height / h))
+    sheet = Image.new("RGB", (width * len(panels), height + 16), "white")
+    sheet.paste(_label_strip(sheet.size[0], [name for name, _ in panels], width), (0, 0))
+    for i, (_, img) in enumerate(panels):
+        tile = Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).resize((width, height), Image.BILINEAR)
+        sheet.paste(tile, (i * width, 16))
+    ckpt_io.write_atomic(target, lambda f: sheet.save(f, format="PNG"))
+
+
+def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, image_size: int, max_pixels: int,
+                   samples: int = 1, sheet: bool = False, progress: bool = False) -> tuple[int, list[str]]:
+    """Colorize each file at its own resolution (ab predicted at image_size and upsampled, the
+    original L kept) into out_dir under its name relative to root, as PNG; K variants
+    (name_sample1.png, ...) for a stochastic colorizer with samples K > 1; with sheet, also
+    sheets/name.png side by side. Returns (files colorized, unreadable files and why)."""
+    from PIL import Image
+    from tqdm import tqdm
+
     colorizer.eval()
+    k = samples if colorizer.stochastic else 1
     done, bad = 0, []
-    paths = cd.find_images(folder)
-    stems = Counter(p.relative_to(folder).with_suffix("") for p in paths)
-    for path in paths:
+    stems = Counter(p.relative_to(root).with_suffix("") for p in paths)
+    for path in tqdm(paths, desc="colorizing", unit="image", disable=not progress, dynamic_ncols=True, mininterval=1.0):
         try:
-            rgb = cd.load_rgb(path, args.max_image_pixels)
+            rgb = cd.load_rgb(path, max_pixels)
         except cd.BadImage as e:
             bad.append(f"{path} ({e})")
             continue
-        # uint8 in, uint8 out: the full-resolution float arithmetic goes strip by strip
-        out = cd.colorize_full_resolution(colorizer.predict_ab, cd.to_chw_tensor(rgb)[None].to(device),
-                                          args.image_size)[0]
-        rel = path.relative_to(folder)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
-        unique = stems[rel.with_suffix("")] == 1
-        target = out_dir / (rel.with_suffix(".png") if unique else rel.with_name(rel.name + ".png"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        picture = Image.fromarray(out.permute(1, 2, 0).cpu().numpy())
-        ckpt_io.write_atomic(target, lambda f, picture=picture: picture.save(f, format="PNG"))
+        original = cd.to_chw_tensor(rgb)
+
+        def variant(i, drawn):
+            def predict(L):  # all K colorizations drawn once, at the network's size
+                if "ab" not in drawn:
+                    with colorizer.autocast():
+                        drawn["ab"] = colorizer.sample_ab(L, k) if k > 1 else colorizer.predict_ab(L)[None]
+                return drawn["ab"][i]
+            return predict
+
+        with torch.no_grad():  # uint8 in, uint8 out: the full-resolution arithmetic goes strip by strip
+            drawn = {}
+            outs = [cd.colorize_full_resolution(variant(i, drawn), original[None].to(colorizer.device),
+                                                image_size)[0].cpu() for i in range(k)]
+        rel = path.relative_to(root)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
+        name = rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.with_name(rel.name + ".png")
+        for i, out in enumerate(outs):
+            target = out_dir / (name if k == 1 else name.with_name(f"{name.stem}_sample{i + 1}.png"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            picture = Image.fromarray(out.permute(1, 2, 0).numpy())
+            ckpt_io.write_atomic(target, lambda f, picture=picture: picture.save(f, format="PNG"))
+        if sheet:
+            (out_dir / "sheets" / name).parent.mkdir(parents=True, exist_ok=True)
+            write_sheet(out_dir / "sheets" / name, original, outs)
         done += 1
+    return done, bad
+
+
+def colorize_folder(colorizer, args, folder: Path, out_dir: Path, device) -> tuple[int, int]:
+    """Test mode's --input: every image of `folder` colorized at its own resolution."""
+    if not folder.is_dir():
+        return 0, 0
+    done, bad = colorize_files(colorizer, cd.find_images(folder), folder, out_dir, args.image_size,
+                               args.max_image_pixels)
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s) in {folder}: {'; '.join(bad[:3])}")
     return done, len(bad)
+
+
+def colorize(args, given, family, run_dir: Path) -> int:
+    """--mode colorize: the images of --input (a file, a folder or a glob) colorized by a trained
+    run's --weights into --output; no data folder, no metrics, only the family's Colorizer."""
+    device = pick_device(args.device)
+    saved, weights = load_weights(args, family, run_dir)
+    settings = resolve(family, args, given, saved, {"model", "mode", "weights", "input", "output", "sheet"})
+    args = settings.args
+    paths, root = input_files(args.input)
+    if not paths:
+        raise UsageError(f"--input {args.input}: no image file ({', '.join(cd.IMAGE_EXTENSIONS)}) there")
+    colorizer = load_colorizer(family, settings, saved, device)
+    out_dir = Path(args.output) if args.output else RunFolder(run_dir).colorize_output(
+        Path(weights).stem if saved else "none", Path(args.input).stem or "input")
+    k = settings.training.num_samples if colorizer.stochastic else 1
+    print(f"colorizing {len(paths)} image(s) of {args.input} with {weights} into {out_dir}"
+          + (f", {k} samples each" if k > 1 else ""))
+    done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels, k,
+                               sheet=args.sheet, progress=True)
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable file(s): {'; '.join(bad[:3])}"
+              + (" ..." if len(bad) > 3 else ""))
+    if not done:
+        print(f"error: none of the {len(paths)} file(s) of --input {args.input} could be read", file=sys.stderr)
+        return 2
+    print(f"colorized {done} image(s) into {out_dir}" + (f"; side-by-side sheets in {out_dir / 'sheets'}"
+                                                       if args.sheet else ""))
+    return 0

@@ -7,6 +7,7 @@
     samples/epoch_NNNN.png            validation sample grids
     metrics.json, per_image.csv       test metrics (metrics.json last: it says the test finished)
     test_grid.png, colorized/         test sample grid, full-resolution colorizations of --input
+    colorize/WEIGHTS-INPUT/           --mode colorize's output by default (and its sheets/)
     test_samples.pt                   the first --num_images test images: paths, colorizations and
                                       ground truth as uint8 tensors (the report's compare.png)
     wandb/, wandb_id.txt              wandb's offline files and the run id that resumes log into
@@ -85,6 +86,10 @@ class RunFolder:
     def test_samples(self) -> Path:
         return self.path / "test_samples.pt"
 
+    def colorize_output(self, weights: str, input_name: str) -> Path:
+        """Where --mode colorize writes by default: one folder per weights and input."""
+        return self.path / "colorize" / f"{weights}-{input_name}"
+
     @property
     def colorized(self) -> Path:
         return self.path / "colorized"
@@ -103,7 +108,7 @@ class RunFolder:
 
     OWN = ("last.pt", "best.pt", "epoch_*.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
            "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt", "samples",
-           "colorized", "wandb")
+           "colorized", "colorize", "wandb")
 
     def own_files(self) -> list[Path]:
         """What a run writes into its folder (other files there are not the run's)."""

@@ -1,0 +1,91 @@
+"""--mode colorize: a trained run colorizes a file, a folder or a glob; no data folder, no metrics."""
+import numpy as np
+import pytest
+from conftest import colour_crops, write_images
+from PIL import Image
+
+import main
+
+TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--lpips", "off",
+        "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]
+
+
+@pytest.fixture
+def trained(tiny_data, tmp_path):
+    """A unet and a unetvae trained one epoch; the data folder is then removed (colorize needs none)."""
+    import shutil
+
+    for model in ("unet", "unetvae"):
+        assert main.main(["--model", model, "--epochs", "1", "--data", str(tiny_data),
+                          "--results", str(tmp_path / "R"), *TINY]) == 0
+    shutil.rmtree(tiny_data)
+    photos = tmp_path / "photos"
+    write_images(photos / "holiday", colour_crops(2, size=(50, 70), seed=5), prefix="beach")
+    grey = np.asarray(colour_crops(1, size=(30, 40), seed=6)[0]).mean(-1).astype(np.uint8)
+    Image.fromarray(grey).save(photos / "old.png")
+    return tmp_path / "R", photos
+
+
+def colorize(results, *argv):
+    return main.main(["--mode", "colorize", "--results", str(results), *TINY, *map(str, argv)])
+
+
+def test_a_file_a_folder_and_a_glob(trained, tmp_path):
+    results, photos = trained
+    assert colorize(results, "--model", "unet", "--input", photos / "old.png", "--output", tmp_path / "one") == 0
+    out = Image.open(tmp_path / "one" / "old.png")
+    assert out.size == (40, 30) and out.mode == "RGB"  # full resolution, colour out of a grey input
+    assert colorize(results, "--model", "unet", "--input", photos, "--output", tmp_path / "all") == 0
+    assert sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.png")) == [
+        "holiday/beach_000.png", "holiday/beach_001.png", "old.png"]  # the same relative names
+    assert colorize(results, "--model", "unet", "--input", f"{photos}/**/beach_*.png", "--output", tmp_path / "g") == 0
+    assert sorted(p.name for p in (tmp_path / "g").rglob("*.png")) == ["beach_000.png", "beach_001.png"]
+    # the original L is kept (up to sRGB's gamut, which clips some new colours at the darkest pixels)
+    from skimage.color import rgb2lab
+
+    src = rgb2lab(np.asarray(Image.open(photos / "holiday" / "beach_000.png")))[..., 0]
+    got = rgb2lab(np.asarray(Image.open(tmp_path / "all" / "holiday" / "beach_000.png")))[..., 0]
+    assert np.median(np.abs(src - got)) < 1 and np.abs(src - got).mean() < 3
+
+
+def test_default_output_is_one_folder_per_weights_and_input(trained):
+    results, photos = trained
+    assert colorize(results, "--model", "unet", "--input", photos) == 0
+    assert colorize(results, "--model", "unet", "--input", photos, "--weights", "last") == 0
+    assert (results / "unet" / "colorize" / "best-photos" / "old.png").exists()
+    assert (results / "unet" / "colorize" / "last-photos" / "old.png").exists()
+    assert not (results / "unet" / "metrics.json").exists()  # no test, no metrics
+
+
+@pytest.mark.parametrize("what", ["missing", "empty", "glob"])
+def test_nothing_to_colorize_is_an_error(trained, tmp_path, what, capsys):
+    results, _ = trained
+    (tmp_path / "empty").mkdir()
+    spec = {"missing": tmp_path / "no" / "such.png", "empty": tmp_path / "empty", "glob": f"{tmp_path}/*.jpg"}[what]
+    with pytest.raises(SystemExit) as e:
+        colorize(results, "--model", "unet", "--input", spec)
+    assert e.value.code == 2 and "--input" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_skipped_and_counted_and_none_readable_fails(trained, tmp_path, capsys):
+    results, photos = trained
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    assert colorize(results, "--model", "unet", "--input", photos, "--output", tmp_path / "o") == 0
+    assert "skipped 1 unreadable file" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"")
+    assert colorize(results, "--model", "unet", "--input", bad, "--output", tmp_path / "o2") == 2
+
+
+def test_k_samples_of_a_stochastic_family_and_a_sheet(trained, tmp_path):
+    results, photos = trained
+    out = tmp_path / "vae"
+    assert colorize(results, "--model", "unetvae", "--input", photos / "holiday", "--num_samples", "3",
+                    "--sheet", "--output", out) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == [f"beach_00{i}_sample{k}.png" for i in range(2) for k in (1, 2, 3)]
+    a, b = (np.asarray(Image.open(out / f"beach_000_sample{k}.png"), dtype=float) for k in (1, 2))
+    assert np.abs(a - b).max() > 0  # the samples differ
+    sheet = Image.open(out / "sheets" / "beach_000.png")
+    assert sheet.size[0] == 5 * round(70 * 384 / 50)  # grey | 3 samples | original (it had colour)
