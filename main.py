@@ -82,6 +82,10 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
     p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
     p.add_argument("--resume", action="store_true", help="continue the run in RESULTS/RUN_NAME from last.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh over an existing run folder")
+    p.add_argument("--init_from", default=None,
+                   help="fine-tune: start a new run from the network weights of another run (a checkpoint file, a "
+                        "run folder or a run name under --results; best.pt, else last.pt), same family or one whose "
+                        "network fits (unet to unetgan's generator); its architecture is taken from it")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto",
                    help="auto: online with an API key, else offline into the run folder; WANDB_MODE wins over auto")
     p.add_argument("--wandb_project", default="colorization")
@@ -107,7 +111,7 @@ def parse_args(argv=None):
         print(f"note: {' '.join(ignored)} belong to other families than {args.model}; ignored")
     given = {a.dest for a in parser._actions for s in a.option_strings
              if any(x == s or x.startswith(s + "=") for x in argv)}
-    validate(parser, args, family)
+    validate(parser, args, family, given)
     return parser, args, given
 
 
@@ -124,7 +128,7 @@ def other_families_flags(unknown: list[str]):
     return None if rest else [u for u in unknown if u.startswith("--")]
 
 
-def validate(parser, args, family) -> None:
+def validate(parser, args, family, given: set = frozenset()) -> None:
     """Reject bad arguments before any work starts, saying what is valid."""
     for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers"):
         v = getattr(args, name)
@@ -152,7 +156,9 @@ def validate(parser, args, family) -> None:
         parser.error(f"--data {args.data}: no images ({', '.join(cd.IMAGE_EXTENSIONS)}) in it or below it")
     if args.resume and args.mode != "train":
         parser.error("--resume goes with --mode train")
-    if args.mode == "colorize" and not input_files(args.input)[0]:
+    if args.init_from and (args.mode != "train" or args.resume):
+        parser.error("--init_from starts a new run: it goes with --mode train, without --resume")
+    if (args.mode == "colorize" or (args.mode == "test" and "input" in given)) and not input_files(args.input)[0]:
         what = "no such file or folder" if not any(c in args.input for c in "*?[") else "matches no image file"
         parser.error(f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})")
     run_dir = Path(args.results) / (args.run_name or args.model)

@@ -10,20 +10,25 @@ TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--wor
         "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]
 
 
-@pytest.fixture
-def trained(tiny_data, tmp_path):
-    """A unet and a unetvae trained one epoch; the data folder is then removed (colorize needs none)."""
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A unet and a unetvae trained one epoch (once for this file); their data folder is then
+    removed: colorizing needs none."""
     import shutil
 
+    tmp = tmp_path_factory.mktemp("trained")
+    data = tmp / "data"
+    write_images(data / "train", colour_crops(10, seed=1))
+    write_images(data / "test", colour_crops(4, seed=2))
     for model in ("unet", "unetvae"):
-        assert main.main(["--model", model, "--epochs", "1", "--data", str(tiny_data),
-                          "--results", str(tmp_path / "R"), *TINY]) == 0
-    shutil.rmtree(tiny_data)
-    photos = tmp_path / "photos"
+        assert main.main(["--model", model, "--epochs", "1", "--data", str(data), "--results", str(tmp / "R"),
+                          *TINY]) == 0
+    shutil.rmtree(data)
+    photos = tmp / "photos"
     write_images(photos / "holiday", colour_crops(2, size=(50, 70), seed=5), prefix="beach")
     grey = np.asarray(colour_crops(1, size=(30, 40), seed=6)[0]).mean(-1).astype(np.uint8)
     Image.fromarray(grey).save(photos / "old.png")
-    return tmp_path / "R", photos
+    return tmp / "R", photos
 
 
 def colorize(results, *argv):
@@ -50,11 +55,12 @@ def test_a_file_a_folder_and_a_glob(trained, tmp_path):
 
 def test_default_output_is_one_folder_per_weights_and_input(trained):
     results, photos = trained
+    assert not (results / "unet" / "metrics.json").exists()  # colorizing tests nothing, writes no metrics
     assert colorize(results, "--model", "unet", "--input", photos) == 0
     assert colorize(results, "--model", "unet", "--input", photos, "--weights", "last") == 0
     assert (results / "unet" / "colorize" / "best-photos" / "old.png").exists()
     assert (results / "unet" / "colorize" / "last-photos" / "old.png").exists()
-    assert not (results / "unet" / "metrics.json").exists()  # no test, no metrics
+    assert not (results / "unet" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("what", ["missing", "empty", "glob"])
@@ -68,7 +74,10 @@ def test_nothing_to_colorize_is_an_error(trained, tmp_path, what, capsys):
 
 
 def test_unreadable_files_are_skipped_and_counted_and_none_readable_fails(trained, tmp_path, capsys):
+    import shutil
+
     results, photos = trained
+    photos = shutil.copytree(photos, tmp_path / "photos")  # the module's photos stay as they are
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     assert colorize(results, "--model", "unet", "--input", photos, "--output", tmp_path / "o") == 0
     assert "skipped 1 unreadable file" in capsys.readouterr().out
@@ -89,3 +98,25 @@ def test_k_samples_of_a_stochastic_family_and_a_sheet(trained, tmp_path):
     assert np.abs(a - b).max() > 0  # the samples differ
     sheet = Image.open(out / "sheets" / "beach_000.png")
     assert sheet.size[0] == 5 * round(70 * 384 / 50)  # grey | 3 samples | original (it had colour)
+
+
+def test_test_mode_of_other_weights_writes_a_folder_of_its_own(trained, tmp_path, capsys):
+    """The summary reads RUN/metrics.json (best.pt); testing last.pt or an epoch writes RUN/test_last/
+    and so on, never over it. Test mode's --input follows colorize mode's rules."""
+    import json
+
+    results, photos = trained
+    data = tmp_path / "data2"
+    write_images(data / "test", colour_crops(3, seed=9))
+    base = ["--model", "unet", "--mode", "test", "--results", str(results), "--data", str(data), *TINY]
+    assert main.main([*base, "--input", str(photos / "old.png")]) == 0
+    assert main.main([*base, "--weights", "last", "--input", f"{photos}/holiday/*.png"]) == 0
+    best = json.loads((results / "unet" / "metrics.json").read_text())
+    last = json.loads((results / "unet" / "test_last" / "metrics.json").read_text())
+    assert best["weights"].endswith("best.pt") and last["weights"].endswith("last.pt")
+    assert (results / "unet" / "colorized" / "old.png").exists()
+    assert sorted(p.name for p in (results / "unet" / "test_last" / "colorized").glob("*.png")) == [
+        "beach_000.png", "beach_001.png"]
+    with pytest.raises(SystemExit) as e:
+        main.main([*base, "--input", str(tmp_path / "nothing")])
+    assert e.value.code == 2

@@ -199,3 +199,34 @@ def test_best_and_epoch_checkpoints_are_lean_and_last_is_full(tiny_data, tmp_pat
     assert run("--model", "unet", "--mode", "test", "--results", tmp_path / "lean", *flags) == 0
     assert run("--model", "unet", "--results", tmp_path / "full", "--full_checkpoints", *flags) == 0
     assert "optimizers" in ckpt_io.load(tmp_path / "full" / "unet" / "best.pt")
+
+
+def test_fine_tuning_starts_from_another_runs_network_and_refuses_one_that_does_not_fit(tiny_data, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """--init_from: a new run (its own data, schedule, optimizer) whose network starts as the source
+    run's: the first step's loss is the source network's loss on that batch; unet to unetgan's
+    generator works, a colorful network into unet is a clear error."""
+    from trainers.base import Trainer
+
+    flags = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--lpips", "off",
+             "--data", tiny_data, "--results", tmp_path, "--epochs", "1"]
+    assert run("--model", "unet", "--unet_channels", "8", "--unet_depth", "2", *flags) == 0
+    source = ckpt_io.load(tmp_path / "unet" / "best.pt")
+    seen = {}
+    real_fit = Trainer.fit
+
+    def fit(self, batches, val):
+        seen["start"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return real_fit(self, batches, val)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    # the widths come from the source (--unet_channels 32 given here is noted and ignored)
+    assert run("--model", "unetgan", "--init_from", "unet", "--unet_channels", "32", "--d_channels", "8",
+               "--learning_rate", "1e-4", *flags) == 0
+    assert all(torch.equal(seen["start"][k], v) for k, v in source["model"].items())
+    tuned = ckpt_io.load(tmp_path / "unetgan" / "last.pt")
+    assert tuned["network"]["unet_channels"] == 8 and tuned["step"] == 2  # a new run: its own two steps
+    assert "ignored; --init_from's network was built with 8" in capsys.readouterr().out
+    assert run("--model", "colorful", "--colorful_width", "8", *flags) == 0
+    assert run("--model", "unet", "--run_name", "wrong", "--init_from", tmp_path / "colorful", *flags) == 2
+    assert "--init_from (colorful) cannot start unet" in capsys.readouterr().err

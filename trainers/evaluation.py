@@ -25,11 +25,13 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LPIPS, keep: int = 0,
-             num_samples: int = 1, collect: bool = False) -> Evaluation:
+             num_samples: int = 1, collect: bool = False, progress: bool = False) -> Evaluation:
     """Metrics over uint8 (N, 3, S, S) images, batched on the colorizer's device, shared out over
     processes (torchrun). A stochastic colorizer with num_samples K > 1 adds best-of-K and
     diversity, and its grid shows the K colorizations. collect=True also returns every (first)
-    colorization (one process)."""
+    colorization (one process); progress=True shows a progress bar (sampling can take minutes)."""
+    from tqdm import tqdm
+
     rank, _, world = distributed.world_from_env()
     k = num_samples if colorizer.stochastic else 1
     collected, kept = [], []
@@ -37,7 +39,8 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
     acc = metrics.MetricAccumulator(lpips)
     chunk = -(-len(images) // world)
     mine = images[rank * chunk:(rank + 1) * chunk]
-    for i in range(0, len(mine), batch_size):
+    for i in tqdm(range(0, len(mine), batch_size), desc="evaluating", unit="batch", leave=False,
+                  disable=not progress or rank != 0, mininterval=1.0, dynamic_ncols=True):
         b = colorizer.prepare(mine[i:i + batch_size])
         with colorizer.autocast():
             ab = colorizer.sample_ab(b["L"], k) if k > 1 else colorizer.predict_ab(b["L"])

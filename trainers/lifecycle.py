@@ -72,12 +72,21 @@ class Settings:
     training: object
 
 
-def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: set = frozenset()) -> Settings:
+def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: set = frozenset(),
+            init_from: dict | None = None) -> Settings:
     """The one place a run's settings are decided: the defaults, then a checkpoint's saved
     settings (its network's are forced: they must match its weights; a differing flag is noted
     and ignored), then the flags given on this command line, then what the trainer derives from
-    them, then the checks that need the result."""
-    values = vars(args)
+    them, then the checks that need the result. `init_from` (a checkpoint a new run starts from)
+    forces only its network's settings."""
+    values = dict(vars(args))
+    if init_from is not None:
+        source = init_from.get("network") or init_from["args"]
+        for k in config.names(family.network.Config):
+            if k in source:
+                if k in given and getattr(args, k) != source[k]:
+                    print(f"note: --{k} {getattr(args, k)} ignored; --init_from's network was built with {source[k]}")
+                values[k] = source[k]
     if saved is not None:
         fixed = set(config.names(family.network.Config))
         saved_values = {**saved["args"], **saved.get("network", {})}  # "network": checkpoints since issue 15
@@ -93,7 +102,37 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
     check_architecture(merged, family)
     if saved is not None:
         ckpt_io.check_shapes(family.network.build, network_cfg, saved)
+    if init_from is not None:
+        try:
+            ckpt_io.check_shapes(family.network.build, network_cfg, {"model": inference_weights(init_from)})
+        except ckpt_io.CheckpointError as e:
+            raise ckpt_io.CheckpointError(f"--init_from ({init_from.get('family')}) cannot start {family_name(args)}: "
+                                          f"{e}") from None
     return Settings(merged, network_cfg, training_cfg)
+
+
+def family_name(args) -> str:
+    return getattr(args, "model", "this family")
+
+
+def inference_weights(ckpt: dict) -> dict:
+    """The weights a checkpoint colorizes with: its moving average when it kept one."""
+    ema = ckpt.get("ema", ckpt.get("extra", {}).get("ema"))
+    return ema if ema is not None else ckpt["model"]
+
+
+def load_init(spec: str, results: str) -> tuple[dict, Path]:
+    """--init_from: a checkpoint file, a run folder or a run name under --results (its best.pt,
+    else its last.pt), loaded whatever its family."""
+    path = Path(spec)
+    if not path.exists() and (Path(results) / spec).is_dir():
+        path = Path(results) / spec
+    if path.is_dir():
+        run = RunFolder(path)
+        path = run.best if run.best.is_file() else run.last
+    if not path.is_file():
+        raise UsageError(f"--init_from {spec}: no such checkpoint, run folder or run under {results}")
+    return ckpt_io.load(path), path
 
 
 # what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
@@ -208,7 +247,10 @@ def train(args, given, family, run_dir: Path) -> int:
     elif (RunFolder(run_dir).last).exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
-    settings = resolve(family, args, given, saved, {"model", "mode", "resume"})
+    init, init_path = (None, None)
+    if args.init_from and not args.resume:  # a resumed run was initialised when it started
+        init, init_path = load_init(args.init_from, args.results)
+    settings = resolve(family, args, given, saved, {"model", "mode", "resume"}, init_from=init)
     args = settings.args
     device = distributed.setup(pick_device(args.device))
     main_process = distributed.world_from_env()[0] == 0
@@ -242,6 +284,13 @@ def train(args, given, family, run_dir: Path) -> int:
     trainer = family.make(args, device, run_dir, RunLog(run_dir if main_process else None, wandb_run),
                           name=args.model)
     trainer.setup_training(len(batches))
+    if init is not None:
+        weights = inference_weights(init)
+        for module in (trainer.model, trainer.ema):
+            if module is not None:
+                module.load_state_dict(weights)
+        say(f"initialised from {init_path} ({init.get('family')}, epoch {init.get('epoch', 0)}): its network's "
+            f"weights; a new run with its own data, schedule and optimizer")
     if saved is not None:
         trainer.load_state_dict(saved)
         if main_process:
@@ -335,7 +384,8 @@ def test(args, given, family, run_dir: Path) -> int:
     if not len(images):
         raise SystemExit(f"error: no readable test images under {root}")
     colorizer = load_colorizer(family, settings, saved, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    out = test_outputs(run_dir, weights if saved else None)
+    out.path.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
     t0 = time.time()
     judge = semantic.load(args.results, args.image_size, device)
@@ -343,7 +393,7 @@ def test(args, given, family, run_dir: Path) -> int:
     try:
         evaluation = evaluate(colorizer, images, args.batch_size, lpips, keep=args.num_images,
                               num_samples=settings.training.num_samples if colorizer.stochastic else 1,
-                              collect=judge is not None or wandb_run is not None)
+                              collect=judge is not None or wandb_run is not None, progress=True)
     except NonFiniteColorization as e:
         raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
@@ -363,24 +413,24 @@ def test(args, given, family, run_dir: Path) -> int:
     w.writerow(["image"] + list(per_image))
     for i, p in enumerate(paths):
         w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
-    ckpt_io.write_text_atomic(RunFolder(run_dir).per_image, table.getvalue())
+    ckpt_io.write_text_atomic(out.per_image, table.getvalue())
     if grid:
-        save_grid(RunFolder(run_dir).test_grid, *grid)
+        save_grid(out.test_grid, *grid)
         first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
         as_uint8 = lambda x: (x * 255).round().to(torch.uint8)
         ckpt_io.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
-                            RunFolder(run_dir).test_samples)
-    n_done, n_bad = colorize_folder(colorizer, args, Path(args.input), RunFolder(run_dir).colorized, device)
+                            out.test_samples)
+    n_done, n_bad = colorize_folder(colorizer, args, out.colorized)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
-    ckpt_io.write_text_atomic(RunFolder(run_dir).metrics, json.dumps(result, indent=1))
+    ckpt_io.write_text_atomic(out.metrics, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
-    print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {run_dir}; "
-          f"{n_done} image(s) of {args.input} colorized into {run_dir / 'colorized'}"
+    print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {out.path}; "
+          f"{n_done} image(s) of {args.input} colorized into {out.colorized}"
           + (f" ({n_bad} unreadable skipped)" if n_bad else ""))
     if wandb_run is not None:
         RunLog(None, wandb_run).summary({f"test/{k}": v for k, v in result.items()})
         if grid:
-            RunLog(None, wandb_run).image("test/samples", RunFolder(run_dir).test_grid, 0)
+            RunLog(None, wandb_run).image("test/samples", out.test_grid, 0)
         log_test_table(wandb_run, args, paths, images, evaluation.predictions, per_image)
         wandb_run.finish()
     return 0
@@ -529,15 +579,25 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
     return done, bad
 
 
-def colorize_folder(colorizer, args, folder: Path, out_dir: Path, device) -> tuple[int, int]:
-    """Test mode's --input: every image of `folder` colorized at its own resolution."""
-    if not folder.is_dir():
-        return 0, 0
-    done, bad = colorize_files(colorizer, cd.find_images(folder), folder, out_dir, args.image_size,
-                               args.max_image_pixels)
+def colorize_folder(colorizer, args, out_dir: Path) -> tuple[int, int]:
+    """Test mode's --input (a file, a folder or a glob; the default TestImages/ may be absent):
+    every image colorized at its own resolution into out_dir."""
+    paths, root = input_files(args.input)
+    done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels)
     if bad:
-        print(f"warning: skipped {len(bad)} unreadable file(s) in {folder}: {'; '.join(bad[:3])}")
+        print(f"warning: skipped {len(bad)} unreadable file(s) of {args.input}: {'; '.join(bad[:3])}")
     return done, len(bad)
+
+
+def test_outputs(run_dir: Path, weights: str | None) -> RunFolder:
+    """Where test mode writes: the run folder itself for its best.pt (what the summary reads), or
+    for any weights when the run has no checkpoint of its own (a unetddim run testing a unetddpm
+    checkpoint); a folder of its own for other weights of a trained run (RUN/test_last/,
+    RUN/test_epoch_0012/, RUN/test_FILE/), so tests of different weights never overwrite each other."""
+    run = RunFolder(run_dir)
+    if weights is None or Path(weights).resolve() == run.best.resolve() or not run.best.exists():
+        return run
+    return RunFolder(run_dir / f"test_{Path(weights).stem}")
 
 
 def colorize(args, given, family, run_dir: Path) -> int:

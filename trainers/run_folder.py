@@ -8,6 +8,7 @@
     metrics.json, per_image.csv       test metrics (metrics.json last: it says the test finished)
     test_grid.png, colorized/         test sample grid, full-resolution colorizations of --input
     colorize/WEIGHTS-INPUT/           --mode colorize's output by default (and its sheets/)
+    test_WEIGHTS/                     test mode's outputs for weights other than best.pt
     test_samples.pt                   the first --num_images test images: paths, colorizations and
                                       ground truth as uint8 tensors (the report's compare.png)
     wandb/, wandb_id.txt              wandb's offline files and the run id that resumes log into
@@ -108,11 +109,15 @@ class RunFolder:
 
     OWN = ("last.pt", "best.pt", "epoch_*.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
            "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt", "samples",
-           "colorized", "colorize", "wandb")
+           "colorized", "colorize", "test_*", "wandb")
 
     def own_files(self) -> list[Path]:
         """What a run writes into its folder (other files there are not the run's)."""
-        return [p for pattern in self.OWN for p in self.path.glob(pattern)] if self.path.is_dir() else []
+        if not self.path.is_dir():
+            return []
+        found = [p for pattern in self.OWN for p in self.path.glob(pattern)
+                 if not (pattern == "test_*" and not p.is_dir())]  # test_WEIGHTS/ folders only
+        return list(dict.fromkeys(found))
 
     def clear(self) -> int:
         """Remove the run's own files (--overwrite); returns how many went."""
