@@ -60,7 +60,7 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
                         "Default: Dataset/, built from scikit-image's photos when empty")
     p.add_argument("--input", default="TestImages",
                    help="images colorized at full resolution: a file, a folder (recursive) or a glob (quote it); "
-                        "in test mode after the metrics, in colorize mode alone")
+                        "in test mode after the metrics (\"\": none), in colorize mode alone")
     p.add_argument("--output", default=None,
                    help="colorize mode: where the PNGs go (default: RESULTS/RUN/colorize/WEIGHTS-INPUT/)")
     p.add_argument("--sheet", action="store_true",
@@ -158,7 +158,9 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
         parser.error("--resume goes with --mode train")
     if args.init_from and (args.mode != "train" or args.resume):
         parser.error("--init_from starts a new run: it goes with --mode train, without --resume")
-    if (args.mode == "colorize" or (args.mode == "test" and "input" in given)) and not input_files(args.input)[0]:
+    # test mode: a given --input must exist too (--input "" colorizes nothing); the default may be absent
+    if (args.mode == "colorize" or (args.mode == "test" and "input" in given and args.input)) \
+            and not input_files(args.input)[0]:
         what = "no such file or folder" if not any(c in args.input for c in "*?[") else "matches no image file"
         parser.error(f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})")
     run_dir = Path(args.results) / (args.run_name or args.model)

@@ -199,6 +199,9 @@ def test_best_and_epoch_checkpoints_are_lean_and_last_is_full(tiny_data, tmp_pat
     assert run("--model", "unet", "--mode", "test", "--results", tmp_path / "lean", *flags) == 0
     assert run("--model", "unet", "--results", tmp_path / "full", "--full_checkpoints", *flags) == 0
     assert "optimizers" in ckpt_io.load(tmp_path / "full" / "unet" / "best.pt")
+    # --keep 2: only the two newest epoch checkpoints stay
+    assert run("--model", "unet", "--results", tmp_path / "keep", "--keep", "2", *flags[:-1], "3") == 0
+    assert sorted(p.name for p in (tmp_path / "keep" / "unet").glob("epoch_*.pt")) == ["epoch_0002.pt", "epoch_0003.pt"]
 
 
 def test_fine_tuning_starts_from_another_runs_network_and_refuses_one_that_does_not_fit(tiny_data, tmp_path,

@@ -71,6 +71,7 @@ class TrainConfig:
     num_images: int = setting(8, "examples in each sample grid", minimum=0)
     val_every: int = setting(1, "validate every N epochs (and after the last)", minimum=1)
     save_every: int = setting(10, "also keep epoch_N.pt every N epochs (0: never)")
+    keep: int = setting(0, "keep only the newest N epoch_N.pt files, deleting older ones (0: keep all)", minimum=0)
     checkpoint_minutes: float = setting(30.0, "also write last.pt mid-epoch when this long has passed since the "
                                         "last checkpoint, so a kill loses at most that much of a long epoch "
                                         "(0: only at epoch ends)")
@@ -534,4 +535,7 @@ class Trainer:
             every = self.cfg.save_every
             if every and self.epoch and self.epoch % every == 0:
                 checkpoint.save_atomic(state, run.epoch_checkpoint(self.epoch))
+                if self.cfg.keep:  # a long run must not fill the disk
+                    for old in run.epoch_checkpoints()[:-self.cfg.keep]:
+                        old.unlink()
         distributed.barrier()

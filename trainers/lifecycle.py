@@ -141,7 +141,7 @@ RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", 
                      "workers", "device", "amp", "compile", "data_cache", "cache_gb", "wandb", "wandb_project",
                      "log_checkpoints", "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input",
                      "results", "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples",
-                     "full_checkpoints"}
+                     "full_checkpoints", "keep"}
 
 
 def check_resume_flags(args, saved: dict, given: set) -> None:
@@ -582,7 +582,7 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
 def colorize_folder(colorizer, args, out_dir: Path) -> tuple[int, int]:
     """Test mode's --input (a file, a folder or a glob; the default TestImages/ may be absent):
     every image colorized at its own resolution into out_dir."""
-    paths, root = input_files(args.input)
+    paths, root = input_files(args.input) if args.input else ([], Path("."))
     done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels)
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s) of {args.input}: {'; '.join(bad[:3])}")

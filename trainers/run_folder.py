@@ -47,6 +47,10 @@ class RunFolder:
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.path / f"epoch_{epoch:04d}.pt"
 
+    def epoch_checkpoints(self) -> list[Path]:
+        """epoch_NNNN.pt files, oldest first."""
+        return sorted(self.path.glob("epoch_*.pt"))
+
     def checkpoints(self) -> list[Path]:
         return sorted(self.path.glob("*.pt")) if self.path.is_dir() else []
 
