@@ -44,11 +44,22 @@ from trainers.run_folder import RunFolder
 DEFAULT_MODEL = "unet"
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, once: not for switches and empty defaults, nor where the help
+    text already says what the default is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False) or "(default" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def common_parser(add_help: bool = True, conflict_handler: str = "error", family=None) -> argparse.ArgumentParser:
     """main.py's own options, and the training settings every family shares (TrainConfig, with
     `family`'s defaults when given)."""
     p = argparse.ArgumentParser(description="Automatic image colorization: train and compare model families.",
-                                add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                add_help=add_help, formatter_class=HelpFormatter,
                                 conflict_handler=conflict_handler)
     p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
     p.add_argument("--mode", choices=["train", "test", "colorize", "classifier"], default="train",
@@ -88,7 +99,7 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
                         "network fits (unet to unetgan's generator); its architecture is taken from it")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto",
                    help="auto: online with an API key, else offline into the run folder; WANDB_MODE wins over auto")
-    p.add_argument("--wandb_project", default="colorization")
+    p.add_argument("--wandb_project", default="colorization", help="the wandb project runs are logged to")
     p.add_argument("--log_checkpoints", action="store_true", help="upload best.pt and last.pt to wandb as an artifact")
     p.add_argument("--table_images", type=int, default=64,
                    help="test images in the wandb table of per-image results (images and metrics)")
