@@ -49,7 +49,7 @@ from colorize_data import compose_rgb
 from models.config import setting
 from trainers import checkpoint, distributed
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
-from trainers.inference import Colorizer, Sampling, amp_dtype  # noqa: F401 (Sampling: for the families)
+from trainers.inference import Colorizer, Sampling, amp_dtype, inference_weights  # noqa: F401 (Sampling: for the families)
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog
 
@@ -465,8 +465,7 @@ class Trainer:
         self.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
         self.best_phase_of_record = ckpt.get("best_phase", "")
         if self.ema is not None:  # older diffusion checkpoints kept it in "extra"; none at all: the weights
-            ema = ckpt.get("ema", ckpt.get("extra", {}).get("ema"))
-            self.ema.load_state_dict(ema if ema is not None else self.model.state_dict())
+            self.ema.load_state_dict(inference_weights(ckpt))
         if training:
             rng = ckpt.get("rng", {})
             if "torch" in rng:

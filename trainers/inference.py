@@ -35,6 +35,13 @@ class Sampling:
                                minimum=1)
 
 
+def inference_weights(ckpt: dict, use_ema: bool = True) -> dict:
+    """The weights a checkpoint colorizes with: its moving average when it kept one (and use_ema),
+    else its weights. Older checkpoints kept the average in "extra"."""
+    ema = ckpt.get("ema", ckpt.get("extra", {}).get("ema"))
+    return ema if (ema is not None and use_ema) else ckpt["model"]
+
+
 def amp_dtype(amp: str, device: torch.device):
     """--amp as a dtype for autocast (None: full precision); auto is bf16 on CUDA, off elsewhere."""
     amp = ("bf16" if device.type == "cuda" else "off") if amp == "auto" else amp
@@ -96,10 +103,8 @@ class Colorizer:
         else the weights."""
         device = torch.device(device)
         net = family.network.build(network_cfg)
-        ema = ckpt.get("ema", ckpt.get("extra", {}).get("ema"))  # older checkpoints kept it in "extra"
-        weights = ema if (ema is not None and cfg.ema_decay > 0) else ckpt["model"]
         try:
-            net.load_state_dict(weights)
+            net.load_state_dict(inference_weights(ckpt, use_ema=cfg.ema_decay > 0))
         except RuntimeError as e:  # e.g. a checkpoint from code whose defaults built another network
             detail = str(e).strip().splitlines()
             raise checkpoint.CheckpointError(

@@ -26,7 +26,7 @@ from trainers import REGISTRY, distributed, memory, semantic
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainingDiverged, TrainingStopped, save_grid
 from trainers.evaluation import NonFiniteColorization, evaluate
-from trainers.inference import Colorizer
+from trainers.inference import Colorizer, inference_weights
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog, log_checkpoints, log_test_table, start_wandb
 
@@ -113,12 +113,6 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
 
 def family_name(args) -> str:
     return getattr(args, "model", "this family")
-
-
-def inference_weights(ckpt: dict) -> dict:
-    """The weights a checkpoint colorizes with: its moving average when it kept one."""
-    ema = ckpt.get("ema", ckpt.get("extra", {}).get("ema"))
-    return ema if ema is not None else ckpt["model"]
 
 
 def load_init(spec: str, results: str) -> tuple[dict, Path]:
