@@ -49,7 +49,7 @@ from colorize_data import compose_rgb
 from models.config import setting
 from trainers import checkpoint, distributed
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
-from trainers.inference import Colorizer, Sampling, amp_dtype, inference_weights  # noqa: F401 (Sampling: for the families)
+from trainers.inference import Colorizer, amp_dtype, inference_weights
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog
 
@@ -182,9 +182,6 @@ class Trainer:
         if self._colorizer is None:
             self._colorizer = self.build_colorizer()
         return self._colorizer
-
-    def predict_ab(self, L: torch.Tensor) -> torch.Tensor:
-        return self.colorizer.predict_ab(L)
 
     def on_fit_start(self, batches) -> None:
         """Before the first step: statistics of the training data (colour-bin frequencies, ...)."""

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from models.config import setting
 from models.diffusion import NoiseSchedule, ddim_sample, ddpm_sample
-from trainers.base import Sampling, TrainConfig, Trainer
-from trainers.inference import Colorizer
+from trainers.base import TrainConfig, Trainer
+from trainers.inference import Colorizer, Sampling
 
 
 @dataclass(frozen=True)

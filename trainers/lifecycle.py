@@ -234,11 +234,12 @@ def eval_images(args, root: Path, rel_paths, what: str):
 
 
 def train(args, given, family, run_dir: Path) -> int:
+    run = RunFolder(run_dir)
     saved = None
     if args.resume:
-        saved = ckpt_io.load(RunFolder(run_dir).last, family=(args.model, *family.trainer.compatible))
+        saved = ckpt_io.load(run.last, family=(args.model, *family.trainer.compatible))
         check_resume_flags(args, saved["args"], given)
-    elif (RunFolder(run_dir).last).exists() and not args.overwrite:
+    elif run.last.exists() and not args.overwrite:
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
     init, init_path = (None, None)
@@ -262,11 +263,11 @@ def train(args, given, family, run_dir: Path) -> int:
         for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
             stale.unlink()
         split = get_split(args, run_dir, root)
-        write_unless_same(RunFolder(run_dir).split, json.dumps(split, indent=1))
-        write_unless_same(RunFolder(run_dir).args, json.dumps(vars(args), indent=1, default=str))
+        write_unless_same(run.split, json.dumps(split, indent=1))
+        write_unless_same(run.args, json.dumps(vars(args), indent=1, default=str))
     distributed.barrier()
     if not main_process:
-        split = cd.load_split(RunFolder(run_dir).split)
+        split = cd.load_split(run.split)
     say(f"{args.model}: data {root} (train {len(split['train'])}, val {len(split['val'])}, "
         f"test {len(split['test'])}), run folder {run_dir}")
 
@@ -288,7 +289,7 @@ def train(args, given, family, run_dir: Path) -> int:
     if saved is not None:
         trainer.load_state_dict(saved)
         if main_process:
-            trim_history(RunFolder(run_dir), trainer.step)
+            trim_history(run, trainer.step)
         say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
     resume_hint = f"python main.py --model {args.model} --mode train --resume" + (
         f" --run_name {run_dir.name}" if run_dir.name != args.model else "") + (
@@ -308,7 +309,7 @@ def train(args, given, family, run_dir: Path) -> int:
         if wandb_run is not None:
             wandb_run.finish()
     if last_val and main_process:
-        ckpt_io.write_text_atomic(RunFolder(run_dir).val_metrics,
+        ckpt_io.write_text_atomic(run.val_metrics,
                                   json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
     say(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
         f"test with: python main.py --model {args.model} --mode test"

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from colorize_data import ab_bin_index
 from models.config import setting
 from models.vae import MDN, mdn_loss
-from trainers.base import Sampling, TrainConfig, Trainer
-from trainers.inference import Colorizer
+from trainers.base import TrainConfig, Trainer
+from trainers.inference import Colorizer, Sampling
 from trainers.statistics import rebalancing_weights, train_ab_counts
 
 
