@@ -10,6 +10,9 @@ Every function returns one value per image, shape (B,); `MetricAccumulator` aver
     auc            Zhang et al. (2016): area under the share of pixels whose ab error is within t,
                    t = 0..150, as a fraction; auc_rebalanced weights ground-truth colour bins equally
     LPIPS          the `lpips` package, AlexNet; inputs are scaled to [-1, 1] here, not by callers
+    Realism        FID and KID (torchmetrics) between a set of colorizations and the true images, on
+                   the 2048-d pool features of TF-Inception 2015-12-05 (models/inception.py), images
+                   rounded to 8 bits as they would be saved; one value per set, not per image
 
 The comparison of runs (summary table, charts, compare image) is report.py.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -120,7 +124,6 @@ ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 def _pretrained_lpips():
     """Build LPIPS-AlexNet once per process, or None with one message when the backbone weights
     cannot be had (torchvision fetches them on first use; nothing is downloaded here)."""
-    import warnings
 
     import lpips
 
@@ -144,8 +147,6 @@ class LPIPS:
         if not enabled:
             net = None
         elif random_backbone:
-            import warnings
-
             import lpips
 
             with warnings.catch_warnings():
@@ -165,6 +166,124 @@ class LPIPS:
         if self.net is None:
             return None
         return self.net(pred.float() * 2 - 1, target.float() * 2 - 1).flatten(1).mean(1)
+
+
+class _Given(torch.nn.Module):
+    """torchmetrics' FID and KID take a feature network; ours are computed once outside and passed through."""
+    num_features = 2048
+
+    def forward(self, features):
+        return features
+
+
+class Realism:
+    """FID and KID of colorizations against the true images. The true images' features are
+    computed once per set of images and weights (kept under `cache_dir` when given: a test set is
+    the same for every run compared on it). `available` is False, and `compute` returns nulls,
+    when no Inception weights can be had (one message per process), or when disabled."""
+
+    def __init__(self, device="cpu", enabled: bool = True, max_images: int = 0, cache_dir=None,
+                 batch_size: int = 50, progress: bool = False):
+        self.device, self.max_images, self.batch_size, self.progress = device, max_images, batch_size, progress
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.net, self.weights = _inception(str(device)) if enabled else (None, None)
+        self.real = None
+        self.fake_parts: list[torch.Tensor] = []
+        self.seen = 0
+
+    @property
+    def available(self) -> bool:
+        return self.net is not None
+
+    def _limit(self, n: int) -> int:
+        return n if not self.max_images else min(n, self.max_images)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, what: str | None = None) -> torch.Tensor:
+        """(N, 2048) float32 Inception pool features of uint8 RGB (N, 3, H, W); a progress bar
+        named `what` when progress was asked for."""
+        from tqdm import tqdm
+
+        out = []
+        for i in tqdm(range(0, len(images), self.batch_size), desc=f"FID features of {what}", unit="batch",
+                      leave=False, disable=not (self.progress and what), mininterval=1.0, dynamic_ncols=True):
+            out.append(self.net(images[i:i + self.batch_size].to(self.device))[0].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, _Given.num_features)
+
+    def reference(self, images: torch.Tensor) -> None:
+        """The true images (uint8 (N, 3, H, W), in test order), cached by their content and the weights."""
+        if not self.available:
+            return
+        import hashlib
+
+        images = images[:self._limit(len(images))].contiguous()
+        key = hashlib.sha1(images.cpu().numpy().tobytes() + repr(tuple(images.shape)).encode()
+                           + self.weights.encode()).hexdigest()[:20]
+        path = self.cache_dir / f"inception-{key}.pt" if self.cache_dir else None
+        if path is not None and path.is_file():
+            try:
+                self.real = torch.load(path, map_location="cpu", weights_only=True)["features"]
+                return
+            except Exception:
+                pass  # unreadable: computed again and rewritten
+        self.real = self.features(images, "the true images")
+        if path is not None:
+            from trainers.checkpoint import WriteError, save_atomic
+
+            try:
+                save_atomic({"features": self.real, "weights": self.weights, "n": len(images)}, path)
+            except WriteError as e:
+                print(f"note: the FID reference features are not cached: {e}", file=sys.stderr)
+
+    def update(self, pred: torch.Tensor) -> None:
+        """A batch of colorizations, RGB in [0, 1], in the order of the reference images."""
+        if not self.available:
+            return
+        room = self._limit(self.seen + len(pred)) - self.seen
+        self.seen += len(pred)
+        if room > 0:
+            as_uint8 = (pred[:room].clamp(0, 1) * 255).round().to(torch.uint8)
+            self.fake_parts.append(self.features(as_uint8))
+
+    def compute(self) -> dict:
+        """{"fid", "kid", "kid_std", "fid_images", "fid_weights"}; nulls when unavailable or fewer than 2 images."""
+        none = {"fid": None, "kid": None, "kid_std": None, "fid_images": 0, "fid_weights": self.weights}
+        if not self.available or self.real is None or not self.fake_parts:
+            return none
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        fake = torch.cat(self.fake_parts)
+        if len(fake) != len(self.real):
+            raise ValueError(f"FID: {len(fake)} colorizations against {len(self.real)} true images")
+        n = len(fake)
+        if n < 2:
+            return none
+        fid = FrechetInceptionDistance(feature=_Given())
+        fid.update(self.real, real=True)
+        fid.update(fake, real=False)
+        with warnings.catch_warnings():  # "KID will save all extracted features": they are already in memory
+            warnings.simplefilter("ignore", UserWarning)
+            kid = KernelInceptionDistance(feature=_Given(), subset_size=min(1000, n))
+        kid.update(self.real, real=True)
+        kid.update(fake, real=False)
+        with torch.random.fork_rng(devices=[]):  # KID draws random subsets: the same ones every time
+            torch.manual_seed(0)
+            kid_mean, kid_std = kid.compute()
+        return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
+                "fid_images": n, "fid_weights": self.weights}
+
+
+@functools.lru_cache(maxsize=None)
+def _inception(device: str):
+    """(network, weights name) once per process and device, or (None, None) with one message."""
+    from models import inception
+
+    try:
+        return inception.load(device)
+    except inception.Unavailable as e:
+        print(f"FID/KID unavailable, reported as null: {e}", file=sys.stderr)
+        return None, None
 
 
 AUC_MAX = 150  # Zhang et al. 2016: thresholds 0..150 on the ab error

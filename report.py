@@ -2,7 +2,12 @@
 bold, bootstrap intervals), summary.png (every metric), compare.png (the same test images, every
 run) and curves.png (training curves). Reads each run's structured outputs through RunFolder.
 
-    python report.py summary Results
+Only comparable runs are ranked together: the same test images (data folder, split, image size,
+number of images and of FID images) and, among runs that learn, the same number of epochs. The
+largest such group is the comparison; any other run is listed apart, unranked, with what differs
+(--mixed ranks every run in one table anyway, and says so).
+
+    python report.py summary Results [--mixed]
 """
 from __future__ import annotations
 
@@ -16,10 +21,39 @@ from trainers.run_folder import RunFolder
 
 # column, header, which value is best ("min", "max", or "gt": closest to the ground truth's)
 SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), ("psnr", "PSNR", "max"),
-                   ("lpips", "LPIPS", "min"), ("colorfulness", "colourfulness", "gt"), ("auc", "AuC", "max"),
+                   ("lpips", "LPIPS", "min"), ("fid", "FID", "min"), ("kid", "KID", "min"),
+                   ("colorfulness", "colourfulness", "gt"), ("auc", "AuC", "max"),
                    ("auc_rebalanced", "AuC rebal.", "max"), ("best_of_k_delta_e", "best-of-K delta E", "min"),
                    ("diversity_delta_e", "diversity", "max"), ("semantic_accuracy", "semantic acc.", "max")]
-FOUR_DIGITS = ("ssim", "lpips", "auc", "auc_rebalanced", "semantic_accuracy")
+FOUR_DIGITS = ("ssim", "lpips", "kid", "auc", "auc_rebalanced", "semantic_accuracy")
+# what two runs must share for their figures to be compared, and the words for a difference
+SAME_TEST = [("data", "data"), ("test_images", "test split"), ("image_size", "image size"),
+             ("n_images", "test images"), ("fid_images", "FID images")]
+
+
+def trained_epochs(r: dict):
+    """Epochs a run trained, or None for one with nothing to learn (the grey baseline)."""
+    return None if r.get("weights") in (None, "none") else r.get("epoch")
+
+
+def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """(the largest group of comparable runs, [(another run, what differs), ...])."""
+    def base(r):
+        return tuple(r.get(k) for k, _ in SAME_TEST)
+
+    trained = [(base(r), trained_epochs(r)) for r in rows if trained_epochs(r) is not None]
+    keys = trained or [(base(r), None) for r in rows]
+    main_base, main_epochs = max(keys, key=keys.count)  # the most common setup (first on a tie)
+    group, apart = [], []
+    for r in rows:
+        differs = [words for (k, words), mine, theirs in zip(SAME_TEST, base(r), main_base) if mine != theirs]
+        if trained_epochs(r) not in (None, main_epochs):
+            differs.append(f"epochs ({trained_epochs(r)}, not {main_epochs})")
+        if differs:
+            apart.append((r, ", ".join(differs)))
+        else:
+            group.append(r)
+    return group, apart
 
 
 def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -31,10 +65,11 @@ def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed:
     return float(lo), float(hi)
 
 
-def summary_table(rows: list[dict]) -> str:
-    """Markdown table, one row per run's metrics.json, best value of each column in bold."""
+def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
+    """Markdown table, one row per run's metrics.json, with what it was trained and tested on;
+    rank=True sets the best value of each column in bold; `why` adds a column (what differs)."""
     best = {}
-    for key, _, rule in SUMMARY_COLUMNS:
+    for key, _, rule in SUMMARY_COLUMNS if rank else []:
         vals = [r[key] for r in rows if r.get(key) is not None]
         if not vals:
             continue
@@ -44,11 +79,15 @@ def summary_table(rows: list[dict]) -> str:
             best[key] = min(vals, key=lambda v: abs(v - target))
         else:
             best[key] = (min if rule == "min" else max)(vals)
-    head = (["run", "model", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
-            + ["colourfulness (ground truth)", "training s", "training img/s"])
+    head = (["run", "model", "data", "size", "epochs", "sampling", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
+            + ["colourfulness (ground truth)", "training s", "training img/s"] + (["not comparable: differs in"]
+                                                                                 if why else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r.get("run", "?"), r.get("model", "?"), str(r.get("n_images", "?"))]
+    for i, r in enumerate(rows):
+        epochs = trained_epochs(r)
+        cells = [r.get("run", "?"), r.get("model", "?"), Path(str(r.get("data", "?"))).name,
+                 str(r.get("image_size", "?")), "-" if epochs is None else str(epochs), sampling_text(r),
+                 str(r.get("n_images", "?"))]
         for key, _, _ in SUMMARY_COLUMNS:
             v = r.get(key)
             text = "n/a" if v is None else f"{v:.4f}" if key in FOUR_DIGITS else f"{v:.2f}"
@@ -58,8 +97,20 @@ def summary_table(rows: list[dict]) -> str:
             cells.append(f"**{text}**" if v is not None and v == best.get(key) else text)
         for key, fmt in (("colorfulness_gt", "{:.2f}"), ("train_seconds", "{:.0f}"), ("train_images_per_s", "{:.0f}")):
             cells.append("n/a" if r.get(key) is None else fmt.format(r[key]))
+        if why:
+            cells.append(why[i])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def sampling_text(r: dict) -> str:
+    """How a run colorized the test images: a diffusion sampler and its steps, K samples."""
+    parts = []
+    if r.get("sampler"):
+        parts.append(f"{r['sampler'].upper()} {r.get('sampling_steps', '?')} steps")
+    if (r.get("num_samples") or 1) > 1:
+        parts.append(f"K={r['num_samples']}")
+    return ", ".join(parts) or "-"
 
 
 def load_run(run_dir: Path) -> dict:
@@ -209,8 +260,10 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     return out
 
 
-def write_summary(results_dir) -> Path:
-    """RESULTS/summary.md and summary.csv (one row per run with a metrics.json) and compare.png."""
+def write_summary(results_dir, mixed: bool = False) -> Path:
+    """RESULTS/summary.md and summary.csv (one row per run with a metrics.json), summary.png,
+    compare.png and curves.png: the largest group of comparable runs ranked (every run with
+    mixed=True), the others listed apart."""
     import csv
 
     results_dir = Path(results_dir)
@@ -218,6 +271,9 @@ def write_summary(results_dir) -> Path:
     if not runs:
         raise FileNotFoundError(f"no */metrics.json under {results_dir}: run some tests first")
     rows = [load_run(d) for d in runs]
+    group, apart = (rows, []) if mixed else split_comparable(rows)
+    shown = {r["run"] for r in group}
+    runs = [d for d, r in zip(runs, rows) if r["run"] in shown]
     out = results_dir / "summary.md"
     notes = ("Test split, one row per run. Bold: best per column (colourfulness: closest to the ground "
              "truth's). [a, b]: 95% bootstrap interval of the mean over images. LPIPS n/a: the AlexNet "
@@ -230,19 +286,29 @@ def write_summary(results_dir) -> Path:
                   f"({len(c['classes'])} classes) recognises {c['accuracy_color']:.4f} of the colour test "
                   f"images and {c['accuracy_grey']:.4f} of their grey versions; the column gives its "
                   f"accuracy on each run's colorizations.\n\n")
+    notes += setup_note(group, mixed)
     compare = compare_image(runs, results_dir / "compare.png")
-    plot_summary(rows, results_dir / "summary.png")
+    plot_summary(group, results_dir / "summary.png")
     curves = plot_curves(runs, results_dir / "curves.png")
-    out.write_text("# Results\n\n" + notes + summary_table(rows) + "\n![every metric, every run](summary.png)\n"
+    set_apart = ""
+    if apart:
+        set_apart = ("\n## Set apart: not comparable with the table above\n\nTested on other images or trained "
+                     "for another number of epochs, so not ranked (no bold) and left out of the charts; "
+                     "`python report.py summary DIR --mixed` ranks every run together.\n\n"
+                     + summary_table([r for r, _ in apart], rank=False, why=[w for _, w in apart]))
+    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart
+                   + "\n![every metric, every run](summary.png)\n"
                    + ("\n![the same test images, every run](compare.png)\n" if compare else "")
                    + ("\n![training curves](curves.png)\n" if curves else ""))
-    keys = ["run", "model", "n_images"] + [k for k, _, _ in SUMMARY_COLUMNS] + \
-        ["delta_e_ci_low", "delta_e_ci_high", "ssim_ci_low", "ssim_ci_high", "colorfulness_gt",
-         "train_seconds", "train_images_per_s"]
+    keys = ["run", "model", "data", "test_images", "image_size", "epoch", "sampler", "sampling_steps",
+            "num_samples", "n_images", "fid_images", "comparable"] + [k for k, _, _ in SUMMARY_COLUMNS] + \
+        ["kid_std", "fid_weights", "delta_e_ci_low", "delta_e_ci_high", "ssim_ci_low", "ssim_ci_high",
+         "colorfulness_gt", "train_seconds", "train_images_per_s"]
     with open(results_dir / "summary.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         for r in rows:
+            r["comparable"] = r["run"] in shown
             for key in ("delta_e", "ssim"):
                 if f"{key}_ci" in r:
                     r[f"{key}_ci_low"], r[f"{key}_ci_high"] = r[f"{key}_ci"]
@@ -250,7 +316,21 @@ def write_summary(results_dir) -> Path:
     return out
 
 
+def setup_note(group: list[dict], mixed: bool) -> str:
+    """One sentence on what the ranked runs share (or, mixed, that they may not)."""
+    if mixed:
+        return ("Mixed: every run is ranked in one table although their test images or training length may "
+                "differ (see the data, size, epochs and images columns).\n\n")
+    r = group[0]
+    epochs = sorted({trained_epochs(x) for x in group} - {None})
+    fid = f", FID and KID on {r['fid_images']} of them ({r.get('fid_weights')})" if r.get("fid_images") else ""
+    return (f"Ranked together: {len(group)} run(s) tested on the same {r.get('n_images')} images "
+            f"({r.get('test_images')}, {r.get('image_size')} px){fid}"
+            + (f", trained {epochs[0]} epoch(s)" if epochs else "") + ".\n\n")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "summary":
-        sys.exit("usage: python report.py summary RESULTS_DIR")
-    print(write_summary(sys.argv[2]).read_text())
+    args = [a for a in sys.argv[1:] if a != "--mixed"]
+    if len(args) != 2 or args[0] != "summary":
+        sys.exit("usage: python report.py summary RESULTS_DIR [--mixed]")
+    print(write_summary(args[1], mixed="--mixed" in sys.argv).read_text())

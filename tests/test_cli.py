@@ -71,7 +71,7 @@ def test_gray_reference_figures_on_cifar10(shared_data, tmp_path):
     """The pipeline check of the issue: grey baseline on the 3,000 CIFAR-10 test images."""
     assert main.main(["--model", "gray", "--mode", "test", "--data", str(shared_data / "cifar10"),
                       "--image_size", "32", "--results", str(tmp_path), "--wandb", "disabled",
-                      "--lpips", "off", "--batch_size", "500", "--input", ""]) == 0
+                      "--lpips", "off", "--fid", "off", "--batch_size", "500", "--input", ""]) == 0
     m = json.loads((tmp_path / "gray" / "metrics.json").read_text())
     assert m["n_images"] == 3000
     assert abs(m["delta_e"] - 10.49) <= 0.05 and abs(m["ssim"] - 0.951) <= 0.002 and abs(m["psnr"] - 25.40) <= 0.05
@@ -81,7 +81,7 @@ def test_gray_reference_figures_on_cifar10(shared_data, tmp_path):
 def test_wandb_offline_run_is_written_into_the_run_folder(tiny_data, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert main.main(["--model", "gray", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
-                      "--wandb", "offline", "--lpips", "off"]) == 0
+                      "--wandb", "offline", "--lpips", "off", "--fid", "off"]) == 0
     assert "wandb sync" in capsys.readouterr().out
     runs = list((tmp_path / "gray" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
@@ -90,7 +90,8 @@ def test_wandb_offline_run_is_written_into_the_run_folder(tiny_data, tmp_path, m
 def test_streaming_data_path_trains_through_main(tiny_data, tmp_path, capsys):
     assert main.main(["--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
                       "--batch_size", "4", "--epochs", "1", "--unet_channels", "8", "--unet_depth", "2",
-                      "--data_cache", "stream", "--workers", "1", "--wandb", "disabled", "--lpips", "off"]) == 0
+                      "--data_cache", "stream", "--workers", "1", "--wandb", "disabled", "--lpips", "off",
+                      "--fid", "off"]) == 0
     assert "streaming 9 training images" in capsys.readouterr().out
     assert (tmp_path / "unet" / "last.pt").exists()
 
@@ -98,7 +99,8 @@ def test_streaming_data_path_trains_through_main(tiny_data, tmp_path, capsys):
 def test_wandb_offline_with_checkpoint_artifact_and_per_image_table(tiny_data, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     flags = ["--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
-             "--batch_size", "4", "--unet_channels", "8", "--unet_depth", "2", "--wandb", "offline", "--lpips", "off"]
+             "--batch_size", "4", "--unet_channels", "8", "--unet_depth", "2", "--wandb", "offline", "--lpips", "off",
+             "--fid", "off"]
     assert main.main([*flags, "--epochs", "1", "--log_checkpoints"]) == 0
     assert main.main([*flags, "--mode", "test", "--table_images", "3"]) == 0
     out = capsys.readouterr()
@@ -114,7 +116,7 @@ def test_best_by_picks_best_pt_by_the_chosen_validation_metric(tiny_data, tmp_pa
 
     flags = ["--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
              "--batch_size", "4", "--epochs", "3", "--unet_channels", "8", "--unet_depth", "2", "--wandb", "disabled",
-             "--workers", "1", "--lpips", "off", "--learning_rate", "3e-2"]
+             "--workers", "1", "--lpips", "off", "--fid", "off", "--learning_rate", "3e-2"]
     assert main.main([*flags, "--best_by", "auc_rebalanced"]) == 0
     run = tmp_path / "unet"
     val = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "val/auc_rebalanced" in x]
@@ -148,7 +150,7 @@ def test_wandb_online_never_prompts_nor_stalls(tiny_data, tmp_path, monkeypatch,
     monkeypatch.setattr(tracking, "_wandb_reachable", lambda timeout=3.0: reachable)
     t0 = time.time()
     assert main.main(["--model", "gray", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
-                      "--lpips", "off"]) == 0
+                      "--lpips", "off", "--fid", "off"]) == 0
     out = capsys.readouterr().out
     assert says in out and "wandb sync" in out and time.time() - t0 < 60
     assert list((tmp_path / "gray" / "wandb").glob("offline-run-*/run-*.wandb"))  # logged offline, not lost

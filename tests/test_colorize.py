@@ -7,7 +7,7 @@ from PIL import Image
 import main
 
 TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--lpips", "off",
-        "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]
+        "--fid", "off", "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from trainers import checkpoint as ckpt_io
 
 TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
         "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "20", "--steps", "4", "--val_images", "2",
-        "--val_steps", "2", "--lpips", "off"]
+        "--val_steps", "2", "--lpips", "off", "--fid", "off"]
 
 
 def oracle_for(schedule, x0):

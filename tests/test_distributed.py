@@ -11,7 +11,7 @@ from conftest import ROOT
 from trainers import checkpoint as ckpt_io
 
 COMMON = ["--model", "unet", "--image_size", "16", "--batch_size", "4", "--epochs", "2", "--unet_channels", "8",
-          "--unet_depth", "2", "--norm", "group", "--lr_schedule", "constant", "--lpips", "off",
+          "--unet_depth", "2", "--norm", "group", "--lr_schedule", "constant", "--lpips", "off", "--fid", "off",
           "--wandb", "disabled", "--workers", "1", "--device", "cpu"]
 
 

@@ -80,7 +80,7 @@ def test_checkpoint_round_trip_resume_and_weights(tiny_data, tmp_path, capsys):
 
 
 def test_resumed_run_matches_uninterrupted_run(tiny_data, tmp_path):
-    flags = family_flags("unet") + ["--data", tiny_data, "--lr_schedule", "constant", "--lpips", "off"]
+    flags = family_flags("unet") + ["--data", tiny_data, "--lr_schedule", "constant", "--lpips", "off", "--fid", "off"]
     assert run("--model", "unet", "--epochs", "2", "--results", tmp_path / "a", *flags) == 0
     assert run("--model", "unet", "--epochs", "1", "--results", tmp_path / "b", *flags) == 0
     assert run("--model", "unet", "--epochs", "2", "--resume", "--results", tmp_path / "b", *flags) == 0
@@ -124,7 +124,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
 def test_every_family_resumes_into_the_uninterrupted_run(name, tiny_data, tmp_path):
     """--resume restores networks, optimizers, schedulers, EMA, discriminator, MDN, priors and the
     random state: one epoch + one resumed epoch ends where two epochs in one go end."""
-    flags = family_flags(name) + ["--data", tiny_data, "--lpips", "off", "--save_every", "0",
+    flags = family_flags(name) + ["--data", tiny_data, "--lpips", "off", "--fid", "off", "--save_every", "0",
                                   "--lr_schedule", "constant"]
     assert run("--model", name, "--epochs", "2", "--results", tmp_path / "a", *flags) == 0
     assert run("--model", name, "--epochs", "1", "--results", tmp_path / "b", *flags) == 0
@@ -142,7 +142,7 @@ def test_every_family_resumes_into_the_uninterrupted_run(name, tiny_data, tmp_pa
 
 
 def test_resuming_with_more_epochs_stretches_the_cosine_schedule(tiny_data, tmp_path):
-    flags = family_flags("unet") + ["--data", tiny_data, "--lpips", "off", "--results", tmp_path,
+    flags = family_flags("unet") + ["--data", tiny_data, "--lpips", "off", "--fid", "off", "--results", tmp_path,
                                     "--learning_rate", "0.01"]
     assert run("--model", "unet", "--epochs", "1", *flags) == 0  # 2 steps: the cosine reaches 0
     assert run("--model", "unet", "--epochs", "3", "--resume", *flags) == 0  # 4 more, on a 6-step cosine
@@ -161,7 +161,8 @@ def test_the_colorizer_from_a_checkpoint_is_the_one_validation_uses(name, tiny_d
     from trainers.inference import Colorizer
     from trainers.lifecycle import resolve
 
-    flags = family_flags(name) + ["--data", tiny_data, "--results", tmp_path, "--lpips", "off", "--ema_decay", "0.9"]
+    flags = family_flags(name) + ["--data", tiny_data, "--results", tmp_path, "--lpips", "off",
+                                  "--fid", "off", "--ema_decay", "0.9"]
     assert run("--model", name, "--epochs", "1", *flags) == 0
     ckpt = ckpt_io.load(tmp_path / name / "last.pt")
     _, args, given = main.parse_args(["--model", name, *[str(f) for f in flags]])
@@ -186,7 +187,7 @@ def test_best_and_epoch_checkpoints_are_lean_and_last_is_full(tiny_data, tmp_pat
     fine-tuning need (for unet at its default widths, a third of last.pt: the weights, without
     AdamW's two moments), and they still test; --full_checkpoints keeps everything in all of them."""
     flags = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--lpips", "off",
-             "--data", tiny_data, "--save_every", "1", "--epochs", "1"]
+             "--fid", "off", "--data", tiny_data, "--save_every", "1", "--epochs", "1"]
     assert run("--model", "unet", "--results", tmp_path / "lean", *flags) == 0
     run_dir = tmp_path / "lean" / "unet"
     last, best = ckpt_io.load(run_dir / "last.pt"), ckpt_io.load(run_dir / "best.pt")
@@ -212,7 +213,7 @@ def test_fine_tuning_starts_from_another_runs_network_and_refuses_one_that_does_
     from trainers.base import Trainer
 
     flags = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--lpips", "off",
-             "--data", tiny_data, "--results", tmp_path, "--epochs", "1"]
+             "--fid", "off", "--data", tiny_data, "--results", tmp_path, "--epochs", "1"]
     assert run("--model", "unet", "--unet_channels", "8", "--unet_depth", "2", *flags) == 0
     source = ckpt_io.load(tmp_path / "unet" / "best.pt")
     seen = {}

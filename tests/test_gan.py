@@ -11,7 +11,7 @@ from trainers import checkpoint as ckpt_io
 from trainers.gan import GANTrainer
 
 TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
-        "--unet_channels", "8", "--unet_depth", "2", "--d_channels", "8", "--lpips", "off"]
+        "--unet_channels", "8", "--unet_depth", "2", "--d_channels", "8", "--lpips", "off", "--fid", "off"]
 
 
 def test_gan_families_share_one_trainer_and_differ_in_the_generator():

@@ -15,8 +15,8 @@ import main
 from trainers import checkpoint as ckpt_io
 
 FLAGS = ["--model", "unet", "--image_size", "16", "--batch_size", "1", "--unet_channels", "8", "--unet_depth", "2",
-         "--norm", "group", "--lpips", "off", "--wandb", "disabled", "--workers", "1", "--device", "cpu",
-         "--save_every", "0"]
+         "--norm", "group", "--lpips", "off", "--fid", "off", "--wandb", "disabled", "--workers", "1",
+         "--device", "cpu", "--save_every", "0"]
 
 
 def start(args, cwd):

@@ -10,7 +10,7 @@ from trainers import checkpoint as ckpt_io
 from trainers.regression import RegressionTrainer
 
 TINY = ["--model", "unet", "--image_size", "16", "--batch_size", "4", "--unet_channels", "8", "--unet_depth", "2",
-        "--lpips", "off", "--wandb", "disabled", "--workers", "1"]
+        "--lpips", "off", "--fid", "off", "--wandb", "disabled", "--workers", "1"]
 
 
 class Payload:
@@ -117,7 +117,8 @@ def test_weights_that_do_not_fit_the_network_are_a_clear_error(tiny_data, tmp_pa
     from trainers import checkpoint as ckpt_io
 
     flags = ["--model", "colorful", "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16",
-             "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--colorful_width", "8", "--lpips", "off"]
+             "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--colorful_width", "8", "--lpips", "off",
+             "--fid", "off"]
     assert main.main([*flags, "--epochs", "1", "--gamut", "inside"]) == 0
     path = tmp_path / "colorful" / "last.pt"
     ckpt = ckpt_io.load(path)

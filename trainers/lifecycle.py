@@ -133,7 +133,8 @@ def load_init(spec: str, results: str) -> tuple[dict, Path]:
 # else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
 RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images",
                      "workers", "device", "amp", "compile", "data_cache", "cache_gb", "wandb", "wandb_project",
-                     "log_checkpoints", "table_images", "lpips", "nan_policy", "best_by", "max_image_pixels", "input",
+                     "log_checkpoints", "table_images", "lpips", "fid", "fid_images", "nan_policy", "best_by",
+                     "max_image_pixels", "input",
                      "results", "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples",
                      "full_checkpoints", "keep"}
 
@@ -385,16 +386,19 @@ def test(args, given, family, run_dir: Path) -> int:
     t0 = time.time()
     judge = semantic.load(args.results, args.image_size, device)
     lpips = metrics.LPIPS(device, enabled=settings.training.lpips == "auto")
+    realism = metrics.Realism(device, enabled=settings.training.fid == "auto", max_images=settings.training.fid_images,
+                              cache_dir=Path(args.results) / ".fid_reference", progress=True)
+    realism.reference(images)
     try:
         evaluation = evaluate(colorizer, images, args.batch_size, lpips, keep=args.num_images,
                               num_samples=settings.training.num_samples if colorizer.stochastic else 1,
-                              collect=judge is not None or wandb_run is not None, progress=True)
+                              collect=judge is not None or wandb_run is not None, progress=True, realism=realism)
     except NonFiniteColorization as e:
         raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
-              "epoch": saved["epoch"] if saved else 0, "data": str(root), "test_images": which,
-              "image_size": args.image_size,
+              "epoch": saved["epoch"] if saved else 0, "data": str(Path(root).resolve()), "test_images": which,
+              "image_size": args.image_size, **colorizer.sampling(),
               **summary, "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])
