@@ -27,8 +27,9 @@ SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), 
                    ("diversity_delta_e", "diversity", "max"), ("semantic_accuracy", "semantic acc.", "max")]
 FOUR_DIGITS = ("ssim", "lpips", "kid", "auc", "auc_rebalanced", "semantic_accuracy")
 # what two runs must share for their figures to be compared, and the words for a difference
-SAME_TEST = [("data", "data"), ("test_images", "test split"), ("image_size", "image size"),
-             ("n_images", "test images"), ("fid_images", "FID images")]
+# (test_set: a fingerprint of the test images' names; older metrics.json files have test_images only)
+SAME_TEST = [("data", "data"), ("test_set", "test split"), ("image_size", "image size"),
+             ("n_images", "number of test images"), ("fid_images", "FID images")]
 
 
 def trained_epochs(r: dict):
@@ -39,7 +40,7 @@ def trained_epochs(r: dict):
 def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
     """(the largest group of comparable runs, [(another run, what differs), ...])."""
     def base(r):
-        return tuple(r.get(k) for k, _ in SAME_TEST)
+        return tuple(r.get(k, r.get("test_images")) if k == "test_set" else r.get(k) for k, _ in SAME_TEST)
 
     trained = [(base(r), trained_epochs(r)) for r in rows if trained_epochs(r) is not None]
     keys = trained or [(base(r), None) for r in rows]
@@ -65,9 +66,9 @@ def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed:
     return float(lo), float(hi)
 
 
-def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
-    """Markdown table, one row per run's metrics.json, with what it was trained and tested on;
-    rank=True sets the best value of each column in bold; `why` adds a column (what differs)."""
+def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> tuple[list[str], list[list]]:
+    """(header, rows of (text, bold) cells): one row per run's metrics.json, with what it was
+    trained and tested on; rank=True marks the best value of each column; `why` adds a column."""
     best = {}
     for key, _, rule in SUMMARY_COLUMNS if rank else []:
         vals = [r[key] for r in rows if r.get(key) is not None]
@@ -80,27 +81,46 @@ def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = N
         else:
             best[key] = (min if rule == "min" else max)(vals)
     head = (["run", "model", "data", "size", "epochs", "sampling", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
-            + ["colourfulness (ground truth)", "training s", "training img/s"] + (["not comparable: differs in"]
-                                                                                 if why else []))
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["colourfulness (ground truth)", "training s", "training img/s"]
+            + (["not comparable: differs in"] if why else []))
+    body = []
     for i, r in enumerate(rows):
         epochs = trained_epochs(r)
-        cells = [r.get("run", "?"), r.get("model", "?"), Path(str(r.get("data", "?"))).name,
-                 str(r.get("image_size", "?")), "-" if epochs is None else str(epochs), sampling_text(r),
-                 str(r.get("n_images", "?"))]
+        cells = [(str(x), False) for x in (r.get("run", "?"), r.get("model", "?"), Path(str(r.get("data", "?"))).name,
+                                            r.get("image_size", "?"), "-" if epochs is None else epochs,
+                                            sampling_text(r), r.get("n_images", "?"))]
         for key, _, _ in SUMMARY_COLUMNS:
             v = r.get(key)
             text = "n/a" if v is None else f"{v:.4f}" if key in FOUR_DIGITS else f"{v:.2f}"
             if v is not None and f"{key}_ci" in r:
                 lo, hi = r[f"{key}_ci"]
                 text += f" [{lo:.4f}, {hi:.4f}]" if key in FOUR_DIGITS else f" [{lo:.2f}, {hi:.2f}]"
-            cells.append(f"**{text}**" if v is not None and v == best.get(key) else text)
+            cells.append((text, v is not None and v == best.get(key)))
         for key, fmt in (("colorfulness_gt", "{:.2f}"), ("train_seconds", "{:.0f}"), ("train_images_per_s", "{:.0f}")):
-            cells.append("n/a" if r.get(key) is None else fmt.format(r[key]))
+            cells.append(("n/a" if r.get(key) is None else fmt.format(r[key]), False))
         if why:
-            cells.append(why[i])
-        lines.append("| " + " | ".join(cells) + " |")
+            cells.append((why[i], False))
+        body.append(cells)
+    return head, body
+
+
+def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
+    """The table in Markdown, best values in bold."""
+    head, body = table(rows, rank, why)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(f"**{t}**" if bold else t for t, bold in cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
+
+
+def html_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
+    """The table in HTML, best values in bold."""
+    from html import escape
+
+    head, body = table(rows, rank, why)
+    out = ["<table>", "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td><b>{escape(t)}</b></td>" if bold else f"<td>{escape(t)}</td>" for t, bold in cells)
+            + "</tr>" for cells in body]
+    return "\n".join(out + ["</table>"]) + "\n"
 
 
 def sampling_text(r: dict) -> str:
@@ -136,14 +156,9 @@ def load_run(run_dir: Path) -> dict:
     return r
 
 
-def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:
-    """Results/compare.png: the same test images (by path, those every run tested) in columns;
-    rows: the grey input, each run's (first) colorization, the ground truth; every run's own
-    image size scaled to one cell size, rows labelled. Read from each run's test_samples.pt."""
-    from PIL import Image, ImageDraw
-
-    from colorize_data import compose_rgb, rgb_to_model
-
+def shared_samples(runs: list[Path], first: int) -> tuple[list, list[str]]:
+    """([(run name, {test image path: (colorization, truth) uint8 (3, S, S)})], the first `first`
+    paths that every run's test_samples.pt holds)."""
     samples = []
     for d in runs:
         path = RunFolder(d).test_samples
@@ -151,15 +166,32 @@ def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96)
             saved = torch.load(path, weights_only=True)
             samples.append((d.name, dict(zip(saved["paths"], zip(saved["pred"], saved["truth"])))))
     if not samples:
-        return None
-    common = [p for p in samples[0][1] if all(p in s for _, s in samples)][:columns]
+        return [], []
+    common = [p for p in samples[0][1] if all(p in s for _, s in samples)][:first]
     if not common:
-        print("note: the tested runs share no test image: no compare.png")
+        print("note: the tested runs share no test image: no side-by-side images")
+    return samples, common
+
+
+def grey_of(rgb: torch.Tensor) -> torch.Tensor:
+    """What the colorizers were given: the L of RGB in [0, 1], shown without colour."""
+    from colorize_data import compose_rgb, rgb_to_model
+
+    return compose_rgb(rgb_to_model(rgb)[0], torch.zeros(len(rgb), 2, *rgb.shape[2:]))
+
+
+def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:
+    """Results/compare.png: the same test images (by path, those every run tested) in columns;
+    rows: the grey input, each run's (first) colorization, the ground truth; every run's own
+    image size scaled to one cell size, rows labelled. Read from each run's test_samples.pt."""
+    from PIL import Image, ImageDraw
+
+    samples, common = shared_samples(runs, columns)
+    if not common:
         return None
     truth = torch.stack([samples[0][1][p][1] for p in common]).float() / 255
-    grey = compose_rgb(rgb_to_model(truth)[0], torch.zeros(len(common), 2, *truth.shape[2:]))
-    rows = [("grey input", grey)] + [(name, torch.stack([s[p][0] for p in common]).float() / 255)
-                                     for name, s in samples] + [("ground truth", truth)]
+    rows = [("grey input", grey_of(truth))] + [(name, torch.stack([s[p][0] for p in common]).float() / 255)
+                                               for name, s in samples] + [("ground truth", truth)]
     label, pad = 150, 2
     canvas = Image.new("RGB", (label + len(common) * (cell + pad), len(rows) * (cell + pad)), "white")
     draw = ImageDraw.Draw(canvas)
@@ -170,6 +202,88 @@ def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96)
             tile = Image.fromarray((img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
             canvas.paste(tile.resize((cell, cell), Image.BILINEAR), (label + c * (cell + pad), y))
     canvas.save(out)
+    return out
+
+
+def per_image_metrics(run_dir: Path) -> dict:
+    """{test image path: {metric: value}} from a run's per_image.csv (empty when it has none)."""
+    import csv
+
+    run = RunFolder(run_dir)
+    if not run.per_image.exists():
+        return {}
+    with open(run.per_image) as f:
+        return {row.pop("image"): {k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(f)}
+
+
+PAGE_STYLE = """body { font-family: sans-serif; margin: 1.5em; color: #222 }
+table { border-collapse: collapse; font-size: 13px; margin-bottom: 1em }
+td, th { border: 1px solid #bbb; padding: 3px 6px; text-align: right }
+th { background: #eee }
+table.images td { text-align: center; vertical-align: top; font-size: 11px }
+table.images img { width: 128px; height: 128px; image-rendering: pixelated; display: block; margin: auto }
+img.chart { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0 }"""
+
+
+def write_index(results_dir: Path, runs: list[Path], group: list[dict], apart: list, notes: str,
+                charts: list[str], first: int = 8) -> Path:
+    """RESULTS/index.html, a static page (open it in a browser, no server): the table, the runs
+    set apart, for the first `first` test images every run's colorization side by side (labelled
+    columns, per-image delta E, SSIM and colourfulness beneath each), and the charts. Its images
+    are PNG files in RESULTS/index_files/."""
+    from html import escape
+
+    from PIL import Image
+
+    files = results_dir / "index_files"
+    files.mkdir(exist_ok=True)
+    for old in files.glob("*.png"):
+        old.unlink()
+
+    def png(tensor, name) -> str:
+        rgb = tensor.float() / 255 if tensor.dtype == torch.uint8 else tensor
+        Image.fromarray((rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(files / name)
+        return f"index_files/{name}"
+
+    samples, common = shared_samples(runs, first)
+    scores = {name: per_image_metrics(results_dir / name) for name, _ in samples}
+    grid = []
+    if common:
+        grid.append("<h2>The same test images, every run</h2>\n<table class=\"images\">")
+        grid.append("<tr><th>test image</th><th>grey input</th>" + "".join(f"<th>{escape(n)}</th>" for n, _ in samples)
+                    + "<th>ground truth</th></tr>")
+        for i, path in enumerate(common):
+            truth = samples[0][1][path][1]
+            grey = png(grey_of(truth[None].float() / 255)[0], f"{i}_input.png")
+            cells = [f"<td>{escape(Path(path).name)}</td>", f"<td><img src=\"{grey}\" alt=\"grey input\"></td>"]
+            for j, (name, s) in enumerate(samples):
+                m = scores[name].get(path, {})
+                below = " &middot; ".join(f"{label} {m[k]:{fmt}}" for k, label, fmt in
+                                          (("delta_e", "&Delta;E", ".2f"), ("ssim", "SSIM", ".3f"),
+                                           ("colorfulness", "colourfulness", ".1f")) if k in m)
+                cells.append(f"<td><img src=\"{png(s[path][0], f'{i}_run{j}.png')}\" alt=\"{escape(name)}\">"
+                             f"{below}</td>")
+            gt = scores[samples[0][0]].get(path, {}).get("colorfulness_gt")
+            cells.append(f"<td><img src=\"{png(truth, f'{i}_truth.png')}\" alt=\"ground truth\">"
+                         + (f"colourfulness {gt:.1f}" if gt is not None else "") + "</td>")
+            grid.append("<tr>" + "".join(cells) + "</tr>")
+        grid.append("</table>")
+    set_apart = ""
+    if apart:
+        set_apart = ("<h2>Set apart: not comparable with the table above</h2>\n<p>Tested on other images or "
+                     "trained for another number of epochs: not ranked, not in the charts.</p>\n"
+                     + html_table([r for r, _ in apart], rank=False, why=[w for _, w in apart]))
+    paragraphs = "".join(f"<p>{escape(p.strip())}</p>\n" for p in notes.split("\n\n") if p.strip())
+    page = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+            f"<title>Colorization results: {escape(results_dir.name)}</title>\n<style>\n{PAGE_STYLE}\n</style>"
+            f"</head>\n<body>\n<h1>Colorization results: {escape(results_dir.name)}</h1>\n{paragraphs}"
+            + html_table(group) + set_apart + "\n".join(grid) + "\n"
+            + "".join(f"<h2>{escape(t)}</h2>\n<img class=\"chart\" src=\"{escape(name)}\" alt=\"{escape(t)}\">\n"
+                      for name, t in charts)
+            + "</body></html>\n")
+    out = results_dir / "index.html"
+    out.write_text(page, encoding="utf-8")
     return out
 
 
@@ -189,8 +303,9 @@ def plot_summary(rows: list[dict], out: Path) -> Path:
         vals = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
         err = None
         if any(f"{key}_ci" in r for r in rows):
-            err = [[v - r[f"{key}_ci"][0] if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)],
-                   [r[f"{key}_ci"][1] - v if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)]]
+            # (clamped at 0: a mean in float32 can sit a rounding error outside its float64 interval)
+            err = [[max(0.0, v - r[f"{key}_ci"][0]) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)],
+                   [max(0.0, r[f"{key}_ci"][1] - v) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)]]
         ax.barh(names, vals, xerr=err, color="#4c72b0")
         if key == "colorfulness":
             gt = [r["colorfulness_gt"] for r in rows if r.get("colorfulness_gt") is not None]
@@ -296,6 +411,10 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
                      "for another number of epochs, so not ranked (no bold) and left out of the charts; "
                      "`python report.py summary DIR --mixed` ranks every run together.\n\n"
                      + summary_table([r for r, _ in apart], rank=False, why=[w for _, w in apart]))
+    charts = [(name, title) for name, title, made in (("summary.png", "Every metric, every run", True),
+                                                      ("compare.png", "The same test images, every run", compare),
+                                                      ("curves.png", "Training curves", curves)) if made]
+    write_index(results_dir, runs, group, apart, notes, charts)
     out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart
                    + "\n![every metric, every run](summary.png)\n"
                    + ("\n![the same test images, every run](compare.png)\n" if compare else "")

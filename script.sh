@@ -69,7 +69,7 @@ for family in $families; do
     echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family"); continue
   fi
 done
-$PY report.py summary "$RESULTS" > /dev/null && echo "summary: $RESULTS/summary.md, summary.csv, compare.png"
+$PY report.py summary "$RESULTS" > /dev/null && echo "summary: $RESULTS/summary.md, summary.csv, index.html (open it in a browser)"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed: ${failed[*]}" >&2
   exit 1

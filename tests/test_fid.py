@@ -6,11 +6,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED, colour_crops
 
 import main
 import metrics
 from colorize_data import lab_to_rgb, rgb_to_lab
-from conftest import SHARED, colour_crops
 from models import inception
 
 

@@ -1,4 +1,11 @@
-"""The report reads each run's structured outputs (test_samples.pt), not pixels cut out of a picture."""
+"""The report reads each run's structured outputs (test_samples.pt), not pixels cut out of a picture;
+it ranks only comparable runs; its HTML page renders in a browser."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -33,3 +40,83 @@ def test_runs_without_a_common_test_image_get_no_compare_image(tmp_path, capsys)
     b = fake_run(tmp_path, "b", 16, ["other.png"], 10)
     assert report.compare_image([a, b], tmp_path / "compare.png") is None
     assert "share no test image" in capsys.readouterr().out
+
+
+def run_with_test_outputs(root, name, colour, size=16, epochs=3, model="unet", data="/d/cifar10", delta_e=9.0,
+                          fid=50.0):
+    """A run folder as test mode leaves it: metrics.json, per_image.csv and test_samples.pt (4 images)."""
+    paths = [f"test/cat/{i}.png" for i in range(4)]
+    run_dir = fake_run(root, name, size, paths, 0)
+    pred = torch.zeros(4, 3, size, size, dtype=torch.uint8)
+    pred[:, 0], pred[:, 1], pred[:, 2] = colour
+    truth = torch.zeros_like(pred)
+    truth[:, 0], truth[:, 1], truth[:, 2] = 30, 200, 60
+    save_atomic({"paths": paths, "pred": pred, "truth": truth}, RunFolder(run_dir).test_samples)
+    metrics = {"model": model, "run": name, "weights": "none" if model == "gray" else f"{run_dir}/best.pt",
+               "epoch": 0 if model == "gray" else epochs, "data": data, "test_images": "every image of test",
+               "test_set": "abc", "image_size": size, "n_images": 4, "delta_e": delta_e, "ssim": 0.9, "psnr": 25.0,
+               "lpips": None, "fid": fid, "kid": fid / 1000, "fid_images": 4, "colorfulness": 20.0,
+               "colorfulness_gt": 30.0, "auc": 0.9, "auc_rebalanced": 0.6}
+    RunFolder(run_dir).metrics.write_text(json.dumps(metrics))
+    RunFolder(run_dir).per_image.write_text("image,delta_e,ssim,colorfulness,colorfulness_gt\n" + "".join(
+        f"{p},{delta_e + (-0.5 if i % 2 == 0 else 0.5):.5f},0.9,20.0,30.0\n" for i, p in enumerate(paths)))
+    return run_dir
+
+
+def test_only_comparable_runs_are_ranked_together(tmp_path):
+    """Runs tested on other images (another size, another data set) or trained for another number of
+    epochs are set apart, unranked, with what differs; the grey baseline (nothing trained) joins
+    the comparison; --mixed ranks everything and says so."""
+    run_with_test_outputs(tmp_path, "unet", (200, 40, 40), delta_e=9.0)
+    run_with_test_outputs(tmp_path, "colorful", (40, 200, 40), model="colorful", delta_e=9.5, fid=20.0)
+    run_with_test_outputs(tmp_path, "gray", (128, 128, 128), model="gray", delta_e=10.5, fid=90.0)
+    run_with_test_outputs(tmp_path, "unet_64px", (10, 10, 10), size=64, delta_e=5.0)  # better figures, other images
+    run_with_test_outputs(tmp_path, "unet_long", (10, 10, 10), epochs=30, delta_e=4.0, fid=5.0)
+    run_with_test_outputs(tmp_path, "unet_demo", (10, 10, 10), data="/d/Dataset", delta_e=3.0)
+    md = report.write_summary(tmp_path).read_text()
+    ranked, apart = md.split("## Set apart")
+    assert "| unet | unet | cifar10 | 16 | 3 |" in ranked and "| gray | gray | cifar10 | 16 | - |" in ranked
+    assert "**9.00" in ranked and "**20.00**" in ranked  # best delta E (unet) and FID (colorful) of the three
+    for name, why in (("unet_64px", "image size"), ("unet_long", "epochs (30, not 3)"), ("unet_demo", "data")):
+        row = next(line for line in apart.splitlines() if line.startswith(f"| {name} |"))
+        assert why in row and "**" not in row
+        assert f"| {name} |" not in ranked
+    with open(tmp_path / "summary.csv") as f:
+        comparable = {line.split(",")[0]: line.split(",")[11] for line in f.read().splitlines()[1:]}
+    assert comparable == {"colorful": "True", "gray": "True", "unet": "True", "unet_64px": "False",
+                          "unet_demo": "False", "unet_long": "False"}
+    mixed = report.write_summary(tmp_path, mixed=True).read_text()
+    assert "Set apart" not in mixed and "Mixed:" in mixed and "**3.00" in mixed
+
+
+def test_index_page_renders_the_table_and_every_runs_images_in_chromium(tmp_path):
+    """Results/index.html, opened by headless Chromium: the screenshot shows the table (dark text
+    on the white page) and each run's colorizations (their pure colours); without its image files
+    the same page shows none of those colours: the check can fail."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium here (.ci/run installs the Debian package)")
+    run_with_test_outputs(tmp_path, "unet", (230, 20, 20))
+    run_with_test_outputs(tmp_path, "colorful", (20, 20, 230), model="colorful")
+    report.write_summary(tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    assert "<th>unet</th>" in page and "<th>colorful</th>" in page and "&Delta;E 8.50" in page
+
+    def screenshot(name):
+        shot = tmp_path / name
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=1400,1400", f"--screenshot={shot}", (tmp_path / "index.html").as_uri()],
+                       capture_output=True, timeout=120, check=True)
+        img = torch.from_numpy(np.array(Image.open(shot).convert("RGB"))).int()
+        r, g, b = img.unbind(-1)
+        return {"red": int(((r > 200) & (g < 60) & (b < 60)).sum()),
+                "blue": int(((b > 200) & (r < 60) & (g < 60)).sum()),
+                "truth": int(((g > 170) & (r < 60) & (b < 90)).sum()), "text": int((img.sum(-1) < 150).sum())}
+
+    seen = screenshot("shot.png")
+    cell = 128 * 128  # each colorization is shown 128 px wide: four images per run
+    assert seen["red"] > 3 * cell and seen["blue"] > 3 * cell and seen["truth"] > 3 * cell, seen
+    assert seen["text"] > 2000, seen  # table headers, cells and captions
+    shutil.rmtree(tmp_path / "index_files")
+    gone = screenshot("broken.png")
+    assert gone["red"] < cell and gone["blue"] < cell and gone["text"] > 2000, gone

@@ -20,11 +20,12 @@ def test_script_quick_runs_every_family_and_writes_the_report(tiny_data, tmp_pat
            *[x for k, v in tiny.items() for x in (f"--{k}", str(v))]]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for name in ("summary.md", "summary.csv", "compare.png", "summary.png", "curves.png"):
+    for name in ("summary.md", "summary.csv", "compare.png", "summary.png", "curves.png", "index.html"):
         assert (tmp_path / name).exists(), name
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(row["model"] for row in rows) == sorted(REGISTRY)
+    assert all(row["comparable"] == "True" for row in rows)  # one data set, size, split and length: one ranking
     assert all(float(row["delta_e_ci_low"]) <= float(row["delta_e"]) <= float(row["delta_e_ci_high"]) for row in rows)
     for family in REGISTRY:
         assert (tmp_path / "logs" / f"{family}.test.log").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -398,6 +399,7 @@ def test(args, given, family, run_dir: Path) -> int:
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(Path(root).resolve()), "test_images": which,
+              "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
               "image_size": args.image_size, **colorizer.sampling(),
               **summary, "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
