@@ -10,6 +10,9 @@ convolutions with BatchNorm; blocks 1-3 halve the resolution, blocks 5-6 are dil
 8 upsamples by 2, so the class logits come out at a quarter of the input resolution.
     input  L (B, 1, H, W) in [-1, 1];  output logits (B, Q, H/4, W/4) over the Q gamut bins
 `trunk(L)` gives the block-7 features (B, 8 width, H/8, W/8). H and W must be multiples of 8.
+`halvings` < 3 (--colorful_halvings) lets only the first blocks halve the resolution, for small
+images: with 1, a 32 px input keeps a 16 x 16 trunk and 32 x 32 logits (the paper's layout ends
+at a 4 x 4 trunk and 8 x 8 logits there); same weights' shapes, more computation.
 """
 from __future__ import annotations
 
@@ -92,11 +95,13 @@ def _block(c_in, c_out, n, stride_last=1, dilation=1):
 
 
 class ColorfulNet(nn.Module):
-    def __init__(self, classes: int, width: int = 64):
+    def __init__(self, classes: int, width: int = 64, halvings: int = 3):
         super().__init__()
         w = width
+        s1, s2, s3 = (2 if i < halvings else 1 for i in range(3))
         self.trunk_blocks = nn.Sequential(
-            _block(1, w, 2, stride_last=2), _block(w, 2 * w, 2, stride_last=2), _block(2 * w, 4 * w, 3, stride_last=2),
+            _block(1, w, 2, stride_last=s1), _block(w, 2 * w, 2, stride_last=s2),
+            _block(2 * w, 4 * w, 3, stride_last=s3),
             _block(4 * w, 8 * w, 3), _block(8 * w, 8 * w, 3, dilation=2), _block(8 * w, 8 * w, 3, dilation=2),
             _block(8 * w, 8 * w, 3))
         self.head = nn.Sequential(nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1), nn.ReLU(True),
@@ -114,6 +119,9 @@ class ColorfulNet(nn.Module):
 @dataclass(frozen=True)
 class Config:
     colorful_width: int = setting(64, "channels of the first block (ECCV16: 64)", minimum=1)
+    colorful_halvings: int = setting(3, "how many of blocks 1-3 halve the resolution (3: the paper, logits at a "
+                                     "quarter of the input; 1: at full resolution, for small images)",
+                                     choices=(1, 2, 3))
     gamut: str = setting("corners", "ab bins: corners of the grid cells sRGB reaches (309, near Zhang's 313) or "
                          "the bins sRGB falls in (261)", choices=GAMUTS)
 
@@ -122,11 +130,11 @@ SMOKE = {"colorful_width": 8}  # the tests' tiny network
 
 
 def build(cfg: Config) -> ColorfulNet:
-    return ColorfulNet(len(ab_gamut(cfg.gamut)[0]), cfg.colorful_width)
+    return ColorfulNet(len(ab_gamut(cfg.gamut)[0]), cfg.colorful_width, cfg.colorful_halvings)
 
 
 def size_multiple(cfg: Config) -> int:
-    return 8
+    return 2 ** cfg.colorful_halvings
 
 
 def grid_to_gamut(centres: torch.Tensor) -> torch.Tensor:

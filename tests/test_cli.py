@@ -20,7 +20,7 @@ def cli(cwd, *args):
 def test_default_run_builds_demo_data_trains_and_tests(tmp_path):
     """`python main.py` with no data: the demo set is built from scikit-image photos and used."""
     small = ["--image_size", "32", "--epochs", "1", "--batch_size", "64", "--unet_channels", "8",
-             "--unet_depth", "2", "--wandb", "disabled"]
+             "--unet_depth", "2", "--wandb", "disabled", "--fid", "off"]  # (FID: tests/test_fid.py)
     r = cli(tmp_path, *small)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "built the demo data set" in r.stdout

@@ -125,3 +125,28 @@ def test_bin_counts_are_cached_per_data_set(tiny_data, tmp_path, monkeypatch):
     os.utime(first, ns=(1, 1))  # same pixels, another modification time
     assert main.main(["--model", "colorful", "--run_name", "c", *flags]) == 0
     assert len(calls) == 2
+
+
+def test_fewer_halvings_keep_more_resolution_for_small_images(tiny_data, tmp_path):
+    """--colorful_halvings: 3 is the paper's layout (a 32 px input ends at 8 x 8 logits); 1 keeps
+    32 x 32 logits, with weights of the same shapes; such a model trains and tests, and image
+    sizes need only be a multiple of 2."""
+    import main
+    from models import colorful
+
+    L = torch.zeros(2, 1, 32, 32)
+    shapes = {}
+    for h in (1, 2, 3):
+        cfg = colorful.Config(colorful_width=8, colorful_halvings=h)
+        net = colorful.build(cfg)
+        shapes[h] = tuple(net(L).shape[-2:])
+        assert colorful.size_multiple(cfg) == 2 ** h
+    assert shapes == {1: (32, 32), 2: (16, 16), 3: (8, 8)}
+    paper, small = colorful.build(colorful.Config(colorful_width=8)), colorful.build(colorful.Config(
+        colorful_width=8, colorful_halvings=1))
+    assert {k: v.shape for k, v in paper.state_dict().items()} == {k: v.shape for k, v in small.state_dict().items()}
+    flags = ["--model", "colorful", "--colorful_width", "8", "--colorful_halvings", "1", "--image_size", "18",
+             "--batch_size", "4", "--epochs", "1", "--data", str(tiny_data), "--results", str(tmp_path),
+             "--wandb", "disabled", "--lpips", "off", "--fid", "off", "--workers", "1"]
+    assert main.main(flags) == 0
+    assert main.main(flags + ["--mode", "test"]) == 0

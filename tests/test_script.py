@@ -48,5 +48,6 @@ def test_a_second_script_on_the_same_results_is_refused(tmp_path):
     assert r.returncode == 2 and "another script.sh" in r.stderr
     assert (tmp_path / "logs" / "unet.train.log").read_text() == "the first script's log"
     (lock / "pid").write_text("999999999")  # its process gone: a stale lock is taken over
-    r = subprocess.run(cmd + ["--data", "/no/such/folder"], env=env, capture_output=True, text=True, timeout=120)
-    assert "removed a stale lock" in r.stdout and not lock.exists()  # released when it ends
+    env["PYTHON"] = "false"  # and this script stops at its first python call: only the lock is under test
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert "removed a stale lock" in r.stdout and r.returncode == 1 and not lock.exists()  # released when it ends

@@ -190,6 +190,9 @@ class CVAEMDNTrainer(VAETrainer):
                              f"`colorful` model (got {path!r})")
         saved = checkpoint.load(path, family="colorful")
         net = saved.get("network") or saved["args"]
+        if net.get("colorful_halvings", 3) != 3:
+            raise SystemExit(f"error: --mdn_features colorful takes the trunk of a `colorful` model of the paper's "
+                             f"layout (--colorful_halvings 3); {path} has {net['colorful_halvings']}")
         return dataclasses.replace(cfg, mdn_colorful_width=net["colorful_width"],
                                    mdn_colorful_gamut=net.get("gamut", "inside"))
 
