@@ -255,7 +255,7 @@ def find_images(root) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def make_split(root, seed: int, val_fraction: float = 0.05, test_fraction: float = 0.1) -> dict:
+def make_split(root, seed: int, val_fraction: float = 0.05, test_fraction: float = 0.1, max_images: int = 0) -> dict:
     """Split a folder into train/val/test lists of paths relative to `root`.
 
     With `train/` and `test/` subfolders those are the splits (`val/` too when present, otherwise
@@ -284,7 +284,11 @@ def make_split(root, seed: int, val_fraction: float = 0.05, test_fraction: float
         test, val, train = sorted(files[:n_test]), sorted(files[n_test:n_test + n_val]), sorted(files[n_test + n_val:])
     if not (train or test):
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    return {"root": str(root.resolve()), "seed": seed, "train": train, "val": val, "test": test}
+    split = {"root": str(root.resolve()), "seed": seed, "train": train, "val": val, "test": test}
+    if max_images and max_images < len(train):  # --max_images: a subset of train, the same for the same seed
+        split["train"] = sorted(random.Random(f"max_images {seed}").sample(train, max_images))
+        split["max_images"] = max_images
+    return split
 
 
 def held_out_folder(root) -> Path | None:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import colorize_data as cd
+import public_data
 from models import config
 from trainers import REGISTRY, distributed, memory
 from trainers import checkpoint as ckpt_io
@@ -67,8 +68,16 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
                         "the semantic-interpretability classifier on a data set with class folders")
     p.add_argument("--seed", type=int, default=0, help="random seed (also decides the data split)")
     p.add_argument("--data", default=None,
-                   help="image folder (searched recursively; train/ test/ val/ subfolders are used as splits). "
+                   help="image folder (searched recursively; train/ test/ val/ subfolders are used as splits), or "
+                        "the name of a public set (cifar10, cifar100, stl10, stl10-unlabeled, lfw, flowers102, "
+                        "places365, food101, imagenet, coco: downloaded once; an existing path wins). "
                         "Default: Dataset/, built from scikit-image's photos when empty")
+    p.add_argument("--data_root", default=None,
+                   help="where named data sets are downloaded and laid out (default: $COLORIZE_DATA, else "
+                        "~/.cache/colorize/datasets)")
+    p.add_argument("--max_images", type=int, default=0,
+                   help="train on N images of the training split only, picked by --seed (0: all); the "
+                        "validation and test splits are kept whole")
     p.add_argument("--input", default="TestImages",
                    help="images colorized at full resolution: a file, a folder (recursive) or a glob (quote it); "
                         "in test mode after the metrics (\"\": none), in colorize mode alone")
@@ -161,9 +170,13 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
             check_architecture(args, family)
         except UsageError as e:
             parser.error(str(e))
-    if args.data is not None and not Path(args.data).is_dir():
-        parser.error(f"--data {args.data}: no such folder")
-    if args.data is not None and not cd.has_images(args.data):
+    if args.max_images < 0:
+        parser.error(f"--max_images must be 0 (all) or more, got {args.max_images}")
+    named = public_data.is_name(args.data)
+    if args.data is not None and not named and not Path(args.data).is_dir():
+        parser.error(public_data.unknown(args.data) if public_data.looks_like_a_name(args.data)
+                     else f"--data {args.data}: no such folder")
+    if args.data is not None and not named and not cd.has_images(args.data):
         parser.error(f"--data {args.data}: no images ({', '.join(cd.IMAGE_EXTENSIONS)}) in it or below it")
     if args.resume and args.mode != "train":
         parser.error("--resume goes with --mode train")
@@ -219,7 +232,7 @@ def main(argv=None) -> int:
                 for mode in modes:
                     locks.enter_context(ckpt_io.RunLock(run_dir, mode))
             return (train if args.mode == "train" else test)(args, given, family, run_dir)
-    except ckpt_io.CheckpointError as e:
+    except (ckpt_io.CheckpointError, public_data.DataUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except UsageError as e:

@@ -22,6 +22,7 @@ import torch
 
 import colorize_data as cd
 import metrics
+import public_data
 from models import config
 from trainers import REGISTRY, distributed, memory, semantic
 from trainers import checkpoint as ckpt_io
@@ -132,7 +133,7 @@ def load_init(spec: str, results: str) -> tuple[dict, Path]:
 
 # what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
 # else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
-RESUME_MAY_CHANGE = {"checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images",
+RESUME_MAY_CHANGE = {"data_root", "checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images",
                      "workers", "device", "amp", "compile", "data_cache", "cache_gb", "wandb", "wandb_project",
                      "log_checkpoints", "table_images", "lpips", "fid", "fid_images", "nan_policy", "best_by",
                      "max_image_pixels", "input",
@@ -152,7 +153,13 @@ def check_resume_flags(args, saved: dict, given: set) -> None:
             + ". Start a new run for them (--run_name NAME, or --overwrite)")
 
 
-def data_root(args) -> Path:
+def data_root(args, prepare: bool = True) -> Path:
+    """The image folder a run reads: --data's folder, a named public set's (downloaded and laid
+    out on first use; prepare=False only says where), or the demo set Dataset/ (built when empty)."""
+    if public_data.is_name(args.data):
+        if not prepare:
+            return public_data.images_folder(args.data, args.data_root)
+        return public_data.prepare(args.data, args.data_root)  # DataUnavailable: main prints it, exit 2
     if args.data is not None:
         return Path(args.data)
     root = Path("Dataset")
@@ -167,9 +174,10 @@ def get_split(args, run_dir: Path, root: Path) -> dict:
     saved = RunFolder(run_dir).split
     if saved.exists():
         split = cd.load_split(saved)
-        if split.get("root") == str(root.resolve()) and (args.resume or split.get("seed") == args.seed):
+        if split.get("root") == str(root.resolve()) and (args.resume or (
+                split.get("seed") == args.seed and split.get("max_images", 0) == args.max_images)):
             return split
-    return cd.make_split(root, args.seed)
+    return cd.make_split(root, args.seed, max_images=args.max_images)
 
 
 def write_unless_same(path: Path, text: str) -> None:
@@ -255,7 +263,7 @@ def train(args, given, family, run_dir: Path) -> int:
         memory.check_fits(family.network, settings.network, device, args.batch_size, args.image_size, f"{args.model}",
                           world=distributed.world_from_env()[2])
     say = print if main_process else (lambda *a, **k: None)
-    root = data_root(args) if main_process else Path(args.data or "Dataset")
+    root = data_root(args, prepare=main_process)
     distributed.barrier()  # the demo data set, if any, is built by the first process
     args.data = str(root)
     if main_process:
@@ -371,7 +379,8 @@ def test(args, given, family, run_dir: Path) -> int:
     saved, weights = load_weights(args, family, run_dir)
     settings = resolve(family, args, given, saved, {"model", "mode", "weights"})
     args = settings.args
-    root = data_root(args) if (args.data is None or Path(args.data).is_dir()) else None
+    usable = args.data is None or public_data.is_name(args.data) or Path(args.data).is_dir()
+    root = data_root(args) if usable else None
     if root is None:
         raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
     split_file = RunFolder(Path(weights).parent if saved else run_dir).split

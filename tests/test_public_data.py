@@ -1,0 +1,157 @@
+"""Named public data sets, on small fake copies in each downloader's own on-disk format (CIFAR's
+pickled batches, STL-10's binaries, Flowers-102's JPEG folder and .mat files, COCO's folders), with
+torchvision's checksums set to those of the fakes: no network is touched."""
+import hashlib
+import json
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torchvision.datasets as tvd
+from PIL import Image
+
+import colorize_data as cd
+import main
+import public_data
+
+RNG = np.random.default_rng(0)
+TINY = ["--image_size", "16", "--batch_size", "4", "--epochs", "1", "--wandb", "disabled", "--lpips", "off",
+        "--fid", "off", "--workers", "1", "--unet_channels", "8", "--unet_depth", "2", "--input", ""]
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def fake_cifar10(root, monkeypatch, n_train=(6, 6, 6, 6, 6), n_test=8):
+    folder = root / "cifar10" / "download" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)]
+    for name, n in zip(names + ["test_batch"], list(n_train) + [n_test]):
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": RNG.integers(0, 255, (n, 3072), dtype=np.uint8),
+                         "labels": [i % 3 for i in range(n)]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird"]}, f)
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[n, md5(folder / n)] for n in names])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
+                                              "md5": md5(folder / "batches.meta")})
+
+
+def fake_stl10(root, monkeypatch, n_train=5, n_test=4, n_unlabeled=7):
+    folder = root / "stl10-unlabeled" / "download" / "stl10_binary"
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test), ("unlabeled", n_unlabeled)):
+        RNG.integers(0, 255, (n, 3, 96, 96), dtype=np.uint8).tofile(folder / f"{name}_X.bin")
+        if name != "unlabeled":
+            (np.arange(n) % 2 + 1).astype(np.uint8).tofile(folder / f"{name}_y.bin")  # labels are 1-based
+    (folder / "class_names.txt").write_text("airplane\nbird\n")
+    monkeypatch.setattr(tvd.STL10, "train_list", [[f, md5(folder / f)] for f in ("train_X.bin", "train_y.bin",
+                                                                                  "unlabeled_X.bin")])
+    monkeypatch.setattr(tvd.STL10, "test_list", [[f, md5(folder / f)] for f in ("test_X.bin", "test_y.bin")])
+
+
+def fake_flowers(root, monkeypatch):
+    from scipy.io import savemat
+
+    folder = root / "flowers102" / "download" / "flowers-102"
+    (folder / "jpg").mkdir(parents=True)
+    for i in range(1, 11):
+        Image.fromarray(RNG.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / "jpg" / f"image_{i:05d}.jpg")
+    savemat(folder / "imagelabels.mat", {"labels": np.array([1, 2] * 5)})
+    savemat(folder / "setid.mat", {"trnid": np.array([1, 2, 3]), "valid": np.array([4, 5]),
+                                   "tstid": np.array([6, 7, 8, 9, 10])})
+    monkeypatch.setattr(tvd.Flowers102, "_file_dict", {
+        "image": ("102flowers.tgz", "unused"), "label": ("imagelabels.mat", md5(folder / "imagelabels.mat")),
+        "setid": ("setid.mat", md5(folder / "setid.mat"))})
+
+
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+
+
+def test_cifar10_keeps_official_splits_and_labels_builds_once_and_trains(tmp_path, monkeypatch, capsys):
+    no_network(monkeypatch)
+    fake_cifar10(tmp_path, monkeypatch)
+    folder = public_data.prepare("cifar10", str(tmp_path))
+    assert sorted(p.name for p in (folder / "train").iterdir()) == ["airplane", "automobile", "bird"]
+    assert len(cd.find_images(folder / "train")) == 30 and len(cd.find_images(folder / "test")) == 8
+    assert json.loads((folder / ".complete").read_text())["images"] == {"train": 30, "test": 8}
+    stamp = (folder / ".complete").stat().st_mtime_ns
+    assert public_data.prepare("cifar10", str(tmp_path)) == folder  # built once: not again
+    assert (folder / ".complete").stat().st_mtime_ns == stamp
+    # a run by name: the official test split is the held-out test, validation is carved from train
+    results = tmp_path / "R"
+    assert main.main(["--data", "cifar10", "--data_root", str(tmp_path), "--results", str(results), *TINY]) == 0
+    split = json.loads((results / "unet" / "split.json").read_text())
+    assert len(split["test"]) == 8 and len(split["train"]) + len(split["val"]) == 30
+    assert all(p.startswith("train/") for p in split["train"] + split["val"])
+    assert main.main(["--data", "cifar10", "--data_root", str(tmp_path), "--results", str(results), "--mode", "test",
+                      *TINY]) == 0
+    assert json.loads((results / "unet" / "metrics.json").read_text())["n_images"] == 8
+
+
+def test_max_images_is_a_seeded_subset_of_train_and_streaming_reads_a_named_set(tmp_path, monkeypatch):
+    no_network(monkeypatch)
+    fake_cifar10(tmp_path, monkeypatch)
+    results = tmp_path / "R"
+    base = ["--data", "cifar10", "--data_root", str(tmp_path), "--results", str(results), *TINY]
+    assert main.main([*base, "--max_images", "10", "--run_name", "a", "--data_cache", "stream"]) == 0
+    assert main.main([*base, "--max_images", "10", "--run_name", "b"]) == 0
+    assert main.main([*base, "--max_images", "10", "--run_name", "c", "--seed", "1"]) == 0
+    a, b, c = (json.loads((results / n / "split.json").read_text()) for n in "abc")
+    assert len(a["train"]) == 10 and a["train"] == b["train"] and a["train"] != c["train"]
+    assert len(a["test"]) == 8 and a["max_images"] == 10
+
+
+def test_stl10_with_its_unlabeled_split_and_flowers_train_plus_val(tmp_path, monkeypatch):
+    no_network(monkeypatch)
+    fake_stl10(tmp_path, monkeypatch)
+    folder = public_data.prepare("stl10-unlabeled", str(tmp_path))
+    assert sorted(p.name for p in (folder / "train").iterdir()) == ["airplane", "bird", "unlabeled"]
+    assert len(cd.find_images(folder / "train" / "unlabeled")) == 7 and len(cd.find_images(folder / "test")) == 4
+    first = np.fromfile(tmp_path / "stl10-unlabeled" / "download" / "stl10_binary" / "train_X.bin", dtype=np.uint8)
+    png = np.asarray(Image.open(folder / "train" / "airplane" / "0000000.png"))  # image 0: label 1, the first class
+    assert png.shape == (96, 96, 3) and (png.transpose(2, 1, 0).ravel() == first[:3 * 96 * 96]).all()
+    fake_flowers(tmp_path, monkeypatch)
+    flowers = public_data.prepare("flowers102", str(tmp_path))
+    assert len(cd.find_images(flowers / "train")) == 5 and len(cd.find_images(flowers / "test")) == 5
+    linked = cd.find_images(flowers / "train")[0]
+    assert linked.is_symlink() and linked.resolve().parent.name == "jpg"  # linked, not copied
+
+
+def test_coco_from_the_users_folders_and_imagenet_needs_its_archives(tmp_path, monkeypatch):
+    download = tmp_path / "coco" / "download"
+    for split, n in (("train2017", 4), ("val2017", 3)):
+        (download / split).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(RNG.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(download / split / f"{i:012d}.jpg")
+    folder = public_data.prepare("coco", str(tmp_path))
+    assert len(cd.find_images(folder / "train")) == 4 and len(cd.find_images(folder / "test")) == 3
+    with pytest.raises(public_data.DataUnavailable, match="ILSVRC2012_img_train.tar"):
+        public_data.prepare("imagenet", str(tmp_path))
+
+
+def test_offline_is_one_clear_paragraph_and_leaves_no_half_written_set(tmp_path, monkeypatch, capsys):
+    """On this machine (no network): --data cifar10 names the set, the file, where to put it and
+    the URL, exits 2 without a traceback, and leaves no images/ folder that could pass for done."""
+    no_network(monkeypatch)
+    code = main.main(["--data", "cifar10", "--data_root", str(tmp_path), "--results", str(tmp_path / "R"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    for words in ("--data cifar10", "cifar-10-python.tar.gz", str(tmp_path / "cifar10" / "download"),
+                  "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"):
+        assert words in err, words
+    assert not (tmp_path / "cifar10" / "images").exists()
+    # an unknown name lists the known ones; an existing folder of that name wins over the name
+    with pytest.raises(SystemExit):
+        main.main(["--data", "cifar11", *TINY])
+    assert "cifar10, cifar100, stl10" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    cd.build_demo_dataset(tmp_path / "cifar10", tmp_path / "none", seed=0)
+    assert not public_data.is_name("cifar10")
