@@ -83,6 +83,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("COLORIZATION_CACHE", Path.home() / ".cache" / "colorization"))
 
 
+def fetch_quietly(url: str, path, hash_prefix: str | None = None, timeout: float = 20.0) -> str | None:
+    """Download `url` to `path` with nothing printed (torch writes a temporary file, checks the
+    hash prefix, then moves it in place: a failure leaves nothing). None when it worked, else why
+    not, in one line, for a message that says what to do (pretrained weights: LPIPS, FID)."""
+    import socket
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=False)
+        return None
+    except Exception as e:  # URLError, HTTPError, a hash mismatch, a read-only cache, ...
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 AB_BIN = 10        # the ab grid of Zhang et al. and Deshpande et al.: bins of 10 x 10 ab units
 AB_BINS_PER_AXIS = 23  # bin centres -110, -100, ..., 110 on each axis
 

@@ -73,8 +73,8 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
                         "places365, food101, imagenet, coco: downloaded once; an existing path wins). "
                         "Default: Dataset/, built from scikit-image's photos when empty")
     p.add_argument("--data_root", default=None,
-                   help="where named data sets are downloaded and laid out (default: $COLORIZE_DATA, else "
-                        "~/.cache/colorize/datasets)")
+                   help="where named data sets are downloaded and laid out (default: $COLORIZATION_DATA, else "
+                        "~/.cache/colorization/datasets)")
     p.add_argument("--max_images", type=int, default=0,
                    help="train on N images of the training split only, picked by --seed (0: all); the "
                         "validation and test splits are kept whole")

@@ -118,24 +118,30 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
 # LPIPS
 # ----------------------------------------------------------------------------------------------
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_URL = "https://download.pytorch.org/models/" + ALEXNET_FILE
 
 
 @functools.lru_cache(maxsize=None)
 def _pretrained_lpips():
     """Build LPIPS-AlexNet once per process, or None with one message when the backbone weights
-    cannot be had (torchvision fetches them on first use; nothing is downloaded here)."""
-
+    cannot be had. torchvision would fetch them on first use, announcing a download that then
+    fails; they are fetched here first, quietly, so a failure is one clear line."""
     import lpips
 
-    try:
-        with warnings.catch_warnings():  # lpips calls torchvision with its deprecated `pretrained=`
-            warnings.simplefilter("ignore", UserWarning)
-            return lpips.LPIPS(net="alex", verbose=False).eval()
-    except Exception as e:  # URLError, HTTPError, RuntimeError from a bad file, ...
-        where = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
-        print(f"LPIPS unavailable, reported as null: torchvision could not load AlexNet's weights "
-              f"({type(e).__name__}: {e}). Put {ALEXNET_FILE} at {where} to enable it.", file=sys.stderr)
-        return None
+    from colorize_data import fetch_quietly
+
+    where = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+    why = None if where.is_file() else fetch_quietly(ALEXNET_URL, where, hash_prefix=ALEXNET_FILE[-12:-4])
+    if why is None:
+        try:
+            with warnings.catch_warnings():  # lpips calls torchvision with its deprecated `pretrained=`
+                warnings.simplefilter("ignore", UserWarning)
+                return lpips.LPIPS(net="alex", verbose=False).eval()
+        except Exception as e:  # a bad file, ...
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    print(f"LPIPS unavailable, reported as null: AlexNet's weights could not be had ({why}). Put {ALEXNET_FILE} "
+          f"(from {ALEXNET_URL}) at {where} to enable it.", file=sys.stderr)
+    return None
 
 
 class LPIPS:

@@ -1,8 +1,8 @@
 """Public data sets by name: `--data cifar10` (an existing path of that name always wins).
 
 torchvision's own dataset classes download each set and verify it (checksums, where torchvision
-keeps them) into one cache folder, once: `--data_root`, else $COLORIZE_DATA, else
-~/.cache/colorize/datasets ($XDG_CACHE_HOME respected). The set is then laid out as the image
+keeps them) into one cache folder, once: `--data_root`, else $COLORIZATION_DATA, else
+~/.cache/colorization/datasets ($XDG_CACHE_HOME respected). The set is then laid out as the image
 folder the rest of the framework reads, so every run uses it through the same path as a folder of
 your own:
 
@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ENV = "COLORIZE_DATA"
+ENV = "COLORIZATION_DATA"
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def cache_root(data_root: str | None = None) -> Path:
         return Path(data_root).expanduser()
     if os.environ.get(ENV):
         return Path(os.environ[ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "colorize" / "datasets"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "colorization" / "datasets"
 
 
 def is_name(spec: str | None) -> bool:

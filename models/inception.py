@@ -17,7 +17,6 @@ downloaded at import time.
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
 import warnings
 from pathlib import Path
@@ -114,19 +113,11 @@ def convert_packaged(path) -> dict:
     return out
 
 
-def _download_standard(timeout: float = 20.0) -> str | None:
-    """Fetch the standard file into the hub cache (torch writes a temporary file and checks the
-    hash before moving it in place, so a failed download leaves nothing). Returns why it failed."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        standard_path().parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(STANDARD_URL, str(standard_path()), hash_prefix="6726825d", progress=False)
-        return None
-    except Exception as e:  # URLError, HTTPError, hash mismatch, read-only cache, ...
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    finally:
-        socket.setdefaulttimeout(previous)
+def _download_standard() -> str | None:
+    """Fetch the standard file into the hub cache, hash checked; why it failed, or None."""
+    from colorize_data import fetch_quietly
+
+    return fetch_quietly(STANDARD_URL, standard_path(), hash_prefix="6726825d")
 
 
 def load(device="cpu", download: bool = True) -> tuple[torch.nn.Module, str]:

@@ -155,3 +155,29 @@ def test_bootstrap_interval_covers_the_mean():
     lo, hi = report.bootstrap_ci(values)
     assert lo < values.mean().item() < hi
     assert 0.2 < hi - lo < 0.6  # about 2 * 1.96 * 2 / sqrt(400) = 0.39
+
+
+def test_lpips_without_weights_says_so_once_and_announces_no_download(tmp_path, monkeypatch, capsys):
+    """No AlexNet weights and no network: one line that says where to put the file, no
+    torchvision "Downloading: ..." line before it, and LPIPS is null (never random weights)."""
+    import urllib.error
+
+    import torch
+
+    import metrics
+
+    def refuse(*a, **k):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    metrics._pretrained_lpips.cache_clear()
+    try:
+        first, second = metrics.LPIPS(), metrics.LPIPS()
+        assert not first.available and not second.available
+        err = capsys.readouterr().err
+        assert err.count("LPIPS unavailable") == 1 and "Downloading" not in err
+        assert str(tmp_path / "checkpoints" / metrics.ALEXNET_FILE) in err
+        assert not list(tmp_path.rglob("*.pth"))  # nothing half-written
+    finally:
+        metrics._pretrained_lpips.cache_clear()
