@@ -213,8 +213,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def where_note(args, given: set) -> str | None:
+    """Run from outside the project folder with the default folders: say where they go."""
+    here = Path.cwd().resolve()
+    if here == Path(__file__).resolve().parent:
+        return None
+    defaults = [f"{name}/" for name, flag in (("Results", "results"), ("Dataset", "data")) if flag not in given]
+    if args.mode == "colorize" or not defaults:
+        return None
+    return (f"note: {' and '.join(defaults)} {'are' if len(defaults) > 1 else 'is'} under the current folder {here}, "
+            f"not the project's ({Path(__file__).resolve().parent}); pass --results and --data to choose")
+
+
 def main(argv=None) -> int:
     parser, args, given = parse_args(argv)
+    note = where_note(args, given)
+    if note and distributed.world_from_env()[0] == 0:
+        print(note)
     family = REGISTRY[args.model]
     run_dir = Path(args.results) / (args.run_name or args.model)
     seed_everything(args.seed)

@@ -24,6 +24,7 @@ def test_default_run_builds_demo_data_trains_and_tests(tmp_path):
     r = cli(tmp_path, *small)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "built the demo data set" in r.stdout
+    assert "note: Results/ and Dataset/ are under the current folder" in r.stdout  # not the project's: said
     run_dir = tmp_path / "Results" / "unet"
     for name in ("last.pt", "best.pt", "history.jsonl", "val_metrics.json", "split.json", "args.json"):
         assert (run_dir / name).exists(), name
@@ -154,3 +155,20 @@ def test_wandb_online_never_prompts_nor_stalls(tiny_data, tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert says in out and "wandb sync" in out and time.time() - t0 < 60
     assert list((tmp_path / "gray" / "wandb").glob("offline-run-*/run-*.wandb"))  # logged offline, not lost
+
+
+def test_the_same_finished_run_again_is_nothing_to_do_and_another_is_refused(tiny_data, tmp_path, capsys):
+    """The README's first command run twice: the second finds the same run finished, trains
+    nothing and exits 0 (so `&& python main.py --mode test` goes on); a command that asks for
+    another run in the same folder is refused."""
+    flags = ["--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "16", "--batch_size", "4",
+             "--epochs", "1", "--unet_channels", "8", "--unet_depth", "2", "--wandb", "disabled", "--lpips", "off",
+             "--fid", "off", "--workers", "1"]
+    assert main.main(flags) == 0
+    stamp = (tmp_path / "unet" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main.main(flags) == 0
+    assert "already holds this run, finished" in capsys.readouterr().out
+    assert (tmp_path / "unet" / "last.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main.main(flags + ["--learning_rate", "0.01"])

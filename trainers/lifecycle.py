@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import signal
 import sys
@@ -243,6 +244,18 @@ def eval_images(args, root: Path, rel_paths, what: str):
 # else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
 
 
+def finished_same_run(args, given: set, run: RunFolder) -> bool:
+    """Whether the run folder's last.pt finished every epoch it was started for, and every flag
+    given now names what it was started with (so this command would train the same run again)."""
+    try:
+        saved = ckpt_io.load(run.last, family=args.model)
+    except ckpt_io.CheckpointError:
+        return False
+    before = saved["args"]
+    same = all(k in before and before[k] == getattr(args, k) for k in given - {"model", "mode"})
+    return same and saved.get("epoch", 0) >= before.get("epochs", math.inf) and not saved.get("batch_in_epoch", 0)
+
+
 def train(args, given, family, run_dir: Path) -> int:
     run = RunFolder(run_dir)
     saved = None
@@ -250,6 +263,10 @@ def train(args, given, family, run_dir: Path) -> int:
         saved = ckpt_io.load(run.last, family=(args.model, *family.trainer.compatible))
         check_resume_flags(args, saved["args"], given)
     elif run.last.exists() and not args.overwrite:
+        if finished_same_run(args, given, run):  # e.g. the README's first command, run again
+            print(f"note: {run_dir} already holds this run, finished ({args.epochs if 'epochs' in given else 'all'} "
+                  f"epochs): nothing to train. --overwrite trains it again, --run_name starts another")
+            return 0
         raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
                          f"start afresh, or --run_name for a new run")
     init, init_path = (None, None)
