@@ -12,6 +12,7 @@ largest such group is the comparison; any other run is listed apart, unranked, w
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -352,9 +353,10 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     rows = -(-(len(curves) + 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
     axes = axes.flatten()
-    for name, _, val in curves:
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: one per run, none shared up to 20 runs
+    for i, (name, _, val) in enumerate(curves):
         if val:
-            axes[0].plot(*zip(*val), marker=".", label=name)
+            axes[0].plot(*zip(*val), marker="o", markersize=4, label=name, color=colours[i % len(colours)])
     axes[0].set(title="validation delta E 2000 (lower is better)", xlabel="epoch")
     if axes[0].get_legend_handles_labels()[0]:  # no run validated: no legend (matplotlib would warn)
         axes[0].legend(fontsize=7)
@@ -367,6 +369,11 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
             ax.set_yscale("log")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    epochs = [e for _, losses, val in curves for e, _ in val + [p for ps in losses.values() for p in ps]]
+    last = int(math.ceil(max(epochs + [1])))
+    for ax in axes[:len(curves) + 1]:  # whole epochs, from 0.5 (one epoch is a dot at 1, not on a 0.96-1.04 axis)
+        ax.set_xticks(range(1, last + 1, max(1, -(-last // 10))))
+        ax.set_xlim(0.5, last + 0.5)
     for ax in axes[len(curves) + 1:]:
         ax.set_visible(False)
     fig.tight_layout()

@@ -82,7 +82,7 @@ def test_ddpm_checkpoint_samples_as_ddim_with_k_samples(tiny_data, tmp_path):
     from PIL import Image
 
     width = Image.open(tmp_path / "unetddim" / "test_grid.png").size[0]
-    assert width == 2 + 5 * (16 + 2)  # grey | 3 samples | ground truth
+    assert width == 2 + 5 * (96 + 2)  # grey | 3 samples | ground truth, 16 px shown at 96
     assert main.main(["--model", "unetddpm", "--mode", "test", "--num_samples", "1", *flags]) == 0
     m = json.loads((tmp_path / "unetddpm" / "metrics.json").read_text())
     assert "diversity_delta_e" not in m

@@ -105,15 +105,32 @@ class TrainingStopped(Exception):
     """Training stopped on request (SIGINT/SIGTERM) after a step, with a checkpoint written."""
 
 
+GRID_CELL = 96  # smallest width (px) a sample-grid image is shown at, so its column label fits
+
+
 def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
-    """One row per image: grey input | prediction (or K colorizations, pred (K, B, 3, H, W)) | ground truth."""
-    from torchvision.utils import save_image
+    """One row per image: grey input | colorization (or K samples, pred (K, B, 3, H, W)) | ground
+    truth, each column labelled; small images are enlarged (nearest) to GRID_CELL px."""
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
 
     preds = list(pred) if pred.dim() == 5 else [pred]
+    labels = (["grey input"] + (["colorization"] if len(preds) == 1 else [f"sample {i + 1}" for i in range(len(preds))])
+              + ["ground truth"])
     grey = compose_rgb(L, torch.zeros_like(L).repeat(1, 2, 1, 1))
-    rows = torch.stack([grey.cpu(), *[p.cpu() for p in preds], target.cpu()], dim=1).flatten(0, 1)
-    checkpoint.write_atomic(path, lambda f: save_image(rows, f, format="png", nrow=len(preds) + 2, padding=2,
-                                                       pad_value=1.0))
+    rows = torch.stack([grey.cpu(), *[p.cpu() for p in preds], target.cpu()], dim=1).flatten(0, 1).float()
+    scale = -(-GRID_CELL // rows.shape[-1])
+    if scale > 1:
+        rows = torch.nn.functional.interpolate(rows, scale_factor=scale, mode="nearest")
+    grid = make_grid(rows, nrow=len(labels), padding=2, pad_value=1.0)
+    image = Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    band = 14
+    canvas = Image.new("RGB", (image.width, image.height + band), "white")
+    canvas.paste(image, (0, band))
+    draw, cell = ImageDraw.Draw(canvas), rows.shape[-1] + 2
+    for i, text in enumerate(labels):
+        draw.text((2 + i * cell + max(0, (cell - draw.textlength(text)) / 2), 2), text, fill="black")
+    checkpoint.write_atomic(path, lambda f: canvas.save(f, format="png"))
 
 
 class Trainer:
