@@ -204,6 +204,10 @@ class CVAEMDNTrainer(VAETrainer):
         self.mdn, self.mdn_net = self.wrap(MDN(channels, self.model.latent_dim, cfg.mdn_components))
         self.bin_weights = None
         self.mdn_trained = False
+        if training and cfg.stage == "both" and self.mdn_epochs() == 0:
+            echo(f"warning: --epochs {cfg.epochs} leaves no epoch for the mixture network (--mdn_epochs "
+                 f"{self.mdn_epochs()}): this run trains a plain CVAE, not Deshpande et al.'s method; "
+                 f"give --epochs 2 or more")
 
     def build_colorizer(self):
         """The colorizer around this trainer's own CVAE (its average when kept), MDN and trunk."""
