@@ -137,17 +137,13 @@ def sampling_text(r: dict) -> str:
 def load_run(run_dir: Path) -> dict:
     """metrics.json of a run, with bootstrap intervals from per_image.csv and training time and
     speed from history.jsonl."""
-    import csv
-
     run = RunFolder(run_dir)
     r = json.loads(run.metrics.read_text())
     r.setdefault("run", run_dir.name)
-    if run.per_image.exists():
-        with open(run.per_image) as f:
-            table = list(csv.DictReader(f))
-        for key in ("delta_e", "ssim"):
-            if table and key in table[0]:
-                r[f"{key}_ci"] = bootstrap_ci(torch.tensor([float(t[key]) for t in table]))
+    table = list(per_image_metrics(run_dir).values())
+    for key in ("delta_e", "ssim"):
+        if table and key in table[0]:
+            r[f"{key}_ci"] = bootstrap_ci(torch.tensor([t[key] for t in table]))
     if run.history.exists():
         epochs = run.read_history()
         seconds = [e["train/epoch_seconds"] for e in epochs if "train/epoch_seconds" in e]

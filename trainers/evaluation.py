@@ -55,10 +55,11 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
         else:
             pred = compose_rgb(b["L"], ab.float())
             acc.update(pred, b["rgb"])
+        first = pred[0] if k > 1 else pred  # a stochastic family's first (most likely) colorization
         if realism is not None:
-            realism.update(pred[0] if k > 1 else pred)
+            realism.update(first)
         if collect:
-            collected.append(((pred[0] if k > 1 else pred) * 255).round().to(torch.uint8).cpu())
+            collected.append((first * 255).round().to(torch.uint8).cpu())
         if sum(len(x[0]) for x in kept) < keep:
             kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
     per_image = distributed.gather_cat(acc.per_image())
