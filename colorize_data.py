@@ -73,8 +73,9 @@ def rgb_to_model(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def compose_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """Scaled L (B,1,H,W) and scaled ab (B,2,H,W) -> RGB in [0, 1]. The only way back to an image."""
-    lab = torch.cat([L.float() * L_SCALE + L_CENTER, ab.float() * AB_SCALE], dim=1)
+    """Scaled L (B,1,H,W) and scaled ab (B,2,H,W) -> RGB in [0, 1]. The only way back to an image.
+    L may be a hinted network's whole conditioning input (models/hints.py): its first channel is L."""
+    lab = torch.cat([L[:, :1].float() * L_SCALE + L_CENTER, ab.float() * AB_SCALE], dim=1)
     return lab_to_rgb(lab)
 
 

@@ -85,6 +85,13 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
                    help="colorize mode: where the PNGs go (default: RESULTS/RUN/colorize/WEIGHTS-INPUT/)")
     p.add_argument("--sheet", action="store_true",
                    help="colorize mode: also a side-by-side image per photo (grey | colorization(s) | original)")
+    p.add_argument("--hints", default=None,
+                   help="colorize mode, a --guided run: colour hints for the one --input image, at its resolution: a "
+                        "JSON list of [x, y, colour] (colour \"#rrggbb\" or [r, g, b]) or a PNG whose opaque pixels "
+                        "are the hints")
+    p.add_argument("--hint_counts", default=None,
+                   help="test mode, a --guided run: also evaluate with this many hints revealed from the true colours "
+                        "per image, e.g. 0,1,2,5,10,20,50 (delta E, PSNR, FID per count; 0 is the automatic result)")
     p.add_argument("--results", default="Results", help="where runs are written: RESULTS/RUN_NAME/")
     p.add_argument("--run_name", default=None, help="name of the run folder (default: the model name)")
     p.add_argument("--load_size", type=int, default=None,
@@ -170,6 +177,17 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
             check_architecture(args, family)
         except UsageError as e:
             parser.error(str(e))
+    if args.hints is not None and args.mode != "colorize":
+        parser.error("--hints FILE goes with --mode colorize (test mode reveals hints with --hint_counts)")
+    if args.hint_counts is not None:
+        if args.mode != "test":
+            parser.error("--hint_counts goes with --mode test")
+        try:
+            args.hint_counts = sorted({int(c) for c in args.hint_counts.split(",") if c.strip()})
+        except ValueError:
+            parser.error(f"--hint_counts {args.hint_counts}: expected whole numbers separated by commas, e.g. 0,1,5")
+        if not args.hint_counts or args.hint_counts[0] < 0:
+            parser.error("--hint_counts: expected numbers of hints, 0 or more, e.g. 0,1,2,5,10")
     if args.max_images < 0:
         parser.error(f"--max_images must be 0 (all) or more, got {args.max_images}")
     named = public_data.is_name(args.data)

@@ -241,6 +241,10 @@ class Realism:
             except WriteError as e:
                 print(f"note: the FID reference features are not cached: {e}", file=sys.stderr)
 
+    def reset(self) -> None:
+        """Forget the colorizations seen (the reference stays), to measure another set."""
+        self.fake_parts, self.seen = [], 0
+
     def update(self, pred: torch.Tensor) -> None:
         """A batch of colorizations, RGB in [0, 1], in the order of the reference images."""
         if not self.available:

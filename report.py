@@ -408,6 +408,9 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
     compare = compare_image(runs, results_dir / "compare.png")
     plot_summary(group, results_dir / "summary.png")
     curves = plot_curves(runs, results_dir / "curves.png")
+    hinted = plot_hints(group, results_dir / "hints.png")
+    if not hinted and (results_dir / "hints.png").exists():
+        (results_dir / "hints.png").unlink()  # from an earlier summary: no guided run is ranked now
     set_apart = ""
     if apart:
         set_apart = ("\n## Set apart: not comparable with the table above\n\nTested on other images or trained "
@@ -416,9 +419,10 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
                      + summary_table([r for r, _ in apart], rank=False, why=[w for _, w in apart]))
     charts = [(name, title) for name, title, made in (("summary.png", "Every metric, every run", True),
                                                       ("compare.png", "The same test images, every run", compare),
-                                                      ("curves.png", "Training curves", curves)) if made]
+                                                      ("curves.png", "Training curves", curves),
+                                                      ("hints.png", "Colour hints", hinted)) if made]
     write_index(results_dir, runs, group, apart, notes, charts)
-    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart
+    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart + hint_table(group)
                    + "\n![every metric, every run](summary.png)\n"
                    + ("\n![the same test images, every run](compare.png)\n" if compare else "")
                    + ("\n![training curves](curves.png)\n" if curves else ""))
@@ -435,6 +439,57 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
                 if f"{key}_ci" in r:
                     r[f"{key}_ci_low"], r[f"{key}_ci_high"] = r[f"{key}_ci"]
             w.writerow(r)
+    return out
+
+
+def hint_table(rows: list[dict]) -> str:
+    """The colour-hint curves of the runs tested with --hint_counts (Markdown): per run and number
+    of hints revealed per image, delta E, PSNR and FID (0 hints: the automatic figures)."""
+    hinted = [r for r in rows if r.get("hints")]
+    if not hinted:
+        return ""
+    counts = sorted({h["count"] for r in hinted for h in r["hints"]})
+    lines = ["| run | " + " | ".join(f"{n} hint{'s' if n != 1 else ''}" for n in counts) + " |",
+             "|---|" + "---|" * len(counts)]
+    for r in hinted:
+        by = {h["count"]: h for h in r["hints"]}
+        cells = []
+        for n in counts:
+            h = by.get(n)
+            cells.append("-" if h is None else f"{h['delta_e']:.2f} / {h['psnr']:.2f}"
+                         + (f" / {h['fid']:.1f}" if h.get("fid") is not None else ""))
+        lines.append(f"| {r['run']} | " + " | ".join(cells) + " |")
+    return ("\n## Colour hints\n\nUser-guided runs (--guided) tested with --hint_counts: n hints per image revealed "
+            "from the true colours at seeded positions (the same for every run). Each cell: delta E 2000 / PSNR "
+            "(dB) / FID where measured; 0 hints is the automatic result.\n\n" + "\n".join(lines) + "\n\n"
+            "![the hint curves](hints.png)\n")
+
+
+def plot_hints(rows: list[dict], out: Path) -> Path | None:
+    """RESULTS/hints.png: delta E and PSNR against the number of hints, a line per guided run."""
+    hinted = [r for r in rows if r.get("hints")]
+    if not hinted:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.get_cmap("tab20").colors
+    for i, r in enumerate(hinted):
+        xs = [h["count"] for h in r["hints"]]
+        for ax, key in zip(axes, ("delta_e", "psnr")):
+            ax.plot(xs, [h[key] for h in r["hints"]], "o-", color=colours[i % len(colours)], label=r["run"])
+    for ax, title in zip(axes, ("delta E 2000 (lower is better)", "PSNR, dB (higher is better)")):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("hints per image")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
     return out
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from colorize_data import AB_BIN, AB_BINS_PER_AXIS, cache_dir, rgb_to_lab
 from models.config import setting
+from models.hints import HintInput, in_channels
 
 GAMUTS = ("corners", "inside")
 
@@ -95,12 +96,12 @@ def _block(c_in, c_out, n, stride_last=1, dilation=1):
 
 
 class ColorfulNet(nn.Module):
-    def __init__(self, classes: int, width: int = 64, halvings: int = 3):
+    def __init__(self, classes: int, width: int = 64, halvings: int = 3, in_channels: int = 1):
         super().__init__()
         w = width
         s1, s2, s3 = (2 if i < halvings else 1 for i in range(3))
         self.trunk_blocks = nn.Sequential(
-            _block(1, w, 2, stride_last=s1), _block(w, 2 * w, 2, stride_last=s2),
+            _block(in_channels, w, 2, stride_last=s1), _block(w, 2 * w, 2, stride_last=s2),
             _block(2 * w, 4 * w, 3, stride_last=s3),
             _block(4 * w, 8 * w, 3), _block(8 * w, 8 * w, 3, dilation=2), _block(8 * w, 8 * w, 3, dilation=2),
             _block(8 * w, 8 * w, 3))
@@ -117,7 +118,7 @@ class ColorfulNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(HintInput):
     colorful_width: int = setting(64, "channels of the first block (ECCV16: 64)", minimum=1)
     colorful_halvings: int = setting(3, "how many of blocks 1-3 halve the resolution (3: the paper, logits at a "
                                      "quarter of the input; 1: at full resolution, for small images)",
@@ -130,7 +131,7 @@ SMOKE = {"colorful_width": 8}  # the tests' tiny network
 
 
 def build(cfg: Config) -> ColorfulNet:
-    return ColorfulNet(len(ab_gamut(cfg.gamut)[0]), cfg.colorful_width, cfg.colorful_halvings)
+    return ColorfulNet(len(ab_gamut(cfg.gamut)[0]), cfg.colorful_width, cfg.colorful_halvings, in_channels(cfg))
 
 
 def size_multiple(cfg: Config) -> int:

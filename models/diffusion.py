@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import setting
+from models.hints import HintInput, in_channels
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -65,14 +66,14 @@ class SelfAttention(nn.Module):
 
 
 class Denoiser(nn.Module):
-    def __init__(self, channels: int = 64, depth: int = 3, attention_levels: int = 2):
+    def __init__(self, channels: int = 64, depth: int = 3, attention_levels: int = 2, in_channels: int = 1):
         super().__init__()
         t_dim = 4 * channels
         self.channels = channels
         self.time_mlp = nn.Sequential(nn.Linear(channels, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         widths = [channels * min(2 ** i, 4) for i in range(depth + 1)]
         attend = lambda level: level >= depth + 1 - attention_levels  # noqa: E731  the lowest resolutions
-        self.stem = nn.Conv2d(3, widths[0], 3, 1, 1)
+        self.stem = nn.Conv2d(2 + in_channels, widths[0], 3, 1, 1)  # x_t and the conditioning input
         self.down = nn.ModuleList()
         for i in range(depth):
             self.down.append(nn.ModuleList([ResBlock(widths[i], widths[i + 1], t_dim),
@@ -187,7 +188,7 @@ def _noise_like(x: torch.Tensor, generator=None) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(HintInput):
     diff_channels: int = setting(64, "channels of the denoiser's first level", minimum=1)
     diff_depth: int = setting(3, "halvings of the denoiser", minimum=1)
 
@@ -196,7 +197,7 @@ SMOKE = {"diff_channels": 8, "diff_depth": 2}  # the tests' tiny network
 
 
 def build(cfg: Config) -> Denoiser:
-    return Denoiser(cfg.diff_channels, cfg.diff_depth)
+    return Denoiser(cfg.diff_channels, cfg.diff_depth, in_channels=in_channels(cfg))
 
 
 def size_multiple(cfg: Config) -> int:

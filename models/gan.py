@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm as sn
 
 from models import unet
+from models.hints import in_channels
 
 
 class PatchDiscriminator(nn.Module):
@@ -41,7 +42,7 @@ SMOKE = unet.SMOKE
 
 
 def build(cfg: Config) -> unet.UNet:
-    return unet.UNet(channels=cfg.unet_channels, depth=cfg.unet_depth, skips=False, norm=cfg.norm)
+    return unet.UNet(in_channels(cfg), channels=cfg.unet_channels, depth=cfg.unet_depth, skips=False, norm=cfg.norm)
 
 
 size_multiple = unet.size_multiple

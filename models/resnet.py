@@ -11,10 +11,11 @@ from torch import nn
 
 from models.blocks import NORM_HELP, NORMS, Up, norm_layer
 from models.config import setting
+from models.hints import HintInput, in_channels
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(HintInput):
     resnet_width: int = setting(64, "channels of the first stage", minimum=1)
     norm: str = setting("batch", NORM_HELP, choices=NORMS)
 
@@ -34,11 +35,11 @@ class BasicBlock(nn.Module):
 
 
 class ResNetColorizer(nn.Module):
-    def __init__(self, width: int = 64, norm: str = "batch"):
+    def __init__(self, width: int = 64, norm: str = "batch", in_channels: int = 1):
         super().__init__()
         w = width
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, w, 7, 2, 3, bias=False), norm_layer(norm, w), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, w, 7, 2, 3, bias=False), norm_layer(norm, w), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1),                                            # 1/4
             BasicBlock(w, w, norm=norm), BasicBlock(w, w, norm=norm),         # layer1
             BasicBlock(w, 2 * w, 2, norm), BasicBlock(2 * w, 2 * w, norm=norm))  # layer2, 1/8
@@ -53,7 +54,7 @@ SMOKE = {"resnet_width": 8}  # the tests' tiny network
 
 
 def build(cfg: Config) -> ResNetColorizer:
-    return ResNetColorizer(cfg.resnet_width, cfg.norm)
+    return ResNetColorizer(cfg.resnet_width, cfg.norm, in_channels(cfg))
 
 
 def size_multiple(cfg: Config) -> int:

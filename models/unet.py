@@ -13,10 +13,11 @@ from torch import nn
 
 from models.blocks import NORM_HELP, NORMS, Up, conv_bn_relu
 from models.config import setting
+from models.hints import HintInput, in_channels
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(HintInput):
     unet_channels: int = setting(32, "channels at full resolution", minimum=1)
     unet_depth: int = setting(4, "number of halvings", minimum=1)
     norm: str = setting("batch", NORM_HELP, choices=NORMS)
@@ -66,7 +67,7 @@ SMOKE = {"unet_channels": 8, "unet_depth": 2}  # the tests' tiny network
 
 
 def build(cfg: Config) -> UNet:
-    return UNet(channels=cfg.unet_channels, depth=cfg.unet_depth, norm=cfg.norm)
+    return UNet(in_channels(cfg), channels=cfg.unet_channels, depth=cfg.unet_depth, norm=cfg.norm)
 
 
 def size_multiple(cfg: Config) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 from models import unet
 from models.blocks import conv_bn_relu
 from models.config import setting
+from models.hints import in_channels
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,11 @@ class PosteriorEncoder(nn.Module):
 
 class ConditionalVAE(nn.Module):
     def __init__(self, latent_dim: int, channels: int = 32, depth: int = 4, skips: bool = True,
-                 posterior_sees_L: bool = True, norm: str = "batch"):
+                 posterior_sees_L: bool = True, norm: str = "batch", in_channels: int = 1):
         super().__init__()
         self.latent_dim, self.posterior_sees_L = latent_dim, posterior_sees_L
-        self.encoder = PosteriorEncoder(3 if posterior_sees_L else 2, latent_dim, channels, min(depth, 4))
-        self.decoder = unet.UNet(1, 2, channels, depth, skips=skips, norm=norm, latent_dim=latent_dim)
+        self.encoder = PosteriorEncoder(in_channels + 2 if posterior_sees_L else 2, latent_dim, channels, min(depth, 4))
+        self.decoder = unet.UNet(in_channels, 2, channels, depth, skips=skips, norm=norm, latent_dim=latent_dim)
 
     def posterior(self, L, ab):
         return self.encoder(torch.cat([L, ab], 1) if self.posterior_sees_L else ab)
@@ -98,7 +99,7 @@ class VAENetwork:
 
     def build(self, cfg: Config) -> ConditionalVAE:
         return ConditionalVAE(cfg.latent_dim, cfg.unet_channels, cfg.unet_depth, self.skips,
-                              self.posterior_sees_L, cfg.norm)
+                              self.posterior_sees_L, cfg.norm, in_channels(cfg))
 
     def size_multiple(self, cfg: Config) -> int:
         return unet.size_multiple(cfg)

@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 import metrics
 from colorize_data import compose_rgb
+from models import hints
 from models.config import setting
 from trainers import checkpoint, distributed
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
@@ -115,9 +116,11 @@ def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -
     from torchvision.utils import make_grid
 
     preds = list(pred) if pred.dim() == 5 else [pred]
-    labels = (["grey input"] + (["colorization"] if len(preds) == 1 else [f"sample {i + 1}" for i in range(len(preds))])
+    hinted = L.shape[1] > 1  # a hinted network's input (models/hints.py): the grey column shows its hints
+    labels = (["grey + hints" if hinted else "grey input"]
+              + (["colorization"] if len(preds) == 1 else [f"sample {i + 1}" for i in range(len(preds))])
               + ["ground truth"])
-    grey = compose_rgb(L, torch.zeros_like(L).repeat(1, 2, 1, 1))
+    grey = compose_rgb(L, L[:, 1:3] * L[:, 3:4] if hinted else torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
     rows = torch.stack([grey.cpu(), *[p.cpu() for p in preds], target.cpu()], dim=1).flatten(0, 1).float()
     scale = -(-GRID_CELL // rows.shape[-1])
     if scale > 1:
@@ -297,6 +300,14 @@ class Trainer:
         """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on the trainer's device."""
         return self.colorizer.prepare(images)
 
+    def training_batch(self, images: torch.Tensor) -> dict:
+        """A training step's batch: prepare(images), with simulated colour hints joined to L when the
+        network takes hints (models/hints.py; drawn from the global generator, which checkpoints keep)."""
+        batch = self.prepare(images)
+        if hints.hinted(self.network_cfg):
+            batch["L"] = hints.attach(hints.luminance(batch["L"]), hints.simulate(batch["ab"]))
+        return batch
+
     def setup_training(self, steps_per_epoch: int) -> None:
         if not self.needs_training:
             return
@@ -347,7 +358,7 @@ class Trainer:
                 self._skipped_now = False
                 # --nan_policy skip: a skipped step must not leave its batch in BatchNorm's statistics
                 buffers = [(b, b.clone()) for m in self.modules for b in m.buffers()] if self.nan_skip else []
-                losses = self.train_step(self.prepare(images))
+                losses = self.train_step(self.training_batch(images))
                 if self._skipped_now:
                     for b, before in buffers:
                         b.copy_(before)

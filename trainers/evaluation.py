@@ -43,7 +43,7 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
     mine = images[rank * chunk:(rank + 1) * chunk]
     for i in tqdm(range(0, len(mine), batch_size), desc="evaluating", unit="batch", leave=False,
                   disable=not progress or rank != 0, mininterval=1.0, dynamic_ncols=True):
-        b = colorizer.prepare(mine[i:i + batch_size])
+        b = colorizer.prepare(mine[i:i + batch_size], first_index=rank * chunk + i)
         with colorizer.autocast():
             ab = colorizer.sample_ab(b["L"], k) if k > 1 else colorizer.predict_ab(b["L"])
         if not bool(torch.isfinite(ab).all()):  # one host read per evaluation batch

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from models import hints
 from models.config import setting
 from models.gan import PatchDiscriminator
 from trainers.base import TrainConfig, Trainer
@@ -62,7 +63,8 @@ class GANTrainer(Trainer):
         self.disc = self.disc_net = None  # the critic exists only to train: test and colorize never build it
         if training:
             layers = max(1, min(cfg.d_layers, int(math.log2(cfg.image_size)) - 3))
-            self.disc, self.disc_net = self.wrap(PatchDiscriminator(3, cfg.d_channels, layers, cfg.spectral_norm))
+            d_in = 2 + hints.in_channels(self.network_cfg)  # ab and what the generator sees (L, and hints)
+            self.disc, self.disc_net = self.wrap(PatchDiscriminator(d_in, cfg.d_channels, layers, cfg.spectral_norm))
 
     def configure_optimizers(self, total_steps):
         a = self.cfg

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from colorize_data import rgb_to_model, uint8_to_float
+from models import hints
 from models.config import setting
 from trainers import checkpoint
 
@@ -49,6 +50,7 @@ def amp_dtype(amp: str, device: torch.device):
 
 
 class Colorizer:
+    hint_count = 0  # hints revealed per image by prepare() (a hinted network; test --hint_counts)
 
     def __init__(self, net: torch.nn.Module, cfg, network_cfg, device, **parts):
         self.net, self.cfg, self.network_cfg = net, cfg, network_cfg
@@ -93,10 +95,29 @@ class Colorizer:
                 value.eval()
         return self
 
-    def prepare(self, images: torch.Tensor) -> dict:
-        """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on this device."""
+    @property
+    def hinted(self) -> bool:
+        """Whether the network takes colour hints (models/hints.py): then L is L and a hint map."""
+        return hints.hinted(self.network_cfg)
+
+    def condition(self, L: torch.Tensor, hint_map: torch.Tensor | None = None) -> torch.Tensor:
+        """What the network takes for L (B, 1, H, W): L itself, or L and the hint map (none: no
+        hints) for a hinted network. Hints for a network trained without them are refused."""
+        if not self.hinted:
+            if hint_map is not None:
+                raise hints.HintError("this model was trained without colour hints, so it cannot take them; "
+                                      "train one with --hints")
+            return L
+        return hints.attach(L, hint_map)
+
+    def prepare(self, images: torch.Tensor, first_index: int = 0) -> dict:
+        """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on this device. For a
+        hinted network L also holds `self.hint_count` hints revealed from the true colours, seeded
+        by the images' indices first_index, first_index + 1, ... (0 hints: automatic)."""
         rgb = uint8_to_float(images.to(self.device, non_blocking=True))
         L, ab = rgb_to_model(rgb)
+        if self.hinted:
+            L = hints.attach(L, hints.reveal(ab, self.hint_count, first_index))
         if self.channels_last:
             L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
         return {"rgb": rgb, "L": L, "ab": ab}

@@ -24,7 +24,7 @@ import torch
 import colorize_data as cd
 import metrics
 import public_data
-from models import config
+from models import config, hints
 from trainers import REGISTRY, distributed, memory, semantic
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainingDiverged, TrainingStopped, save_grid
@@ -407,6 +407,10 @@ def test(args, given, family, run_dir: Path) -> int:
     if not len(images):
         raise SystemExit(f"error: no readable test images under {root}")
     colorizer = load_colorizer(family, settings, saved, device)
+    counts = getattr(args, "hint_counts", None) or []
+    if counts and not colorizer.hinted:
+        raise UsageError(f"--hint_counts: {weights} was trained without colour hints; train a run with --guided "
+                         f"to test it with hints")
     out = test_outputs(run_dir, weights if saved else None)
     out.path.mkdir(parents=True, exist_ok=True)
     wandb_run = start_wandb(args, run_dir, "test")
@@ -423,11 +427,12 @@ def test(args, given, family, run_dir: Path) -> int:
     except NonFiniteColorization as e:
         raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
+    curve = hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary) if counts else None
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0, "data": str(Path(root).resolve()), "test_images": which,
               "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
               "image_size": args.image_size, **colorizer.sampling(),
-              **summary, "seconds": round(time.time() - t0, 2)}
+              **summary, **({"hints": curve} if curve else {}), "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])
         if (labels >= 0).all():
@@ -461,6 +466,31 @@ def test(args, given, family, run_dir: Path) -> int:
         log_test_table(wandb_run, args, paths, images, evaluation.predictions, per_image)
         wandb_run.finish()
     return 0
+
+
+HINT_CURVE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc", "fid", "kid")
+
+
+def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[int], automatic: dict) -> list[dict]:
+    """--hint_counts: the test set evaluated again with n hints per image revealed from the true
+    colours (models/hints.reveal, seeded by image) for each n; n = 0 is the automatic evaluation
+    already made. [{"count": n, delta_e, psnr, ssim, colorfulness, auc, fid, kid}, ...]"""
+    rows = []
+    for n in counts:
+        if n == 0:
+            summary = automatic
+        else:
+            print(f"evaluating with {n} hint(s) per image")
+            colorizer.hint_count = n
+            realism.reset()
+            try:
+                summary = evaluate(colorizer, images, batch_size, lpips, progress=True, realism=realism).summary
+            except NonFiniteColorization as e:
+                raise TrainingDiverged(str(e)) from None
+            finally:
+                colorizer.hint_count = 0
+        rows.append({"count": n, **{k: summary.get(k) for k in HINT_CURVE_KEYS}})
+    return rows
 
 
 def load_weights(args, family, run_dir: Path) -> tuple[dict | None, str]:
@@ -560,11 +590,14 @@ def write_sheet(target: Path, original: torch.Tensor, colorized: list[torch.Tens
 
 
 def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, image_size: int, max_pixels: int,
-                   samples: int = 1, sheet: bool = False, progress: bool = False) -> tuple[int, list[str]]:
+                   samples: int = 1, sheet: bool = False, progress: bool = False,
+                   hint_file: Path | None = None) -> tuple[int, list[str]]:
     """Colorize each file at its own resolution (ab predicted at image_size and upsampled, the
     original L kept) into out_dir under its name relative to root, as PNG; K variants
     (name_sample1.png, ...) for a stochastic colorizer with samples K > 1; with sheet, also
-    sheets/name.png side by side. Returns (files colorized, unreadable files and why)."""
+    sheets/name.png side by side; with hint_file (one image, a --guided colorizer) the colour hints
+    of that file (models/hints.read_points) guide it. Returns (files colorized, unreadable files and
+    why). A hint file that does not fit the image raises hints.HintError."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -579,10 +612,15 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
             bad.append(f"{path} ({e})")
             continue
         original = cd.to_chw_tensor(rgb)
+        hint_map = None
+        if hint_file is not None:
+            points = hints.read_points(hint_file, original.shape[2], original.shape[1])
+            hint_map = hints.map_from_points(points, original.shape[2], original.shape[1], image_size)
 
-        def variant(i, drawn):
+        def variant(i, drawn, hint_map=hint_map):
             def predict(L):  # all K colorizations drawn once, at the network's size
                 if "ab" not in drawn:
+                    L = colorizer.condition(L, None if hint_map is None else hint_map.to(L.device))
                     with colorizer.autocast():
                         drawn["ab"] = colorizer.sample_ab(L, k) if k > 1 else colorizer.predict_ab(L)[None]
                 return drawn["ab"][i]
@@ -632,19 +670,31 @@ def colorize(args, given, family, run_dir: Path) -> int:
     run's --weights into --output; no data folder, no metrics, only the family's Colorizer."""
     device = pick_device(args.device)
     saved, weights = load_weights(args, family, run_dir)
-    settings = resolve(family, args, given, saved, {"model", "mode", "weights", "input", "output", "sheet"})
+    settings = resolve(family, args, given, saved, {"model", "mode", "weights", "input", "output", "sheet", "hints"})
     args = settings.args
     paths, root = input_files(args.input)
     if not paths:
         raise UsageError(f"--input {args.input}: no image file ({', '.join(cd.IMAGE_EXTENSIONS)}) there")
     colorizer = load_colorizer(family, settings, saved, device)
+    if args.hints is not None:
+        if not colorizer.hinted:
+            raise UsageError(f"--hints: {weights} was trained without colour hints; train a run with --guided "
+                             f"to colorize with hints")
+        if len(paths) != 1:
+            raise UsageError(f"--hints {args.hints}: hints belong to one image, but --input {args.input} has "
+                             f"{len(paths)}; give one image file")
+        if not Path(args.hints).is_file():
+            raise UsageError(f"--hints {args.hints}: no such file")
     out_dir = Path(args.output) if args.output else RunFolder(run_dir).colorize_output(
         Path(weights).stem if saved else "none", Path(args.input).stem or "input")
     k = settings.training.num_samples if colorizer.stochastic else 1
     print(f"colorizing {len(paths)} image(s) of {args.input} with {weights} into {out_dir}"
           + (f", {k} samples each" if k > 1 else ""))
-    done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels, k,
-                               sheet=args.sheet, progress=True)
+    try:
+        done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels, k,
+                                   sheet=args.sheet, progress=True, hint_file=args.hints and Path(args.hints))
+    except hints.HintError as e:
+        raise UsageError(str(e)) from None
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s): {'; '.join(bad[:3])}"
               + (" ..." if len(bad) > 3 else ""))

@@ -56,7 +56,9 @@ class _FusedAttention(TorchFunctionMode):
 def example_inputs(network, cfg, batch: int, size: int) -> tuple:
     """What the network's forward takes, for a batch of L images (meta tensors): the network
     module's own `example_inputs(cfg, L)` if it has one, else just L."""
-    L = torch.zeros(batch, 1, size, size)
+    from models.hints import in_channels
+
+    L = torch.zeros(batch, in_channels(cfg), size, size)
     make = getattr(network, "example_inputs", None)
     return make(cfg, L) if make is not None else (L,)
 

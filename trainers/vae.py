@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from colorize_data import ab_bin_index
 from models.config import setting
+from models.hints import luminance
 from models.vae import MDN, mdn_loss
 from trainers.base import TrainConfig, Trainer
 from trainers.inference import Colorizer, Sampling
@@ -111,7 +112,7 @@ class CVAEMDNColorizer(VAEColorizer):
 
     def features(self, L):
         if self.feature_net is not None:
-            return self.feature_net.trunk(L)
+            return self.feature_net.trunk(luminance(L))  # grey-image features: L alone
         return self.net.decoder.encode(L)[0]
 
     def mixture(self, L):
@@ -259,7 +260,7 @@ class CVAEMDNTrainer(VAETrainer):
 
     def features(self, L):
         if self.feature_net is not None:
-            return self.feature_net.trunk(L)
+            return self.feature_net.trunk(luminance(L))  # grey-image features: L alone
         return self.model.decoder.encode(L)[0]
 
     def train_step(self, batch):

@@ -1,0 +1,213 @@
+"""User-guided colorization (Zhang et al. 2017, "Real-Time User-Guided Image Colorization with
+Learned Deep Priors"): a network that takes L may also take a sparse map of colour hints.
+
+The conditioning input of a hinted network is (B, 1 + CHANNELS, H, W): L in [-1, 1], then the hint
+map: hint a and hint b (ab / 110 where a hint is, 0 elsewhere) and a mask (1 where a hint is). With
+no hint the map is all zeros, and the network colorizes automatically. A network opts in by
+deriving its Config from `HintInput` (the --guided switch) and building its first layer for
+`in_channels(cfg)`; nothing else in a family changes, because trainers and colorizers pass "L"
+(this whole input) to the network and take the luminance back as its first channel.
+
+Training hints are simulated as in the paper: per image a number of hints from a geometric
+distribution on 0, 1, 2, ... with p = 1/8 (so 1/8 of the images get none and the model stays
+automatic; the mean is 7), each at a uniformly random position, its colour the mean ab of a
+square patch 1 to 9 px wide at 256 px (scaled to the image size) painted over that patch. They are
+drawn from torch's global generator, which checkpoints save: a resumed run draws the same hints.
+
+Evaluation reveals `count` hints of the ground truth per image at positions seeded by the image's
+index in the test set, nested (the first n of n + 1 hints are the n hints), so a curve over hint
+counts compares like with like.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.config import setting
+
+CHANNELS = 3                  # hint a, hint b, mask
+GEOMETRIC_P = 1 / 8           # number of training hints ~ Geometric(p) on 0, 1, 2, ...
+MAX_HINTS = 256               # a cap on that number (reached with probability (7/8)^256 ~ 1e-15)
+PATCH_AT_256 = 9              # widest hint patch at 256 px, scaled with the image size
+EVAL_SEED = 20170801          # positions of the revealed hints in evaluation
+
+
+@dataclass(frozen=True)
+class HintInput:
+    """Mixed into a network's Config: the switch that adds the hint channels to its input."""
+    guided: bool = setting(False, "user-guided colorization (Zhang et al. 2017): the network also takes a sparse "
+                                  "map of colour hints (ab and a mask), trained with simulated hints; test with "
+                                  "--hint_counts, colorize with --hints FILE")
+
+
+class HintError(ValueError):
+    """A hint file that cannot be used (bad format, a point outside the image), or hints for a
+    model that was trained without them."""
+
+
+def hinted(network_cfg) -> bool:
+    return bool(getattr(network_cfg, "guided", False))
+
+
+def takes_hints(network_module) -> bool:
+    """Whether a models/ module's network can be built to take hints."""
+    return issubclass(network_module.Config, HintInput)
+
+
+def in_channels(network_cfg) -> int:
+    """Channels of the network's conditioning input: L, plus the hint map when hinted."""
+    return 1 + CHANNELS if hinted(network_cfg) else 1
+
+
+def luminance(L: torch.Tensor) -> torch.Tensor:
+    """The L channel of a conditioning input (itself when it has no hint channels)."""
+    return L[:, :1]
+
+
+def attach(L: torch.Tensor, hint_map: torch.Tensor | None = None) -> torch.Tensor:
+    """L (B, 1, H, W) and a hint map (B, 3, H, W) (None: no hints) -> the conditioning input."""
+    if hint_map is None:
+        hint_map = L.new_zeros(L.shape[0], CHANNELS, *L.shape[2:])
+    return torch.cat([L, hint_map.to(L)], dim=1)
+
+
+def patch_limit(size: int) -> int:
+    """Widest hint patch (px) at an image size: 9 px at 256 px, at least 1."""
+    return max(1, round(PATCH_AT_256 * size / 256))
+
+
+def _paint(hint_map: torch.Tensor, ab: torch.Tensor, i: int, y: int, x: int, w: int) -> None:
+    """Hint on image i: the mean ab of the w x w patch at (y, x) (top-left), painted over it."""
+    patch = ab[i, :, y:y + w, x:x + w]
+    hint_map[i, :2, y:y + w, x:x + w] = patch.mean(dim=(1, 2), keepdim=True)
+    hint_map[i, 2, y:y + w, x:x + w] = 1.0
+
+
+def draw(b: int, h: int, w: int, p: float = GEOMETRIC_P, generator: torch.Generator | None = None) -> list:
+    """Simulated hints for b images of h x w: per image a list of patches (y, x, width), top-left
+    corners inside the image; their number ~ Geometric(p) on 0, 1, ..., widths uniform in
+    1..patch_limit. From torch's global generator unless one is given (CPU)."""
+    u = 1.0 - torch.rand(b, generator=generator, dtype=torch.float64)  # in (0, 1]
+    counts = (u.log() / torch.log1p(torch.tensor(-p, dtype=torch.float64))).floor().clamp(max=MAX_HINTS).long()
+    limit = patch_limit(min(h, w))
+    boxes = []
+    for n in counts.tolist():
+        widths = torch.randint(1, limit + 1, (n,), generator=generator).tolist() if n else []
+        fy, fx = torch.rand(n, generator=generator).tolist(), torch.rand(n, generator=generator).tolist()
+        boxes.append([(int(a * (h - wd + 1)), int(c * (w - wd + 1)), wd) for wd, a, c in zip(widths, fy, fx)])
+    return boxes
+
+
+def simulate(ab: torch.Tensor, p: float = GEOMETRIC_P, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training hints for a batch of ab (B, 2, H, W) (model scale): the hint map (B, 3, H, W) of
+    draw()'s patches, on ab's device."""
+    b, _, h, w = ab.shape
+    ab_cpu = ab.detach().float().cpu()
+    hint_map = torch.zeros(b, CHANNELS, h, w)
+    for i, patches in enumerate(draw(b, h, w, p, generator)):
+        for y, x, wd in patches:
+            _paint(hint_map, ab_cpu, i, y, x, wd)
+    return hint_map.to(ab.device)
+
+
+def reveal(ab: torch.Tensor, count: int, first_index: int = 0, seed: int = EVAL_SEED) -> torch.Tensor:
+    """Evaluation hints: `count` hints of the ground truth ab (B, 2, H, W) per image, each the mean
+    of a patch of the middle width, at positions seeded by the image's index in the evaluated set
+    (first_index + i), nested across counts. (B, 3, H, W) on ab's device; zeros for count 0."""
+    b, _, h, w = ab.shape
+    hint_map = torch.zeros(b, CHANNELS, h, w)
+    if count <= 0:
+        return hint_map.to(ab.device)
+    ab_cpu = ab.detach().float().cpu()
+    wd = (patch_limit(min(h, w)) + 1) // 2
+    for i in range(b):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + i)
+        for _ in range(count):  # one hint at a time: the first n of n + 1 hints are the n hints
+            y, x = (torch.rand(2, generator=g) * torch.tensor([h - wd + 1, w - wd + 1])).long().tolist()
+            _paint(hint_map, ab_cpu, i, y, x, wd)
+    return hint_map.to(ab.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hints a person gives (--mode colorize --hints FILE)
+# ----------------------------------------------------------------------------------------------
+def _colour(value, where: str) -> tuple[int, int, int]:
+    if isinstance(value, str):
+        s = value.strip().lstrip("#")
+        if len(s) == 6:
+            try:
+                return int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16)
+            except ValueError:
+                pass
+    elif isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value):
+        if all(0 <= v <= 255 for v in value):
+            return tuple(int(round(v)) for v in value)
+    raise HintError(f"{where}: a colour is \"#rrggbb\" or [r, g, b] with values 0-255, got {value!r}")
+
+
+def read_points(path: Path, width: int, height: int) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """A hint file at an image's resolution -> [(x, y, (r, g, b))]. JSON: a list of [x, y, colour]
+    or {"x": .., "y": .., "color": ..} (colour "#rrggbb" or [r, g, b]); PNG: a picture of the
+    image's size whose non-transparent pixels are the hints. Points outside the image are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise HintError(f"--hints {path}: no such file")
+    points = []
+    if path.suffix.lower() == ".json":
+        try:
+            items = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise HintError(f"--hints {path}: not valid JSON ({e})") from None
+        if not isinstance(items, list):
+            raise HintError(f"--hints {path}: expected a JSON list of [x, y, colour], got a {type(items).__name__}")
+        for k, item in enumerate(items):
+            where = f"--hints {path}, hint {k + 1}"
+            if isinstance(item, dict):
+                item = [item.get("x"), item.get("y"), item.get("color", item.get("colour"))]
+            if not isinstance(item, (list, tuple)) or len(item) != 3 \
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[:2]):
+                raise HintError(f"{where}: expected [x, y, colour] with pixel coordinates, got {item!r}")
+            x, y = int(round(item[0])), int(round(item[1]))
+            if not (0 <= x < width and 0 <= y < height):
+                raise HintError(f"{where}: ({x}, {y}) is outside the {width} x {height} image")
+            points.append((x, y, _colour(item[2], where)))
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                rgba = im.convert("RGBA")
+        except (UnidentifiedImageError, OSError) as e:
+            raise HintError(f"--hints {path}: neither JSON nor a readable image ({e})") from None
+        if rgba.size != (width, height):
+            raise HintError(f"--hints {path}: the hint picture is {rgba.size[0]} x {rgba.size[1]}, the image "
+                            f"{width} x {height}; draw the hints at the image's resolution")
+        pixels = torch.from_numpy(__import__("numpy").asarray(rgba).copy())
+        ys, xs = (pixels[..., 3] > 0).nonzero(as_tuple=True)
+        points = [(int(x), int(y), tuple(int(v) for v in pixels[y, x, :3])) for y, x in zip(ys, xs)]
+    return points
+
+
+def map_from_points(points, width: int, height: int, size: int) -> torch.Tensor:
+    """Hints given at an image's resolution -> a (1, 3, size, size) hint map at the network's size
+    (the image is squashed to size x size for the network): every cell holding hints gets their
+    mean ab."""
+    from colorize_data import AB_SCALE, rgb_to_lab
+
+    hint_map = torch.zeros(1, CHANNELS, size, size)
+    if not points:
+        return hint_map
+    rgb = torch.tensor([c for _, _, c in points], dtype=torch.float32).T[None, :, :, None] / 255  # (1, 3, N, 1)
+    ab = rgb_to_lab(rgb)[0, 1:, :, 0] / AB_SCALE                                              # (2, N)
+    cy = torch.tensor([min(size - 1, y * size // height) for _, y, _ in points])
+    cx = torch.tensor([min(size - 1, x * size // width) for x, _, _ in points])
+    cell = cy * size + cx
+    sums = torch.zeros(2, size * size).index_add_(1, cell, ab)
+    counts = torch.zeros(size * size).index_add_(0, cell, torch.ones(len(points)))
+    seen = counts > 0
+    hint_map[0, :2].view(2, -1)[:, seen] = sums[:, seen] / counts[seen]
+    hint_map[0, 2].view(-1)[seen] = 1.0
+    return hint_map

@@ -1,0 +1,193 @@
+"""User-guided colorization (models/hints.py): simulated and revealed hints, hint files, a toy
+whose colours only hints can tell, refusals, resume, the hint curve in the report."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_images
+
+import main
+from models import hints
+from trainers import REGISTRY
+
+TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
+        "--lpips", "off", "--fid", "off", "--input", ""]
+
+
+def run(*argv):
+    return main.main([str(a) for a in argv])
+
+
+def test_simulated_hints_follow_the_paper():
+    g = torch.Generator().manual_seed(0)
+    boxes = hints.draw(20000, 256, 256, generator=g)
+    counts = torch.tensor([len(b) for b in boxes], dtype=torch.float64)
+    assert counts.mean() == pytest.approx(7.0, abs=0.2)           # Geometric(1/8) on 0, 1, ...: mean 7
+    assert (counts == 0).double().mean() == pytest.approx(1 / 8, abs=0.01)  # automatic images
+    assert (counts == 1).double().mean() == pytest.approx(7 / 64, abs=0.01)
+    widths = [w for b in boxes for _, _, w in b]
+    assert set(widths) == set(range(1, 10))                       # 1 to 9 px at 256 px
+    assert all(0 <= y <= 256 - w and 0 <= x <= 256 - w for b in boxes for y, x, w in b)
+    assert hints.patch_limit(32) == 1 and hints.patch_limit(64) == 2 and hints.patch_limit(128) == 4
+
+
+def test_hint_map_is_the_patch_mean_under_a_consistent_mask():
+    torch.manual_seed(0)
+    ab = torch.rand(64, 2, 64, 64) - 0.5
+    g = torch.Generator().manual_seed(1)
+    boxes = hints.draw(64, 64, 64, generator=g)
+    m = hints.simulate(ab, generator=torch.Generator().manual_seed(1))
+    assert set(m[:, 2].unique().tolist()) <= {0.0, 1.0}
+    assert (m[:, :2] * (1 - m[:, 2:])).abs().max() == 0            # no colour without the mask
+    for i, b in enumerate(boxes):
+        mask = torch.zeros(64, 64)
+        for y, x, w in b:
+            mask[y:y + w, x:x + w] = 1
+        assert torch.equal(m[i, 2], mask)                          # the mask covers exactly the patches
+        if len(b) == 1:
+            y, x, w = b[0]
+            assert torch.allclose(m[i, :2, y, x], ab[i, :, y:y + w, x:x + w].mean((1, 2)), atol=1e-6)
+    # the global generator by default: the same seed draws the same hints (a resumed run's hints)
+    torch.manual_seed(5)
+    a = hints.simulate(ab)
+    torch.manual_seed(5)
+    assert torch.equal(a, hints.simulate(ab))
+
+
+def test_revealed_hints_are_nested_seeded_by_image_and_true():
+    ab = torch.rand(6, 2, 32, 32) - 0.5
+    assert hints.reveal(ab, 0).abs().sum() == 0
+    five, ten = hints.reveal(ab, 5), hints.reveal(ab, 10)
+    assert (five[:, 2] <= ten[:, 2]).all()                        # the first 5 of 10 hints are the 5 hints
+    assert ((five[:, 2].flatten(1).sum(1) >= 1) & (five[:, 2].flatten(1).sum(1) <= 5)).all()
+    on = ten[:, 2] > 0                                              # 1 px hints at 32 px: the true colour
+    assert torch.allclose(ten[:, 0][on], ab[:, 0][on]) and torch.allclose(ten[:, 1][on], ab[:, 1][on])
+    split = torch.cat([hints.reveal(ab[:2], 5, first_index=0), hints.reveal(ab[2:], 5, first_index=2)])
+    assert torch.equal(split, five)                                 # independent of the batch size
+
+
+def test_hint_files_json_and_png(tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "h.json"
+    good.write_text(json.dumps([[0, 0, "#ff0000"], {"x": 99, "y": 49, "color": [0, 0, 255]}]))
+    points = hints.read_points(good, 100, 50)
+    assert points == [(0, 0, (255, 0, 0)), (99, 49, (0, 0, 255))]
+    m = hints.map_from_points(points, 100, 50, 16)
+    assert m.shape == (1, 3, 16, 16) and m[0, 2].sum() == 2 and m[0, 2, 0, 0] == 1 and m[0, 2, 15, 15] == 1
+    assert m[0, 0, 0, 0] * 110 == pytest.approx(80.1, abs=0.5)     # red: a* of sRGB red
+    assert m[0, 1, 15, 15] * 110 == pytest.approx(-107.9, abs=0.5)  # blue: b* of sRGB blue
+    for content, message in [([[100, 0, "#ff0000"]], "outside the 100 x 50 image"),
+                             ([[0, 0, "red"]], "#rrggbb"), ({"x": 1}, "JSON list"), ([[1, 2]], r"\[x, y, colour\]")]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(content))
+        with pytest.raises(hints.HintError, match=message):
+            hints.read_points(bad, 100, 50)
+    picture = np.zeros((50, 100, 4), np.uint8)
+    picture[10, 20] = (0, 255, 0, 255)
+    Image.fromarray(picture).save(tmp_path / "h.png")
+    assert hints.read_points(tmp_path / "h.png", 100, 50) == [(20, 10, (0, 255, 0))]
+    with pytest.raises(hints.HintError, match="draw the hints at the image's resolution"):
+        hints.read_points(tmp_path / "h.png", 64, 64)
+
+
+def toy_data(root, n_train=96, n_test=8, seed=0):
+    """Two classes of the same grey textures, one reddish (a* +30), one greenish (a* -30): L says
+    nothing of the colour."""
+    from skimage.color import lab2rgb
+
+    rng = np.random.default_rng(seed)
+
+    def paint(L, sign):
+        lab = np.stack([L, np.full_like(L, 30.0 * sign), np.zeros_like(L)], -1)
+        return (lab2rgb(lab).clip(0, 1) * 255).round().astype(np.uint8)
+
+    for split, n in (("train", n_train), ("test", n_test)):
+        textures = [60 + 4 * rng.standard_normal((16, 16)) for _ in range(n)]
+        write_images(root / split / "red", [paint(L, 1) for L in textures])
+        write_images(root / split / "green", [paint(L, -1) for L in textures])
+    return root
+
+
+@pytest.mark.slow
+def test_one_hint_tells_the_colour_that_grey_cannot(tmp_path):
+    data = toy_data(tmp_path / "toy")
+    flags = TINY + ["--data", data, "--results", tmp_path / "R", "--batch_size", 16, "--unet_channels", 8,
+                    "--unet_depth", 2, "--val_every", 100, "--learning_rate", 1e-2, "--num_images", 0]
+    assert run("--model", "unet", "--guided", "--epochs", 20, "--run_name", "guided", *flags) == 0
+    assert run("--model", "unet", "--mode", "test", "--run_name", "guided", "--hint_counts", "0,1", *flags) == 0
+    assert run("--model", "unet", "--epochs", 5, "--run_name", "plain", *flags) == 0
+    assert run("--model", "unet", "--mode", "test", "--run_name", "plain", *flags) == 0
+    guided = json.loads((tmp_path / "R" / "guided" / "metrics.json").read_text())
+    plain = json.loads((tmp_path / "R" / "plain" / "metrics.json").read_text())
+    curve = {r["count"]: r["delta_e"] for r in guided["hints"]}
+    assert curve[0] == pytest.approx(guided["delta_e"])             # 0 hints: the automatic figures
+    assert plain["delta_e"] > 15 and curve[0] > 15                  # a* +-30 cannot be told from L
+    assert curve[1] < 6                                             # one hint tells it
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "gray"])
+def test_every_network_taking_L_takes_the_hint_channels(name):
+    from trainers.memory import example_inputs
+
+    family = REGISTRY[name]
+    assert hints.takes_hints(family.network)
+    guided, plain = (family.configs({**family.network.SMOKE, "guided": g})[0] for g in (True, False))
+    inputs = example_inputs(family.network, guided, 2, 16)        # L with the hint channels
+    assert inputs[0 if name not in ("unetddpm", "unetddim") else 1].shape[1] == 1 + hints.CHANNELS
+    out = family.network.build(guided)(*inputs)
+    assert (out[0] if isinstance(out, tuple) else out).shape[0] == 2
+    with pytest.raises(RuntimeError):                              # an unguided network takes L alone
+        family.network.build(plain)(*inputs)
+    assert not hints.takes_hints(REGISTRY["gray"].network)
+
+
+def test_refusals_and_a_guided_run_end_to_end(tiny_data, tmp_path, capsys):
+    from PIL import Image
+
+    res = tmp_path / "R"
+    flags = TINY + REGISTRY["unet"].smoke_flags() + ["--data", tiny_data, "--results", res]
+    assert run("--model", "unet", "--epochs", 1, "--run_name", "plain", *flags) == 0
+    assert run("--model", "unet", "--epochs", 1, "--run_name", "guided", "--guided", *flags) == 0
+    assert torch.load(res / "guided" / "best.pt", weights_only=True)["network"]["guided"] is True
+    photo = tiny_data / "test" / "img_000.png"
+    hint = tmp_path / "hint.json"
+    hint.write_text(json.dumps([[5, 5, "#ff0000"]]))
+    # a model trained without hints refuses them, in test and colorize modes
+    with pytest.raises(SystemExit) as e:
+        run("--model", "unet", "--mode", "test", "--run_name", "plain", "--hint_counts", "0,1", *flags)
+    assert e.value.code == 2 and "trained without colour hints" in capsys.readouterr().err
+    colorize = ["--model", "unet", "--mode", "colorize", "--results", res, "--input", photo, "--device", "cpu"]
+    with pytest.raises(SystemExit) as e:
+        run(*colorize, "--run_name", "plain", "--hints", hint)
+    assert e.value.code == 2 and "trained without colour hints" in capsys.readouterr().err
+    # a hint outside the 48 x 40 photo, hints for a folder, hints in train mode
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps([[48, 0, "#ff0000"]]))
+    with pytest.raises(SystemExit) as e:
+        run(*colorize, "--run_name", "guided", "--hints", outside)
+    assert e.value.code == 2 and "outside the 48 x 40 image" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        run("--model", "unet", "--mode", "colorize", "--results", res, "--input", tiny_data / "test",
+            "--run_name", "guided", "--hints", hint)
+    assert e.value.code == 2 and "give one image file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run("--model", "unet", "--hints", hint, *flags)
+    assert "--hints FILE goes with --mode colorize" in capsys.readouterr().err
+    # colorized with and without the hint: the hint changes the colours
+    assert run(*colorize, "--run_name", "guided", "--hints", hint, "--output", tmp_path / "with") == 0
+    assert run(*colorize, "--run_name", "guided", "--output", tmp_path / "without") == 0
+    a = np.asarray(Image.open(tmp_path / "with" / "img_000.png"), dtype=float)
+    b = np.asarray(Image.open(tmp_path / "without" / "img_000.png"), dtype=float)
+    assert a.shape == (40, 48, 3) and np.abs(a - b).max() > 0
+    # the hint curve: metrics.json, summary.md and its chart
+    assert run("--model", "unet", "--mode", "test", "--run_name", "guided", "--hint_counts", "5,0,1", *flags) == 0
+    m = json.loads((res / "guided" / "metrics.json").read_text())
+    assert [r["count"] for r in m["hints"]] == [0, 1, 5] and m["hints"][0]["delta_e"] == pytest.approx(m["delta_e"])
+    import report
+
+    report.write_summary(res)
+    text = (res / "summary.md").read_text()
+    assert "Colour hints" in text and "| guided |" in text.split("Colour hints")[1]
+    assert (res / "hints.png").is_file()
