@@ -179,6 +179,9 @@ def read_points(path: Path, width: int, height: int) -> list[tuple[int, int, tup
 
         try:
             with Image.open(path) as im:
+                if "A" not in im.getbands() and "transparency" not in im.info:
+                    raise HintError(f"--hints {path}: the picture has no transparency, so every pixel would be a "
+                                    f"hint; draw the hints on a transparent picture (or give a JSON file)")
                 rgba = im.convert("RGBA")
         except (UnidentifiedImageError, OSError) as e:
             raise HintError(f"--hints {path}: neither JSON nor a readable image ({e})") from None

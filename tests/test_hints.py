@@ -90,6 +90,9 @@ def test_hint_files_json_and_png(tmp_path):
     assert hints.read_points(tmp_path / "h.png", 100, 50) == [(20, 10, (0, 255, 0))]
     with pytest.raises(hints.HintError, match="draw the hints at the image's resolution"):
         hints.read_points(tmp_path / "h.png", 64, 64)
+    Image.fromarray(picture[..., :3]).save(tmp_path / "opaque.png")
+    with pytest.raises(hints.HintError, match="no transparency"):
+        hints.read_points(tmp_path / "opaque.png", 100, 50)
 
 
 def toy_data(root, n_train=96, n_test=8, seed=0):
@@ -176,7 +179,9 @@ def test_refusals_and_a_guided_run_end_to_end(tiny_data, tmp_path, capsys):
         run("--model", "unet", "--hints", hint, *flags)
     assert "--hints FILE goes with --mode colorize" in capsys.readouterr().err
     # colorized with and without the hint: the hint changes the colours
-    assert run(*colorize, "--run_name", "guided", "--hints", hint, "--output", tmp_path / "with") == 0
+    assert run(*colorize, "--run_name", "guided", "--hints", hint, "--output", tmp_path / "with", "--sheet") == 0
+    sheet = np.asarray(Image.open(tmp_path / "with" / "sheets" / "img_000.png").convert("RGB"), dtype=int)
+    assert (np.abs(sheet[..., 0] - sheet[..., 1]) > 100).any()     # the red hint dot on the grey panel
     assert run(*colorize, "--run_name", "guided", "--output", tmp_path / "without") == 0
     a = np.asarray(Image.open(tmp_path / "with" / "img_000.png"), dtype=float)
     b = np.asarray(Image.open(tmp_path / "without" / "img_000.png"), dtype=float)

@@ -568,14 +568,16 @@ def _label_strip(width: int, labels: list[str], cell: int):
     return strip
 
 
-def write_sheet(target: Path, original: torch.Tensor, colorized: list[torch.Tensor], height: int = 384) -> None:
-    """A side-by-side PNG a person can look at: the grey input | each colorization | the original
-    when it had colour; every panel scaled to `height` rows, columns labelled."""
-    from PIL import Image
+def write_sheet(target: Path, original: torch.Tensor, colorized: list[torch.Tensor], height: int = 384,
+                points: list | None = None) -> None:
+    """A side-by-side PNG a person can look at: the grey input (with the colour hints `points`,
+    [(x, y, (r, g, b))], as ringed dots) | each colorization | the original when it had colour;
+    every panel scaled to `height` rows, columns labelled."""
+    from PIL import Image, ImageDraw
 
     rgb = original.float() / 255
     grey = (cd.compose_rgb(cd.rgb_to_model(rgb[None])[0], torch.zeros(1, 2, *rgb.shape[1:]))[0] * 255).round()
-    panels = [("grey input", grey.byte())]
+    panels = [("grey input" + (f" + {len(points)} hint(s)" if points else ""), grey.byte())]
     panels += [("colorized" if len(colorized) == 1 else f"sample {k + 1}", c) for k, c in enumerate(colorized)]
     if not (original[0] == original[1]).all() or not (original[1] == original[2]).all():
         panels.append(("original", original))
@@ -585,6 +587,11 @@ def write_sheet(target: Path, original: torch.Tensor, colorized: list[torch.Tens
     sheet.paste(_label_strip(sheet.size[0], [name for name, _ in panels], width), (0, 0))
     for i, (_, img) in enumerate(panels):
         tile = Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).resize((width, height), Image.BILINEAR)
+        if i == 0 and points:
+            draw, r = ImageDraw.Draw(tile), 4
+            for x, y, colour in points[:500]:
+                cx, cy = (x + 0.5) * width / w, (y + 0.5) * height / h
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour, outline="white")
         sheet.paste(tile, (i * width, 16))
     ckpt_io.write_atomic(target, lambda f: sheet.save(f, format="PNG"))
 
@@ -612,7 +619,7 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
             bad.append(f"{path} ({e})")
             continue
         original = cd.to_chw_tensor(rgb)
-        hint_map = None
+        hint_map, points = None, None
         if hint_file is not None:
             points = hints.read_points(hint_file, original.shape[2], original.shape[1])
             hint_map = hints.map_from_points(points, original.shape[2], original.shape[1], image_size)
@@ -639,7 +646,7 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
             ckpt_io.write_atomic(target, lambda f, picture=picture: picture.save(f, format="PNG"))
         if sheet:
             (out_dir / "sheets" / name).parent.mkdir(parents=True, exist_ok=True)
-            write_sheet(out_dir / "sheets" / name, original, outs)
+            write_sheet(out_dir / "sheets" / name, original, outs, points=points)
         done += 1
     return done, bad
 
@@ -686,7 +693,8 @@ def colorize(args, given, family, run_dir: Path) -> int:
         if not Path(args.hints).is_file():
             raise UsageError(f"--hints {args.hints}: no such file")
     out_dir = Path(args.output) if args.output else RunFolder(run_dir).colorize_output(
-        Path(weights).stem if saved else "none", Path(args.input).stem or "input")
+        Path(weights).stem if saved else "none",
+        (Path(args.input).stem or "input") + (f"+{Path(args.hints).stem}" if args.hints else ""))
     k = settings.training.num_samples if colorizer.stochastic else 1
     print(f"colorizing {len(paths)} image(s) of {args.input} with {weights} into {out_dir}"
           + (f", {k} samples each" if k > 1 else ""))
