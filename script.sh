@@ -10,7 +10,8 @@
 # call (e.g. --batch_size 128 --wandb offline).
 # Each run logs to RESULTS/logs/<family>.{train,test}.log. A family whose test already finished
 # is skipped, and one whose training was interrupted resumes from its last.pt, so an interrupted
-# batch can simply be started again; --force trains and tests everything afresh.
+# batch can simply be started again; --force trains and tests everything afresh. unetddim is
+# tested on unetddpm's checkpoint (the same network and training) instead of training it again.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --results) RESULTS=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) COMMON+=("$1"); shift ;;
   esac
 done
@@ -56,6 +57,16 @@ fi
 for family in $families; do
   if [ -z "$FORCE" ] && [ -f "$RESULTS/$family/metrics.json" ]; then
     echo "== $family: done before, skipped (--force to redo)"; continue
+  fi
+  # unetddim is unetddpm's network and training with another sampler: when this batch has trained
+  # unetddpm, its checkpoint is tested with DDIM rather than the same network trained twice
+  if [ "$family" = unetddim ] && [ -f "$RESULTS/unetddpm/best.pt" ] && [ -f "$RESULTS/unetddpm/metrics.json" ]; then
+    echo "== $family: test (unetddpm's checkpoint, DDIM sampling)"
+    if ! $PY main.py --model "$family" --mode test --weights "$RESULTS/unetddpm/best.pt" "${COMMON[@]}" \
+         > "$RESULTS/logs/$family.test.log" 2>&1; then
+      echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family")
+    fi
+    continue
   fi
   how=(--overwrite)
   [ -z "$FORCE" ] && [ -f "$RESULTS/$family/last.pt" ] && how=(--resume)

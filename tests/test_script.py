@@ -29,6 +29,10 @@ def test_script_quick_runs_every_family_and_writes_the_report(tiny_data, tmp_pat
     assert all(float(row["delta_e_ci_low"]) <= float(row["delta_e"]) <= float(row["delta_e_ci_high"]) for row in rows)
     for family in REGISTRY:
         assert (tmp_path / "logs" / f"{family}.test.log").exists()
+    import json  # unetddim samples unetddpm's checkpoint with DDIM: the network is trained once
+    ddim = json.loads((tmp_path / "unetddim" / "metrics.json").read_text())
+    assert ddim["weights"].endswith("unetddpm/best.pt") and ddim["sampler"] == "ddim"
+    assert not (tmp_path / "unetddim" / "last.pt").exists()
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("skipped") == len(REGISTRY)
 
