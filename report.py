@@ -34,8 +34,10 @@ SAME_TEST = [("data", "data"), ("test_set", "test split"), ("image_size", "image
 
 
 def trained_epochs(r: dict):
-    """Epochs a run trained, or None for one with nothing to learn (the grey baseline)."""
-    return None if r.get("weights") in (None, "none") else r.get("epoch")
+    """The epochs a run was trained for (its budget, whichever epoch its best.pt came from), or
+    None for one with nothing to learn (the grey baseline). Older metrics.json files without
+    "epochs" give the tested checkpoint's epoch."""
+    return None if r.get("weights") in (None, "none") else r.get("epochs") or r.get("epoch")
 
 
 def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
@@ -140,6 +142,8 @@ def load_run(run_dir: Path) -> dict:
     run = RunFolder(run_dir)
     r = json.loads(run.metrics.read_text())
     r.setdefault("run", run_dir.name)
+    if "epochs" not in r and run.args.is_file():  # metrics.json from before "epochs" was written
+        r["epochs"] = json.loads(run.args.read_text()).get("epochs")
     table = list(per_image_metrics(run_dir).values())
     for key in ("delta_e", "ssim"):
         if table and key in table[0]:

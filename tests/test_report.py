@@ -73,7 +73,12 @@ def test_only_comparable_runs_are_ranked_together(tmp_path):
     run_with_test_outputs(tmp_path, "unet_64px", (10, 10, 10), size=64, delta_e=5.0)  # better figures, other images
     run_with_test_outputs(tmp_path, "unet_long", (10, 10, 10), epochs=30, delta_e=4.0, fid=5.0)
     run_with_test_outputs(tmp_path, "unet_demo", (10, 10, 10), data="/d/Dataset", delta_e=3.0)
+    # a 3-epoch run whose best.pt came from epoch 2 had the same budget: ranked with the others
+    early = run_with_test_outputs(tmp_path, "resnet", (90, 90, 90), model="resnet", delta_e=9.8)
+    m = json.loads(RunFolder(early).metrics.read_text())
+    RunFolder(early).metrics.write_text(json.dumps({**m, "epoch": 2, "epochs": 3}))
     md = report.write_summary(tmp_path).read_text()
+    assert "| resnet | resnet | cifar10 | 16 | 3 |" in md.split("## Set apart")[0]
     ranked, apart = md.split("## Set apart")
     assert "| unet | unet | cifar10 | 16 | 3 |" in ranked and "| gray | gray | cifar10 | 16 | - |" in ranked
     assert "**9.00" in ranked and "**20.00**" in ranked  # best delta E (unet) and FID (colorful) of the three
@@ -83,7 +88,7 @@ def test_only_comparable_runs_are_ranked_together(tmp_path):
         assert f"| {name} |" not in ranked
     with open(tmp_path / "summary.csv") as f:
         comparable = {line.split(",")[0]: line.split(",")[11] for line in f.read().splitlines()[1:]}
-    assert comparable == {"colorful": "True", "gray": "True", "unet": "True", "unet_64px": "False",
+    assert comparable == {"colorful": "True", "gray": "True", "unet": "True", "resnet": "True", "unet_64px": "False",
                           "unet_demo": "False", "unet_long": "False"}
     mixed = report.write_summary(tmp_path, mixed=True).read_text()
     assert "Set apart" not in mixed and "Mixed:" in mixed and "**3.00" in mixed

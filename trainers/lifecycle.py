@@ -429,7 +429,9 @@ def test(args, given, family, run_dir: Path) -> int:
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
     curve = hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary) if counts else None
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
-              "epoch": saved["epoch"] if saved else 0, "data": str(Path(root).resolve()), "test_images": which,
+              "epoch": saved["epoch"] if saved else 0,  # the tested checkpoint's; "epochs": the run's budget
+              "epochs": saved["args"].get("epochs") if saved else 0,
+              "data": str(Path(root).resolve()), "test_images": which,
               "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
               "image_size": args.image_size, **colorizer.sampling(),
               **summary, **({"hints": curve} if curve else {}), "seconds": round(time.time() - t0, 2)}
