@@ -175,6 +175,7 @@ def read_points(path: Path, width: int, height: int) -> list[tuple[int, int, tup
                 raise HintError(f"{where}: ({x}, {y}) is outside the {width} x {height} image")
             points.append((x, y, _colour(item[2], where)))
     else:
+        import numpy as np
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -188,7 +189,7 @@ def read_points(path: Path, width: int, height: int) -> list[tuple[int, int, tup
         if rgba.size != (width, height):
             raise HintError(f"--hints {path}: the hint picture is {rgba.size[0]} x {rgba.size[1]}, the image "
                             f"{width} x {height}; draw the hints at the image's resolution")
-        pixels = torch.from_numpy(__import__("numpy").asarray(rgba).copy())
+        pixels = torch.from_numpy(np.asarray(rgba).copy())
         ys, xs = (pixels[..., 3] > 0).nonzero(as_tuple=True)
         points = [(int(x), int(y), tuple(int(v) for v in pixels[y, x, :3])) for y, x in zip(ys, xs)]
     return points

@@ -106,7 +106,7 @@ class Colorizer:
         if not self.hinted:
             if hint_map is not None:
                 raise hints.HintError("this model was trained without colour hints, so it cannot take them; "
-                                      "train one with --hints")
+                                      "train one with --guided")
             return L
         return hints.attach(L, hint_map)
 
