@@ -5,6 +5,7 @@
 #   bash script.sh                                   # demo data, defaults of main.py
 #   bash script.sh --data ../shared/data/cifar10 --image_size 32 --epochs 30 --device cuda
 #   bash script.sh --quick                           # a CPU smoke run: small images, one epoch
+#   bash script.sh --families unet,unetgan           # only these families (default: all of them)
 #
 # --results DIR writes to DIR instead of Results/. Any other option is passed to every main.py
 # call (e.g. --batch_size 128 --wandb offline).
@@ -18,6 +19,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python}
 RESULTS=Results
 FORCE=
+ONLY=
 COMMON=()
 TRAIN_ONLY=()
 while [ $# -gt 0 ]; do
@@ -26,8 +28,9 @@ while [ $# -gt 0 ]; do
              COMMON+=(--image_size 32 --batch_size 64 --timesteps 100 --steps 10); shift ;;
     --results) RESULTS=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
+    --families) ONLY=$2; shift 2 ;;
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) COMMON+=("$1"); shift ;;
   esac
 done
@@ -46,7 +49,15 @@ fi
 echo $$ > "$lock/pid"
 trap 'rm -rf "$lock"' EXIT
 
-families=$($PY -c "from trainers import REGISTRY; print(' '.join(REGISTRY))") || exit 1
+families=$($PY -c "
+import sys
+from trainers import REGISTRY
+only = [f for f in sys.argv[1].split(',') if f]
+unknown = [f for f in only if f not in REGISTRY]
+if unknown:
+    print(f'error: --families: unknown {\", \".join(unknown)}; known: {\", \".join(REGISTRY)}', file=sys.stderr)
+    sys.exit(2)
+print(' '.join(f for f in REGISTRY if not only or f in only))" "$ONLY") || exit $?
 failed=()
 # semantic interpretability: a classifier of the colour images, when the data has class folders
 if [ -n "$FORCE" ] || [ ! -f "$RESULTS/classifier/classifier.pt" ]; then

@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["WANDB_MODE"] = "disabled"  # tests never talk to wandb
 SHARED = ROOT.parent / "shared" / "data"
+# the tests' tiny runs: 16 px, batch 4, no wandb, LPIPS or FID (those have their own tests)
+TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1",
+        "--lpips", "off", "--fid", "off"]
 
 
 def pytest_configure(config):

@@ -1,4 +1,5 @@
 """--mode colorize: a trained run colorizes a file, a folder or a glob; no data folder, no metrics."""
+import conftest
 import numpy as np
 import pytest
 from conftest import colour_crops, write_images
@@ -6,8 +7,7 @@ from PIL import Image
 
 import main
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--workers", "1", "--lpips", "off",
-        "--fid", "off", "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]
+TINY = [*conftest.TINY, "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]
 
 
 @pytest.fixture(scope="module")

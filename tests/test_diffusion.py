@@ -1,6 +1,7 @@
 """Diffusion: known answers for both samplers, the schedule, shared checkpoints, K samples."""
 import json
 
+import conftest
 import pytest
 import torch
 
@@ -9,9 +10,8 @@ import metrics
 from models.diffusion import Denoiser, NoiseSchedule, ddim_sample, ddpm_sample
 from trainers import checkpoint as ckpt_io
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
-        "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "20", "--steps", "4", "--val_images", "2",
-        "--val_steps", "2", "--lpips", "off", "--fid", "off"]
+TINY = [*conftest.TINY, "--num_images", "2", "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "20",
+        "--steps", "4", "--val_images", "2", "--val_steps", "2"]
 
 
 def oracle_for(schedule, x0):

@@ -1,6 +1,7 @@
 """Every registered family trains two steps and tests on tiny data, through main.py in-process."""
 import json
 
+import conftest
 import pytest
 import torch
 
@@ -8,7 +9,7 @@ import main
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1"]
+TINY = [*conftest.TINY, "--num_images", "2", "--lpips", "auto"]
 
 
 def run(*argv):
@@ -55,7 +56,7 @@ def test_family_trains_two_steps_and_tests(name, tiny_data, tmp_path):
 
 def test_checkpoint_round_trip_resume_and_weights(tiny_data, tmp_path, capsys):
     res = tmp_path / "R"
-    flags = family_flags("unet") + ["--data", tiny_data, "--results", res, "--save_every", "1"]
+    flags = family_flags("unet") + ["--data", tiny_data, "--results", res, "--save_every", "1", "--fid", "off"]
     assert run("--model", "unet", "--epochs", "1", *flags) == 0
     first = ckpt_io.load(res / "unet" / "last.pt")
     assert first["format_version"] == ckpt_io.FORMAT_VERSION and first["args"]["unet_channels"] == 8
@@ -73,7 +74,7 @@ def test_checkpoint_round_trip_resume_and_weights(tiny_data, tmp_path, capsys):
     # test mode rebuilds the network from the saved arguments, whatever is typed now
     for weights in ("best", "last", "2", str(res / "unet" / "epoch_0001.pt")):
         assert run("--model", "unet", "--mode", "test", "--weights", weights, "--unet_channels", "16",
-                   "--results", res, "--wandb", "disabled") == 0
+                   "--results", res, "--wandb", "disabled", "--fid", "off", "--lpips", "off") == 0
         assert json.loads((res / "unet" / "metrics.json").read_text())["n_images"] == 4
     with pytest.raises(SystemExit, match="epoch_0001.pt"):
         run("--model", "unet", "--mode", "test", "--weights", "9", "--results", res, "--wandb", "disabled")

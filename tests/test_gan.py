@@ -2,6 +2,7 @@
 import dataclasses
 import json
 
+import conftest
 import pytest
 import torch
 
@@ -10,8 +11,7 @@ from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 from trainers.gan import GANTrainer
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
-        "--unet_channels", "8", "--unet_depth", "2", "--d_channels", "8", "--lpips", "off", "--fid", "off"]
+TINY = [*conftest.TINY, "--num_images", "2", "--unet_channels", "8", "--unet_depth", "2", "--d_channels", "8"]
 
 
 def test_gan_families_share_one_trainer_and_differ_in_the_generator():

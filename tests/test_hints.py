@@ -2,6 +2,7 @@
 whose colours only hints can tell, refusals, resume, the hint curve in the report."""
 import json
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,7 @@ import main
 from models import hints
 from trainers import REGISTRY
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
-        "--lpips", "off", "--fid", "off", "--input", ""]
+TINY = [*conftest.TINY, "--num_images", "2", "--input", ""]
 
 
 def run(*argv):

@@ -6,6 +6,7 @@ import json
 import pickle
 import urllib.error
 
+import conftest
 import numpy as np
 import pytest
 import torchvision.datasets as tvd
@@ -16,8 +17,7 @@ import main
 import public_data
 
 RNG = np.random.default_rng(0)
-TINY = ["--image_size", "16", "--batch_size", "4", "--epochs", "1", "--wandb", "disabled", "--lpips", "off",
-        "--fid", "off", "--workers", "1", "--unet_channels", "8", "--unet_depth", "2", "--input", ""]
+TINY = [*conftest.TINY, "--epochs", "1", "--unet_channels", "8", "--unet_depth", "2", "--input", ""]
 
 
 def md5(path) -> str:

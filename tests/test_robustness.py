@@ -2,6 +2,7 @@
 import errno
 import os
 
+import conftest
 import pytest
 import torch
 
@@ -9,8 +10,7 @@ import main
 from trainers import checkpoint as ckpt_io
 from trainers.regression import RegressionTrainer
 
-TINY = ["--model", "unet", "--image_size", "16", "--batch_size", "4", "--unet_channels", "8", "--unet_depth", "2",
-        "--lpips", "off", "--fid", "off", "--wandb", "disabled", "--workers", "1"]
+TINY = [*conftest.TINY, "--model", "unet", "--unet_channels", "8", "--unet_depth", "2"]
 
 
 class Payload:

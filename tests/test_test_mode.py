@@ -2,14 +2,14 @@
 import csv
 import json
 
+import conftest
 import pytest
 from conftest import colour_crops, write_images
 
 import colorize_data as cd
 import main
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "0", "--workers", "1",
-        "--unet_channels", "8", "--unet_depth", "2", "--lpips", "off", "--fid", "off"]
+TINY = [*conftest.TINY, "--num_images", "0", "--unet_channels", "8", "--unet_depth", "2"]
 
 
 def images_tested(run_dir):

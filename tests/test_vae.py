@@ -2,6 +2,7 @@
 import json
 import math
 
+import conftest
 import torch
 
 import main
@@ -9,8 +10,7 @@ from models.vae import mdn_loss
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
 
-TINY = ["--image_size", "16", "--batch_size", "4", "--wandb", "disabled", "--num_images", "2", "--workers", "1",
-        "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4", "--lpips", "off", "--fid", "off"]
+TINY = [*conftest.TINY, "--num_images", "2", "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]
 
 
 def build(name, *extra):
