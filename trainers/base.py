@@ -39,6 +39,7 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,8 +369,12 @@ class Trainer:
                 if self.ema is not None:
                     self.update_ema()
                 self.batch_in_epoch = index + 1
-                for s in self.schedulers.values():
-                    s.step()
+                with warnings.catch_warnings():
+                    # every schedule follows the run's steps, also an optimizer's that rested this
+                    # step (a GAN's D during the L1 warm-up, a skipped step): torch warns about that
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                    for s in self.schedulers.values():
+                        s.step()
                 n = len(images)
                 seen += n
                 if self._skipped_now:  # --nan_policy skip: counted, left out of the averages
