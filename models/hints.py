@@ -79,11 +79,42 @@ def patch_limit(size: int) -> int:
     return max(1, round(PATCH_AT_256 * size / 256))
 
 
-def _paint(hint_map: torch.Tensor, ab: torch.Tensor, i: int, y: int, x: int, w: int) -> None:
-    """Hint on image i: the mean ab of the w x w patch at (y, x) (top-left), painted over it."""
-    patch = ab[i, :, y:y + w, x:x + w]
-    hint_map[i, :2, y:y + w, x:x + w] = patch.mean(dim=(1, 2), keepdim=True)
-    hint_map[i, 2, y:y + w, x:x + w] = 1.0
+def paint(ab: torch.Tensor, patches: list[tuple[int, int, int, int]], limit: int) -> torch.Tensor:
+    """The hint map (B, 3, H, W) of square patches on ab (B, 2, H, W): each patch (image, y, x,
+    width), top-left corner (y, x) with the patch inside the image and width <= limit, gets the
+    mean ab under it and mask 1, later patches painted over earlier ones. On ab's device, with no
+    host synchronisation: the patches travel as one small tensor, every patch's pixels are listed
+    (limit x limit slots each, the unused ones off), and the pixels go to the last patch over them."""
+    b, _, h, w = ab.shape
+    device = ab.device
+    if not patches:
+        return torch.zeros(b, CHANNELS, h, w, device=device)
+    p = torch.tensor(patches, dtype=torch.long)
+    p = p.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else p.to(device)
+    image, y, x, width = p.unbind(1)
+    k = len(patches)
+    d = torch.arange(limit, device=device)
+    dy, dx = d.repeat_interleave(limit), d.repeat(limit)                  # (limit^2,) offsets
+    used = (dy[None] < width[:, None]) & (dx[None] < width[:, None])       # (K, limit^2)
+    rows = (y[:, None] + dy[None]).clamp(max=h - 1)
+    cols = (x[:, None] + dx[None]).clamp(max=w - 1)
+    pixel = (image[:, None] * h + rows) * w + cols                        # flat index into B*H*W
+    ab_pixels = ab.detach().float().permute(0, 2, 3, 1).reshape(-1, 2)
+    means = (ab_pixels[pixel] * used[..., None]).sum(1) / (width * width)[:, None].float()  # (K, 2)
+    order = torch.arange(1, k + 1, device=device, dtype=torch.int32)[:, None].expand_as(pixel)
+    mine = torch.where(used, order, 0)
+    last = torch.zeros(b * h * w, dtype=torch.int32, device=device)
+    last.scatter_reduce_(0, pixel.reshape(-1), mine.reshape(-1), "amax")
+    won = used & (last[pixel] == order)             # each painted pixel: the slot of its last patch
+    # write (a, b, mask) at the won slots; the other slots write into one spare cell past the end
+    plane = h * w
+    at = (image[:, None] * CHANNELS * plane + rows * w + cols)[None] + plane * torch.arange(CHANNELS, device=device)[
+        :, None, None]                                                        # (3, K, limit^2)
+    at = torch.where(won[None], at, b * CHANNELS * plane)
+    values = torch.stack([means[:, 0], means[:, 1], torch.ones_like(means[:, 0])])[:, :, None].expand_as(at)
+    hint_map = torch.zeros(b * CHANNELS * plane + 1, device=device)
+    hint_map.index_put_((at.reshape(-1),), values.reshape(-1))
+    return hint_map[:-1].view(b, CHANNELS, h, w)
 
 
 def draw(b: int, h: int, w: int, p: float = GEOMETRIC_P, generator: torch.Generator | None = None) -> list:
@@ -103,14 +134,10 @@ def draw(b: int, h: int, w: int, p: float = GEOMETRIC_P, generator: torch.Genera
 
 def simulate(ab: torch.Tensor, p: float = GEOMETRIC_P, generator: torch.Generator | None = None) -> torch.Tensor:
     """Training hints for a batch of ab (B, 2, H, W) (model scale): the hint map (B, 3, H, W) of
-    draw()'s patches, on ab's device."""
+    draw()'s patches, on ab's device (drawn on the host, painted on the device)."""
     b, _, h, w = ab.shape
-    ab_cpu = ab.detach().float().cpu()
-    hint_map = torch.zeros(b, CHANNELS, h, w)
-    for i, patches in enumerate(draw(b, h, w, p, generator)):
-        for y, x, wd in patches:
-            _paint(hint_map, ab_cpu, i, y, x, wd)
-    return hint_map.to(ab.device)
+    patches = [(i, y, x, wd) for i, boxes in enumerate(draw(b, h, w, p, generator)) for y, x, wd in boxes]
+    return paint(ab, patches, patch_limit(min(h, w)))
 
 
 def reveal(ab: torch.Tensor, count: int, first_index: int = 0, seed: int = EVAL_SEED) -> torch.Tensor:
@@ -118,17 +145,14 @@ def reveal(ab: torch.Tensor, count: int, first_index: int = 0, seed: int = EVAL_
     of a patch of the middle width, at positions seeded by the image's index in the evaluated set
     (first_index + i), nested across counts. (B, 3, H, W) on ab's device; zeros for count 0."""
     b, _, h, w = ab.shape
-    hint_map = torch.zeros(b, CHANNELS, h, w)
-    if count <= 0:
-        return hint_map.to(ab.device)
-    ab_cpu = ab.detach().float().cpu()
     wd = (patch_limit(min(h, w)) + 1) // 2
-    for i in range(b):
+    patches = []
+    for i in range(b if count > 0 else 0):
         g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + i)
         for _ in range(count):  # one hint at a time: the first n of n + 1 hints are the n hints
             y, x = (torch.rand(2, generator=g) * torch.tensor([h - wd + 1, w - wd + 1])).long().tolist()
-            _paint(hint_map, ab_cpu, i, y, x, wd)
-    return hint_map.to(ab.device)
+            patches.append((i, y, x, wd))
+    return paint(ab, patches, wd)
 
 
 # ----------------------------------------------------------------------------------------------

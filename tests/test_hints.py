@@ -55,6 +55,20 @@ def test_hint_map_is_the_patch_mean_under_a_consistent_mask():
     assert torch.equal(a, hints.simulate(ab))
 
 
+def test_painting_is_the_patch_by_patch_loop():
+    """hints.paint (vectorised, no host sync) gives what painting patch by patch would: each patch
+    the mean ab under it, later patches over earlier ones where they overlap."""
+    g = torch.Generator().manual_seed(2)
+    ab = torch.rand(3, 2, 12, 10, generator=g) - 0.5
+    patches = [(0, 0, 0, 4), (0, 2, 2, 4), (1, 8, 6, 4), (0, 1, 1, 1), (2, 0, 9, 1), (1, 7, 5, 3)]
+    expected = torch.zeros(3, 3, 12, 10)
+    for i, y, x, w in patches:
+        expected[i, :2, y:y + w, x:x + w] = ab[i, :, y:y + w, x:x + w].mean((1, 2), keepdim=True)
+        expected[i, 2, y:y + w, x:x + w] = 1
+    assert torch.allclose(hints.paint(ab, patches, 4), expected, atol=1e-6)
+    assert hints.paint(ab, [], 4).abs().sum() == 0
+
+
 def test_revealed_hints_are_nested_seeded_by_image_and_true():
     ab = torch.rand(6, 2, 32, 32) - 0.5
     assert hints.reveal(ab, 0).abs().sum() == 0
