@@ -135,6 +135,11 @@ def parse_args(argv=None):
         ignored = other_families_flags(unknown)
         if ignored is None:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if "--guided" in ignored:  # not a tuning flag to skip quietly: the run would not be what was asked
+            from models.hints import takes_hints
+
+            guided = ", ".join(n for n, f in REGISTRY.items() if takes_hints(f.network))
+            parser.error(f"--guided: {args.model} takes no colour hints (the families that do: {guided})")
         print(f"note: {' '.join(ignored)} belong to other families than {args.model}; ignored")
     given = {a.dest for a in parser._actions for s in a.option_strings
              if any(x == s or x.startswith(s + "=") for x in argv)}

@@ -52,12 +52,16 @@ trap 'rm -rf "$lock"' EXIT
 families=$($PY -c "
 import sys
 from trainers import REGISTRY
-only = [f for f in sys.argv[1].split(',') if f]
+only = [f for f in sys.argv[1].split(',') if f] or list(REGISTRY)
 unknown = [f for f in only if f not in REGISTRY]
 if unknown:
     print(f'error: --families: unknown {\", \".join(unknown)}; known: {\", \".join(REGISTRY)}', file=sys.stderr)
     sys.exit(2)
-print(' '.join(f for f in REGISTRY if not only or f in only))" "$ONLY") || exit $?
+if sys.argv[2:]:  # --guided: the families whose networks take colour hints
+    from models.hints import takes_hints
+    only = [f for f in only if takes_hints(REGISTRY[f].network)]
+print(' '.join(f for f in REGISTRY if f in only))" "$ONLY" \
+  $(for a in "${COMMON[@]}"; do [ "$a" = --guided ] && echo guided; done)) || exit $?
 failed=()
 # semantic interpretability: a classifier of the colour images, when the data has class folders
 if [ -n "$FORCE" ] || [ ! -f "$RESULTS/classifier/classifier.pt" ]; then

@@ -210,3 +210,9 @@ def test_refusals_and_a_guided_run_end_to_end(tiny_data, tmp_path, capsys):
     text = (res / "summary.md").read_text()
     assert "Colour hints" in text and "| guided |" in text.split("Colour hints")[1]
     assert (res / "hints.png").is_file()
+
+
+def test_guided_on_a_family_without_hints_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        main.parse_args(["--model", "gray", "--guided"])
+    assert e.value.code == 2 and "gray takes no colour hints" in capsys.readouterr().err

@@ -69,3 +69,21 @@ def test_script_refuses_an_unknown_family(tmp_path):
     cmd = ["bash", str(ROOT / "script.sh"), "--results", str(tmp_path), "--families", "unet,unetx"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown unetx" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_script_with_guided_runs_only_the_families_that_take_hints(tmp_path):
+    """script.sh --guided leaves out the grey baseline (its network takes no hints; main.py would
+    refuse it). The python calls other than the family listing are recorded, not run."""
+    import sys
+
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/bash\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "WANDB_MODE": "disabled"}
+    cmd = ["bash", str(ROOT / "script.sh"), "--results", str(tmp_path / "R"), "--families", "gray,unet", "--guided"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = [line.split()[:5] for line in calls.read_text().splitlines() if line.startswith("main.py --model")]
+    assert runs == [["main.py", "--model", "unet", "--mode", "train"], ["main.py", "--model", "unet", "--mode", "test"]]
+    assert all("--guided" in line for line in calls.read_text().splitlines() if "--model" in line)
