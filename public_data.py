@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+UNLABELLED = "unlabeled"  # the folder of images without a label (STL-10's unlabeled split); no class
+
 ENV = "COLORIZATION_DATA"
 
 
@@ -226,7 +228,7 @@ def _lay_out(ds, out: Path, prefix: str) -> int:
 
     def folder(label: int) -> Path:
         if label is None or label < 0:
-            return out / "unlabeled"
+            return out / UNLABELLED
         return out / (names[label] if label < len(names) else f"class_{label:04d}")
 
     files = _files_and_labels(ds)

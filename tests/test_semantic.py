@@ -19,6 +19,10 @@ def toy_classes(root):
                 img = np.full((16, 16, 3), 60, np.uint8)
                 img[..., channel] = rng.integers(150, 255, (16, 16))
                 Image.fromarray(img).save(folder / f"{i:02d}.png")
+    unlabelled = root / "train" / "unlabeled"  # as public_data lays out STL-10's unlabeled split: no class
+    unlabelled.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(unlabelled / f"{i:02d}.png")
 
 
 def test_classifier_learns_a_separable_toy_and_families_report_semantic_accuracy(tmp_path, capsys):
@@ -28,7 +32,7 @@ def test_classifier_learns_a_separable_toy_and_families_report_semantic_accuracy
     assert main.main(["--mode", "classifier", "--epochs", "8", "--batch_size", "8", "--learning_rate", "3e-3",
                       *flags]) == 0
     report = json.loads((tmp_path / "R" / "classifier" / "classifier.json").read_text())
-    assert report["classes"] == ["blue", "red"] and report["n_test"] == 16
+    assert report["classes"] == ["blue", "red"] and report["n_test"] == 16  # "unlabeled" is not a class
     assert report["accuracy_color"] >= 0.9  # chance is 0.5
     assert main.main(["--model", "gray", "--mode", "test", *flags]) == 0
     m = json.loads((tmp_path / "R" / "gray" / "metrics.json").read_text())

@@ -526,8 +526,10 @@ def classifier(args) -> int:
         print(f"no class folders under {root}: the semantic-interpretability classifier is skipped")
         return 0
     device = pick_device(args.device)
-    train_images, train_paths = eval_images(args, root, split["train"], "the training split")
-    test_images, test_paths = eval_images(args, root, split["test"] or split["val"], "the test split")
+    labelled = [p for p in split["train"] if semantic.class_of(p)]  # not STL-10's unlabeled images
+    train_images, train_paths = eval_images(args, root, labelled, "the training split")
+    tested = [p for p in split["test"] or split["val"] if semantic.class_of(p)]
+    test_images, test_paths = eval_images(args, root, tested, "the test split")
     labels = semantic.labels_for(train_paths, classes)
     model = semantic.train_classifier(train_images, labels, len(classes), args.epochs, args.batch_size,
                                       args.learning_rate, device, args.seed)

@@ -15,15 +15,17 @@ import torch.nn.functional as F
 
 from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
 from models.classifier import SmallClassifier
+from public_data import UNLABELLED
 from trainers import checkpoint
 
 
 def class_of(rel_path: str) -> str:
-    """train/airplane/0001.jpg -> airplane; airplane/0001.jpg -> airplane; 0001.jpg -> ''."""
+    """train/airplane/0001.jpg -> airplane; airplane/0001.jpg -> airplane; 0001.jpg and
+    train/unlabeled/0001.png -> ''."""
     parts = rel_path.split("/")
     if parts[0] in ("train", "val", "test"):
         parts = parts[1:]
-    return parts[0] if len(parts) > 1 else ""
+    return parts[0] if len(parts) > 1 and parts[0] != UNLABELLED else ""
 
 
 def labels_for(paths, classes) -> torch.Tensor:
