@@ -49,7 +49,6 @@ from tqdm import tqdm
 
 import metrics
 from colorize_data import compose_rgb
-from models import hints
 from models.config import setting
 from trainers import checkpoint, distributed
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
@@ -306,10 +305,7 @@ class Trainer:
     def training_batch(self, images: torch.Tensor) -> dict:
         """A training step's batch: prepare(images), with simulated colour hints joined to L when the
         network takes hints (models/hints.py; drawn from the global generator, which checkpoints keep)."""
-        batch = self.prepare(images)
-        if hints.hinted(self.network_cfg):
-            batch["L"] = hints.attach(hints.luminance(batch["L"]), hints.simulate(batch["ab"]))
-        return batch
+        return self.colorizer.prepare(images, simulated=True)
 
     def setup_training(self, steps_per_epoch: int) -> None:
         if not self.needs_training:

@@ -110,14 +110,16 @@ class Colorizer:
             return L
         return hints.attach(L, hint_map)
 
-    def prepare(self, images: torch.Tensor, first_index: int = 0) -> dict:
+    def prepare(self, images: torch.Tensor, first_index: int = 0, simulated: bool = False) -> dict:
         """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on this device. For a
         hinted network L also holds `self.hint_count` hints revealed from the true colours, seeded
-        by the images' indices first_index, first_index + 1, ... (0 hints: automatic)."""
+        by the images' indices first_index, first_index + 1, ... (0 hints: automatic), or with
+        `simulated` training's random hints (models/hints.simulate)."""
         rgb = uint8_to_float(images.to(self.device, non_blocking=True))
         L, ab = rgb_to_model(rgb)
         if self.hinted:
-            L = hints.attach(L, hints.reveal(ab, self.hint_count, first_index))
+            hint_map = hints.simulate(ab) if simulated else hints.reveal(ab, self.hint_count, first_index)
+            L = hints.attach(L, hint_map)
         if self.channels_last:
             L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
         return {"rgb": rgb, "L": L, "ab": ab}
