@@ -57,11 +57,10 @@ unknown = [f for f in only if f not in REGISTRY]
 if unknown:
     print(f'error: --families: unknown {\", \".join(unknown)}; known: {\", \".join(REGISTRY)}', file=sys.stderr)
     sys.exit(2)
-if sys.argv[2:]:  # --guided: the families whose networks take colour hints
+if '--guided' in sys.argv[2:]:  # only the families whose networks take colour hints
     from models.hints import takes_hints
     only = [f for f in only if takes_hints(REGISTRY[f].network)]
-print(' '.join(f for f in REGISTRY if f in only))" "$ONLY" \
-  $(for a in "${COMMON[@]}"; do [ "$a" = --guided ] && echo guided; done)) || exit $?
+print(' '.join(f for f in REGISTRY if f in only))" "$ONLY" "${COMMON[@]}") || exit $?
 failed=()
 # semantic interpretability: a classifier of the colour images, when the data has class folders
 if [ -n "$FORCE" ] || [ ! -f "$RESULTS/classifier/classifier.pt" ]; then

@@ -336,14 +336,21 @@ class Trainer:
     def fit(self, batches, val_images: torch.Tensor | None) -> dict:
         """Train from epoch self.epoch + 1 to cfg.epochs on `batches` (colorize_data.TrainBatches);
         returns the last validation metrics."""
-        args = self.cfg
-        last_val = {}
         if not self.needs_training:  # nothing to learn: validate once and checkpoint
             last_val = self.validate(val_images)
             self.save_checkpoints(last_val)
             return last_val
         self.on_fit_start(batches)
         self._last_checkpoint = time.time()
+        with warnings.catch_warnings():
+            # every schedule follows the run's steps, also an optimizer's that rested (a GAN's D
+            # during the L1 warm-up, a skipped step): torch would warn about that
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            return self._train_epochs(batches, val_images)
+
+    def _train_epochs(self, batches, val_images: torch.Tensor | None) -> dict:
+        args = self.cfg
+        last_val = {}
         for epoch in range(self.epoch + 1, args.epochs + 1):
             t0, seen = time.time(), 0
             self.model.train()
@@ -365,12 +372,8 @@ class Trainer:
                 if self.ema is not None:
                     self.update_ema()
                 self.batch_in_epoch = index + 1
-                with warnings.catch_warnings():
-                    # every schedule follows the run's steps, also an optimizer's that rested this
-                    # step (a GAN's D during the L1 warm-up, a skipped step): torch warns about that
-                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-                    for s in self.schedulers.values():
-                        s.step()
+                for s in self.schedulers.values():
+                    s.step()
                 n = len(images)
                 seen += n
                 if self._skipped_now:  # --nan_policy skip: counted, left out of the averages
