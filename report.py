@@ -412,9 +412,9 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
     compare = compare_image(runs, results_dir / "compare.png")
     plot_summary(group, results_dir / "summary.png")
     curves = plot_curves(runs, results_dir / "curves.png")
-    hinted = plot_hints(group, results_dir / "hints.png")
+    hinted = plot_hints(group, results_dir / "hints.png", [r for r, _ in apart])
     if not hinted and (results_dir / "hints.png").exists():
-        (results_dir / "hints.png").unlink()  # from an earlier summary: no guided run is ranked now
+        (results_dir / "hints.png").unlink()  # from an earlier summary: no guided run is left now
     set_apart = ""
     if apart:
         set_apart = ("\n## Set apart: not comparable with the table above\n\nTested on other images or trained "
@@ -426,7 +426,7 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
                                                       ("curves.png", "Training curves", curves),
                                                       ("hints.png", "Colour hints", hinted)) if made]
     write_index(results_dir, runs, group, apart, notes, charts)
-    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart + hint_table(group)
+    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart + hint_table(group, [r for r, _ in apart])
                    + "\n![every metric, every run](summary.png)\n"
                    + ("\n![the same test images, every run](compare.png)\n" if compare else "")
                    + ("\n![training curves](curves.png)\n" if curves else ""))
@@ -446,32 +446,37 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
     return out
 
 
-def hint_table(rows: list[dict]) -> str:
+def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
     """The colour-hint curves of the runs tested with --hint_counts (Markdown): per run and number
-    of hints revealed per image, delta E, PSNR and FID (0 hints: the automatic figures)."""
-    hinted = [r for r in rows if r.get("hints")]
+    of hints revealed per image, delta E, PSNR and FID (0 hints: the automatic figures). Runs set
+    apart from the ranked group (`apart`) keep their curve, marked as not comparable: a curve
+    compares a run with itself, so it still says what hints do for that run."""
+    hinted = [(r, False) for r in rows if r.get("hints")] + [(r, True) for r in apart if r.get("hints")]
     if not hinted:
         return ""
-    counts = sorted({h["count"] for r in hinted for h in r["hints"]})
+    counts = sorted({h["count"] for r, _ in hinted for h in r["hints"]})
     lines = ["| run | " + " | ".join(f"{n} hint{'s' if n != 1 else ''}" for n in counts) + " |",
              "|---|" + "---|" * len(counts)]
-    for r in hinted:
+    for r, set_apart in hinted:
         by = {h["count"]: h for h in r["hints"]}
         cells = []
         for n in counts:
             h = by.get(n)
             cells.append("-" if h is None else f"{h['delta_e']:.2f} / {h['psnr']:.2f}"
                          + (f" / {h['fid']:.1f}" if h.get("fid") is not None else ""))
-        lines.append(f"| {r['run']} | " + " | ".join(cells) + " |")
+        name = f"{r['run']} (set apart, not comparable)" if set_apart else r["run"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return ("\n## Colour hints\n\nUser-guided runs (--guided) tested with --hint_counts: n hints per image revealed "
             "from the true colours at seeded positions (the same for every run). Each cell: delta E 2000 / PSNR "
-            "(dB) / FID where measured; 0 hints is the automatic result.\n\n" + "\n".join(lines) + "\n\n"
-            "![the hint curves](hints.png)\n")
+            "(dB) / FID where measured; 0 hints is the automatic result. A run marked set apart is not comparable "
+            "with the ranked ones (see above); its curve only compares it with itself.\n\n" + "\n".join(lines)
+            + "\n\n![the hint curves](hints.png)\n")
 
 
-def plot_hints(rows: list[dict], out: Path) -> Path | None:
-    """RESULTS/hints.png: delta E and PSNR against the number of hints, a line per guided run."""
-    hinted = [r for r in rows if r.get("hints")]
+def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | None:
+    """RESULTS/hints.png: delta E and PSNR against the number of hints, a line per guided run (runs
+    set apart from the ranked group dashed, labelled as not comparable)."""
+    hinted = [(r, False) for r in rows if r.get("hints")] + [(r, True) for r in apart if r.get("hints")]
     if not hinted:
         return None
     import matplotlib
@@ -481,10 +486,12 @@ def plot_hints(rows: list[dict], out: Path) -> Path | None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = plt.get_cmap("tab20").colors
-    for i, r in enumerate(hinted):
+    for i, (r, set_apart) in enumerate(hinted):
         xs = [h["count"] for h in r["hints"]]
+        label = f"{r['run']} (set apart)" if set_apart else r["run"]
         for ax, key in zip(axes, ("delta_e", "psnr")):
-            ax.plot(xs, [h[key] for h in r["hints"]], "o-", color=colours[i % len(colours)], label=r["run"])
+            ax.plot(xs, [h[key] for h in r["hints"]], "o--" if set_apart else "o-",
+                    color=colours[i % len(colours)], label=label)
     for ax, title in zip(axes, ("delta E 2000 (lower is better)", "PSNR, dB (higher is better)")):
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlabel("hints per image")

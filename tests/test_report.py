@@ -94,6 +94,33 @@ def test_only_comparable_runs_are_ranked_together(tmp_path):
     assert "Set apart" not in mixed and "Mixed:" in mixed and "**3.00" in mixed
 
 
+def test_a_set_apart_guided_run_keeps_its_hint_curve_marked_not_comparable(tmp_path):
+    """A curve over hint counts compares a run with itself, so a guided run that is set apart (here
+    trained longer) still gets its row in the hint table and a line in hints.png, labelled as not
+    comparable; a ranked guided run is listed plainly."""
+    def curve(run_dir, base):
+        m = json.loads(RunFolder(run_dir).metrics.read_text())
+        m["hints"] = [{"count": n, "delta_e": base - n / 10, "psnr": 25.0 + n / 10, "fid": None} for n in (0, 1, 10)]
+        RunFolder(run_dir).metrics.write_text(json.dumps(m))
+
+    run_with_test_outputs(tmp_path, "unet", (200, 40, 40))
+    run_with_test_outputs(tmp_path, "resnet", (200, 40, 40), model="resnet")
+    curve(run_with_test_outputs(tmp_path, "guided", (200, 40, 40)), 9.0)
+    curve(run_with_test_outputs(tmp_path, "guided_long", (200, 40, 40), epochs=30), 8.0)
+    md = report.write_summary(tmp_path).read_text()
+    hints_part = md.split("## Colour hints")[1]
+    assert "| guided | 9.00 / 25.00 | 8.90 / 25.10 | 8.00 / 26.00 |" in hints_part
+    assert "| guided_long (set apart, not comparable) | 8.00 / 25.00 | 7.90 / 25.10 | 7.00 / 26.00 |" in hints_part
+    assert (tmp_path / "hints.png").is_file()
+    # with only the set-apart run guided, the curve is still drawn; with none, an old chart is removed
+    shutil.rmtree(tmp_path / "guided")
+    assert "guided_long (set apart" in report.write_summary(tmp_path).read_text()
+    assert (tmp_path / "hints.png").is_file()
+    shutil.rmtree(tmp_path / "guided_long")
+    assert "Colour hints" not in report.write_summary(tmp_path).read_text()
+    assert not (tmp_path / "hints.png").exists()
+
+
 def test_index_page_renders_the_table_and_every_runs_images_in_chromium(tmp_path):
     """Results/index.html, opened by headless Chromium: the screenshot shows the table (dark text
     on the white page) and each run's colorizations (their pure colours); without its image files
