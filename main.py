@@ -182,6 +182,11 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
             check_architecture(args, family)
         except UsageError as e:
             parser.error(str(e))
+    if "hint_p" in given:
+        if not getattr(args, "guided", False):
+            parser.error("--hint_p sets the simulated hints of --guided training; add --guided")
+        if not (0 < args.hint_p <= 1):
+            parser.error(f"--hint_p must be in (0, 1] (the paper's 1/8 = 0.125), got {args.hint_p}")
     if args.hints is not None and args.mode != "colorize":
         parser.error("--hints FILE goes with --mode colorize (test mode reveals hints with --hint_counts)")
     if args.hint_counts is not None:

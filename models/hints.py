@@ -10,7 +10,7 @@ deriving its Config from `HintInput` (the --guided switch) and building its firs
 
 Training hints are simulated as in the paper: per image a number of hints from a geometric
 distribution on 0, 1, 2, ... with p = 1/8 (so 1/8 of the images get none and the model stays
-automatic; the mean is 7), each at a uniformly random position, its colour the mean ab of a
+automatic; the mean is 7; --hint_p sets another p), each at a uniformly random position, its colour the mean ab of a
 square patch 1 to 9 px wide at 256 px (scaled to the image size) painted over that patch. They are
 drawn from torch's global generator, which checkpoints save: a resumed run draws the same hints.
 
@@ -41,6 +41,9 @@ class HintInput:
     guided: bool = setting(False, "user-guided colorization (Zhang et al. 2017): the network also takes a sparse "
                                   "map of colour hints (ab and a mask), trained with simulated hints; test with "
                                   "--hint_counts, colorize with --hints FILE")
+    hint_p: float = setting(GEOMETRIC_P, "--guided training: the number of simulated hints per image ~ Geometric(p) "
+                                         "on 0, 1, 2, ... (mean (1 - p) / p; also the share of images with no "
+                                         "hint); the paper's 1/8 by default")
 
 
 class HintError(ValueError):
@@ -50,6 +53,11 @@ class HintError(ValueError):
 
 def hinted(network_cfg) -> bool:
     return bool(getattr(network_cfg, "guided", False))
+
+
+def training_p(network_cfg) -> float:
+    """p of the geometric number of simulated training hints (checkpoints from before --hint_p: 1/8)."""
+    return float(getattr(network_cfg, "hint_p", GEOMETRIC_P))
 
 
 def takes_hints(network_module) -> bool:

@@ -30,6 +30,10 @@ def test_simulated_hints_follow_the_paper():
     assert set(widths) == set(range(1, 10))                       # 1 to 9 px at 256 px
     assert all(0 <= y <= 256 - w and 0 <= x <= 256 - w for b in boxes for y, x, w in b)
     assert hints.patch_limit(32) == 1 and hints.patch_limit(64) == 2 and hints.patch_limit(128) == 4
+    # --hint_p: another p, mean (1 - p) / p and p of the images without a hint
+    counts = torch.tensor([len(b) for b in hints.draw(20000, 32, 32, p=1 / 16, generator=g)], dtype=torch.float64)
+    assert counts.mean() == pytest.approx(15.0, abs=0.4) and (counts == 0).double().mean() == pytest.approx(1 / 16,
+                                                                                                          abs=0.01)
 
 
 def test_hint_map_is_the_patch_mean_under_a_consistent_mask():
@@ -216,3 +220,22 @@ def test_guided_on_a_family_without_hints_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main.parse_args(["--model", "gray", "--guided"])
     assert e.value.code == 2 and "gray takes no colour hints" in capsys.readouterr().err
+
+
+def test_hint_p_sets_the_training_hints_of_a_guided_network(capsys, monkeypatch):
+    from trainers.inference import Colorizer
+
+    _, args, _ = main.parse_args(["--model", "unet", "--guided", "--hint_p", "0.25"])
+    cfg = REGISTRY["unet"].network.Config(guided=True, hint_p=args.hint_p)
+    assert hints.training_p(cfg) == 0.25
+    assert hints.training_p(REGISTRY["unet"].network.Config(guided=True)) == 1 / 8   # the paper's, by default
+    drawn = []
+    monkeypatch.setattr(hints, "simulate", lambda ab, p: drawn.append(p) or torch.zeros(ab.shape[0], 3, *ab.shape[2:]))
+    colorizer = Colorizer(torch.nn.Identity(), REGISTRY["unet"].trainer.Config(), cfg, "cpu")
+    batch = colorizer.prepare(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), simulated=True)
+    assert drawn == [0.25] and batch["L"].shape == (2, 4, 16, 16)
+    for argv, why in ((["--hint_p", "0.25"], "add --guided"), (["--guided", "--hint_p", "0"], "must be in (0, 1]"),
+                      (["--guided", "--hint_p", "1.5"], "must be in (0, 1]")):
+        with pytest.raises(SystemExit) as e:
+            main.parse_args(["--model", "unet", *argv])
+        assert e.value.code == 2 and why in capsys.readouterr().err

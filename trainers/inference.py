@@ -118,7 +118,10 @@ class Colorizer:
         rgb = uint8_to_float(images.to(self.device, non_blocking=True))
         L, ab = rgb_to_model(rgb)
         if self.hinted:
-            hint_map = hints.simulate(ab) if simulated else hints.reveal(ab, self.hint_count, first_index)
+            if simulated:
+                hint_map = hints.simulate(ab, hints.training_p(self.network_cfg))
+            else:
+                hint_map = hints.reveal(ab, self.hint_count, first_index)
             L = hints.attach(L, hint_map)
         if self.channels_last:
             L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
