@@ -6,6 +6,7 @@
 #   bash script.sh --data ../shared/data/cifar10 --image_size 32 --epochs 30 --device cuda
 #   bash script.sh --quick                           # a CPU smoke run: small images, one epoch
 #   bash script.sh --families unet,unetgan           # only these families (default: all of them)
+#   bash script.sh --guided --hint_counts 0,1,5,10   # the hint-taking families, tested with n hints
 #
 # --results DIR writes to DIR instead of Results/. Any other option is passed to every main.py
 # call (e.g. --batch_size 128 --wandb offline).
@@ -22,6 +23,7 @@ FORCE=
 ONLY=
 COMMON=()
 TRAIN_ONLY=()
+TEST_ONLY=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) TRAIN_ONLY+=(--epochs 1)  # small images, one epoch, short diffusion chains
@@ -30,7 +32,8 @@ while [ $# -gt 0 ]; do
     --force) FORCE=1; shift ;;
     --families) ONLY=$2; shift 2 ;;
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --hint_counts) TEST_ONLY+=(--hint_counts "$2"); shift 2 ;;  # test mode's hint curve (--guided runs)
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) COMMON+=("$1"); shift ;;
   esac
 done
@@ -77,7 +80,7 @@ for family in $families; do
   if [ "$family" = unetddim ] && [ -f "$RESULTS/unetddpm/best.pt" ] && [ -f "$RESULTS/unetddpm/metrics.json" ]; then
     echo "== $family: test (unetddpm's checkpoint, DDIM sampling)"
     if ! $PY main.py --model "$family" --mode test --weights "$RESULTS/unetddpm/best.pt" "${COMMON[@]}" \
-         > "$RESULTS/logs/$family.test.log" 2>&1; then
+         "${TEST_ONLY[@]}" > "$RESULTS/logs/$family.test.log" 2>&1; then
       echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family")
     fi
     continue
@@ -90,7 +93,8 @@ for family in $families; do
     echo "   failed, see $RESULTS/logs/$family.train.log"; failed+=("$family"); continue
   fi
   echo "== $family: test"
-  if ! $PY main.py --model "$family" --mode test "${COMMON[@]}" > "$RESULTS/logs/$family.test.log" 2>&1; then
+  if ! $PY main.py --model "$family" --mode test "${COMMON[@]}" "${TEST_ONLY[@]}" \
+       > "$RESULTS/logs/$family.test.log" 2>&1; then
     echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family"); continue
   fi
 done

@@ -81,9 +81,12 @@ def test_script_with_guided_runs_only_the_families_that_take_hints(tmp_path):
     fake.write_text(f'#!/bin/bash\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\necho "$@" >> {calls}\n')
     fake.chmod(0o755)
     env = {**os.environ, "PYTHON": str(fake), "WANDB_MODE": "disabled"}
-    cmd = ["bash", str(ROOT / "script.sh"), "--results", str(tmp_path / "R"), "--families", "gray,unet", "--guided"]
+    cmd = ["bash", str(ROOT / "script.sh"), "--results", str(tmp_path / "R"), "--families", "gray,unet", "--guided",
+           "--hint_counts", "0,5"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     runs = [line.split()[:5] for line in calls.read_text().splitlines() if line.startswith("main.py --model")]
     assert runs == [["main.py", "--model", "unet", "--mode", "train"], ["main.py", "--model", "unet", "--mode", "test"]]
+    train, test = [line for line in calls.read_text().splitlines() if line.startswith("main.py --model")]
+    assert "--hint_counts" not in train and "--hint_counts 0,5" in test   # the hint curve: a test-mode option
     assert all("--guided" in line for line in calls.read_text().splitlines() if "--model" in line)
