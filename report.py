@@ -521,4 +521,7 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--mixed"]
     if len(args) != 2 or args[0] != "summary":
         sys.exit("usage: python report.py summary RESULTS_DIR [--mixed]")
-    print(write_summary(args[1], mixed="--mixed" in sys.argv).read_text())
+    try:
+        print(write_summary(args[1], mixed="--mixed" in sys.argv).read_text())
+    except FileNotFoundError as e:  # no run tested yet (or every run of a script.sh batch failed)
+        sys.exit(f"error: {e}")

@@ -3,6 +3,7 @@ it ranks only comparable runs; its HTML page renders in a browser."""
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +62,16 @@ def run_with_test_outputs(root, name, colour, size=16, epochs=3, model="unet", d
     RunFolder(run_dir).per_image.write_text("image,delta_e,ssim,colorfulness,colorfulness_gt\n" + "".join(
         f"{p},{delta_e + (-0.5 if i % 2 == 0 else 0.5):.5f},0.9,20.0,30.0\n" for i, p in enumerate(paths)))
     return run_dir
+
+
+def test_summary_of_a_folder_without_tested_runs_is_a_one_line_error(tmp_path):
+    """As after a script.sh batch whose every run failed: a message, not a stack trace."""
+    import sys
+
+    (tmp_path / "logs").mkdir()
+    r = subprocess.run([sys.executable, "report.py", "summary", str(tmp_path)], cwd=Path(report.__file__).parent,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "error: no */metrics.json under" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_only_comparable_runs_are_ranked_together(tmp_path):
