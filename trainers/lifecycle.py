@@ -458,9 +458,9 @@ def test(args, given, family, run_dir: Path) -> int:
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
     ckpt_io.write_text_atomic(out.metrics, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
-    print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {out.path}; "
-          f"{n_done} image(s) of {args.input} colorized into {out.colorized}"
-          + (f" ({n_bad} unreadable skipped)" if n_bad else ""))
+    extra = (f"; {n_done} image(s) of {args.input} colorized into {out.colorized}"
+             + (f" ({n_bad} unreadable skipped)" if n_bad else "")) if args.input else " (--input \"\": none colorized)"
+    print(f"test: {result['n_images']} images; metrics.json, per_image.csv, test_grid.png in {out.path}{extra}")
     if wandb_run is not None:
         RunLog(None, wandb_run).summary({f"test/{k}": v for k, v in result.items()})
         if grid:
