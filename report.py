@@ -412,7 +412,8 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
     compare = compare_image(runs, results_dir / "compare.png")
     plot_summary(group, results_dir / "summary.png")
     curves = plot_curves(runs, results_dir / "curves.png")
-    hinted = plot_hints(group, results_dir / "hints.png", [r for r, _ in apart])
+    apart_rows = [r for r, _ in apart]
+    hinted = plot_hints(group, results_dir / "hints.png", apart_rows)
     if not hinted and (results_dir / "hints.png").exists():
         (results_dir / "hints.png").unlink()  # from an earlier summary: no guided run is left now
     set_apart = ""
@@ -420,13 +421,13 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
         set_apart = ("\n## Set apart: not comparable with the table above\n\nTested on other images or trained "
                      "for another number of epochs, so not ranked (no bold) and left out of the charts; "
                      "`python report.py summary DIR --mixed` ranks every run together.\n\n"
-                     + summary_table([r for r, _ in apart], rank=False, why=[w for _, w in apart]))
+                     + summary_table(apart_rows, rank=False, why=[w for _, w in apart]))
     charts = [(name, title) for name, title, made in (("summary.png", "Every metric, every run", True),
                                                       ("compare.png", "The same test images, every run", compare),
                                                       ("curves.png", "Training curves", curves),
                                                       ("hints.png", "Colour hints", hinted)) if made]
     write_index(results_dir, runs, group, apart, notes, charts)
-    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart + hint_table(group, [r for r, _ in apart])
+    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart + hint_table(group, apart_rows)
                    + "\n![every metric, every run](summary.png)\n"
                    + ("\n![the same test images, every run](compare.png)\n" if compare else "")
                    + ("\n![training curves](curves.png)\n" if curves else ""))
@@ -446,12 +447,17 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
     return out
 
 
+def _hinted(rows: list[dict], apart: list[dict]) -> list[tuple[dict, bool]]:
+    """The runs with a hint curve, each with whether it is set apart: the ranked ones first."""
+    return [(r, False) for r in rows if r.get("hints")] + [(r, True) for r in apart if r.get("hints")]
+
+
 def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
     """The colour-hint curves of the runs tested with --hint_counts (Markdown): per run and number
     of hints revealed per image, delta E, PSNR and FID (0 hints: the automatic figures). Runs set
     apart from the ranked group (`apart`) keep their curve, marked as not comparable: a curve
     compares a run with itself, so it still says what hints do for that run."""
-    hinted = [(r, False) for r in rows if r.get("hints")] + [(r, True) for r in apart if r.get("hints")]
+    hinted = _hinted(rows, apart)
     if not hinted:
         return ""
     counts = sorted({h["count"] for r, _ in hinted for h in r["hints"]})
@@ -476,7 +482,7 @@ def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
 def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | None:
     """RESULTS/hints.png: delta E and PSNR against the number of hints, a line per guided run (runs
     set apart from the ranked group dashed, labelled as not comparable)."""
-    hinted = [(r, False) for r in rows if r.get("hints")] + [(r, True) for r in apart if r.get("hints")]
+    hinted = _hinted(rows, apart)
     if not hinted:
         return None
     import matplotlib

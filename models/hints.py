@@ -10,9 +10,10 @@ deriving its Config from `HintInput` (the --guided switch) and building its firs
 
 Training hints are simulated as in the paper: per image a number of hints from a geometric
 distribution on 0, 1, 2, ... with p = 1/8 (so 1/8 of the images get none and the model stays
-automatic; the mean is 7; --hint_p sets another p), each at a uniformly random position, its colour the mean ab of a
-square patch 1 to 9 px wide at 256 px (scaled to the image size) painted over that patch. They are
-drawn from torch's global generator, which checkpoints save: a resumed run draws the same hints.
+automatic; the mean is 7; --hint_p sets another p), each at a uniformly random position, its
+colour the mean ab of a square patch 1 to 9 px wide at 256 px (scaled to the image size) painted
+over that patch. They are drawn from torch's global generator, which checkpoints save: a resumed
+run draws the same hints.
 
 Evaluation reveals `count` hints of the ground truth per image at positions seeded by the image's
 index in the test set, nested (the first n of n + 1 hints are the n hints), so a curve over hint
