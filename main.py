@@ -182,11 +182,13 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
             check_architecture(args, family)
         except UsageError as e:
             parser.error(str(e))
-    if "hint_p" in given:
-        if not getattr(args, "guided", False):
-            parser.error("--hint_p sets the simulated hints of --guided training; add --guided")
-        if not (0 < args.hint_p <= 1):
-            parser.error(f"--hint_p must be in (0, 1] (the paper's 1/8 = 0.125), got {args.hint_p}")
+    for name in sorted({"hint_p", "hint_none"} & given):
+        if not (getattr(args, "guided", False) or args.resume or args.init_from):  # those: guided if the run was
+            parser.error(f"--{name} sets the simulated hints of --guided training; add --guided")
+    if not (0 < args.hint_p <= 1):
+        parser.error(f"--hint_p must be in (0, 1] (the paper's 1/8 = 0.125), got {args.hint_p}")
+    if not (0 <= args.hint_none < 1):
+        parser.error(f"--hint_none must be in [0, 1) (a share of the training images), got {args.hint_none}")
     if args.hints is not None and args.mode != "colorize":
         parser.error("--hints FILE goes with --mode colorize (test mode reveals hints with --hint_counts)")
     if args.hint_counts is not None:

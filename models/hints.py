@@ -10,10 +10,12 @@ deriving its Config from `HintInput` (the --guided switch) and building its firs
 
 Training hints are simulated as in the paper: per image a number of hints from a geometric
 distribution on 0, 1, 2, ... with p = 1/8 (so 1/8 of the images get none and the model stays
-automatic; the mean is 7; --hint_p sets another p), each at a uniformly random position, its
-colour the mean ab of a square patch 1 to 9 px wide at 256 px (scaled to the image size) painted
-over that patch. They are drawn from torch's global generator, which checkpoints save: a resumed
-run draws the same hints.
+automatic; the mean is 7), each at a uniformly random position, its colour the mean ab of a
+square patch 1 to 9 px wide at 256 px (scaled to the image size) painted over that patch. Training
+settings (trainers/base.TrainConfig, so a fine-tuning run may change them): --hint_p sets another
+p, and --hint_none a further share of images with no hint, so that many hints (a small p) and an
+automatic model (enough images without hints) need not be traded against each other. The hints
+are drawn from torch's global generator, which checkpoints save: a resumed run draws the same.
 
 Evaluation reveals `count` hints of the ground truth per image at positions seeded by the image's
 index in the test set, nested (the first n of n + 1 hints are the n hints), so a curve over hint
@@ -42,9 +44,6 @@ class HintInput:
     guided: bool = setting(False, "user-guided colorization (Zhang et al. 2017): the network also takes a sparse "
                                   "map of colour hints (ab and a mask), trained with simulated hints; test with "
                                   "--hint_counts, colorize with --hints FILE")
-    hint_p: float = setting(GEOMETRIC_P, "--guided training: the number of simulated hints per image ~ Geometric(p) "
-                                         "on 0, 1, 2, ... (mean (1 - p) / p; also the share of images with no "
-                                         "hint); the paper's 1/8 by default")
 
 
 class HintError(ValueError):
@@ -54,11 +53,6 @@ class HintError(ValueError):
 
 def hinted(network_cfg) -> bool:
     return bool(getattr(network_cfg, "guided", False))
-
-
-def training_p(network_cfg) -> float:
-    """p of the geometric number of simulated training hints (checkpoints from before --hint_p: 1/8)."""
-    return float(getattr(network_cfg, "hint_p", GEOMETRIC_P))
 
 
 def takes_hints(network_module) -> bool:
@@ -126,12 +120,17 @@ def paint(ab: torch.Tensor, patches: list[tuple[int, int, int, int]], limit: int
     return hint_map[:-1].view(b, CHANNELS, h, w)
 
 
-def draw(b: int, h: int, w: int, p: float = GEOMETRIC_P, generator: torch.Generator | None = None) -> list:
+def draw(b: int, h: int, w: int, p: float = GEOMETRIC_P, none: float = 0.0,
+         generator: torch.Generator | None = None) -> list:
     """Simulated hints for b images of h x w: per image a list of patches (y, x, width), top-left
-    corners inside the image; their number ~ Geometric(p) on 0, 1, ..., widths uniform in
-    1..patch_limit. From torch's global generator unless one is given (CPU)."""
+    corners inside the image; their number ~ Geometric(p) on 0, 1, ..., or 0 for a share `none` of
+    the images (on top of the geometric's own share p), widths uniform in 1..patch_limit. From
+    torch's global generator unless one is given (CPU); none = 0 draws nothing extra, so the stream
+    is that of the paper's sampling."""
     u = 1.0 - torch.rand(b, generator=generator, dtype=torch.float64)  # in (0, 1]
     counts = (u.log() / torch.log1p(torch.tensor(-p, dtype=torch.float64))).floor().clamp(max=MAX_HINTS).long()
+    if none > 0:
+        counts[torch.rand(b, generator=generator, dtype=torch.float64) < none] = 0
     limit = patch_limit(min(h, w))
     boxes = []
     for n in counts.tolist():
@@ -141,11 +140,12 @@ def draw(b: int, h: int, w: int, p: float = GEOMETRIC_P, generator: torch.Genera
     return boxes
 
 
-def simulate(ab: torch.Tensor, p: float = GEOMETRIC_P, generator: torch.Generator | None = None) -> torch.Tensor:
+def simulate(ab: torch.Tensor, p: float = GEOMETRIC_P, none: float = 0.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
     """Training hints for a batch of ab (B, 2, H, W) (model scale): the hint map (B, 3, H, W) of
     draw()'s patches, on ab's device (drawn on the host, painted on the device)."""
     b, _, h, w = ab.shape
-    patches = [(i, y, x, wd) for i, boxes in enumerate(draw(b, h, w, p, generator)) for y, x, wd in boxes]
+    patches = [(i, y, x, wd) for i, boxes in enumerate(draw(b, h, w, p, none, generator)) for y, x, wd in boxes]
     return paint(ab, patches, patch_limit(min(h, w)))
 
 

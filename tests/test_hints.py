@@ -34,6 +34,14 @@ def test_simulated_hints_follow_the_paper():
     counts = torch.tensor([len(b) for b in hints.draw(20000, 32, 32, p=1 / 16, generator=g)], dtype=torch.float64)
     assert counts.mean() == pytest.approx(15.0, abs=0.4) and (counts == 0).double().mean() == pytest.approx(1 / 16,
                                                                                                           abs=0.01)
+    # --hint_none: a further share without hints; the others keep the geometric (mean (1 - none) (1 - p) / p)
+    counts = torch.tensor([len(b) for b in hints.draw(20000, 32, 32, p=1 / 32, none=1 / 8, generator=g)],
+                          dtype=torch.float64)
+    assert (counts == 0).double().mean() == pytest.approx(1 / 8 + 7 / 8 / 32, abs=0.01)
+    assert counts.mean() == pytest.approx(7 / 8 * 31, abs=0.8)
+    # none = 0 draws exactly the paper's stream (runs from before --hint_none resume onto the same hints)
+    assert hints.draw(50, 32, 32, none=0.0, generator=torch.Generator().manual_seed(3)) == hints.draw(
+        50, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
 def test_hint_map_is_the_patch_mean_under_a_consistent_mask():
@@ -222,20 +230,26 @@ def test_guided_on_a_family_without_hints_is_refused(capsys):
     assert e.value.code == 2 and "gray takes no colour hints" in capsys.readouterr().err
 
 
-def test_hint_p_sets_the_training_hints_of_a_guided_network(capsys, monkeypatch):
+def test_hint_p_and_hint_none_set_the_training_hints_of_a_guided_run(capsys, monkeypatch):
     from trainers.inference import Colorizer
 
-    _, args, _ = main.parse_args(["--model", "unet", "--guided", "--hint_p", "0.25"])
-    cfg = REGISTRY["unet"].network.Config(guided=True, hint_p=args.hint_p)
-    assert hints.training_p(cfg) == 0.25
-    assert hints.training_p(REGISTRY["unet"].network.Config(guided=True)) == 1 / 8   # the paper's, by default
+    _, args, _ = main.parse_args(["--model", "unet", "--guided", "--hint_p", "0.25", "--hint_none", "0.5"])
+    network_cfg, cfg = REGISTRY["unet"].configs(args)
+    assert (cfg.hint_p, cfg.hint_none) == (0.25, 0.5)             # training settings: --init_from may change them
+    _, default = REGISTRY["unet"].configs(main.parse_args(["--model", "unet", "--guided"])[1])
+    assert (default.hint_p, default.hint_none) == (1 / 8, 0.0)   # the paper's, by default
     drawn = []
-    monkeypatch.setattr(hints, "simulate", lambda ab, p: drawn.append(p) or torch.zeros(ab.shape[0], 3, *ab.shape[2:]))
-    colorizer = Colorizer(torch.nn.Identity(), REGISTRY["unet"].trainer.Config(), cfg, "cpu")
+    monkeypatch.setattr(hints, "simulate",
+                        lambda ab, p, none: drawn.append((p, none)) or torch.zeros(ab.shape[0], 3, *ab.shape[2:]))
+    colorizer = Colorizer(torch.nn.Identity(), cfg, network_cfg, "cpu")
     batch = colorizer.prepare(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), simulated=True)
-    assert drawn == [0.25] and batch["L"].shape == (2, 4, 16, 16)
-    for argv, why in ((["--hint_p", "0.25"], "add --guided"), (["--guided", "--hint_p", "0"], "must be in (0, 1]"),
-                      (["--guided", "--hint_p", "1.5"], "must be in (0, 1]")):
+    assert drawn == [(0.25, 0.5)] and batch["L"].shape == (2, 4, 16, 16)
+    for argv, why in ((["--hint_p", "0.25"], "add --guided"), (["--hint_none", "0.1"], "add --guided"),
+                      (["--guided", "--hint_p", "0"], "must be in (0, 1]"),
+                      (["--guided", "--hint_p", "1.5"], "must be in (0, 1]"),
+                      (["--guided", "--hint_none", "1"], "must be in [0, 1)"),
+                      (["--guided", "--hint_none", "-0.1"], "must be in [0, 1)")):
         with pytest.raises(SystemExit) as e:
             main.parse_args(["--model", "unet", *argv])
         assert e.value.code == 2 and why in capsys.readouterr().err
+

@@ -96,6 +96,10 @@ class TrainConfig:
     sync_bn: bool = setting(False, "SyncBatchNorm across processes under torchrun (CUDA)")
     nan_policy: str = setting("stop", "a non-finite loss stops the run, or skips that step (counted)",
                               choices=("stop", "skip"))
+    hint_p: float = setting(1 / 8, "--guided training: the number of simulated colour hints per image ~ "
+                            "Geometric(p) on 0, 1, 2, ... (mean (1 - p) / p); the paper's 1/8 by default")
+    hint_none: float = setting(0.0, "--guided training: a share of the images that get no hint at all, on top of "
+                               "the geometric's own share p (keeps a small --hint_p automatic); 0 by default")
     full_checkpoints: bool = setting(False, "best.pt and epoch_N.pt also hold the optimizer state (by default "
                                      "only last.pt does: the others keep what inference and fine-tuning need)")
 

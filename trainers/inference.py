@@ -119,7 +119,7 @@ class Colorizer:
         L, ab = rgb_to_model(rgb)
         if self.hinted:
             if simulated:
-                hint_map = hints.simulate(ab, hints.training_p(self.network_cfg))
+                hint_map = hints.simulate(ab, self.cfg.hint_p, self.cfg.hint_none)
             else:
                 hint_map = hints.reveal(ab, self.hint_count, first_index)
             L = hints.attach(L, hint_map)
