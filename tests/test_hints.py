@@ -222,6 +222,13 @@ def test_refusals_and_a_guided_run_end_to_end(tiny_data, tmp_path, capsys):
     text = (res / "summary.md").read_text()
     assert "Colour hints" in text and "| guided |" in text.split("Colour hints")[1]
     assert (res / "hints.png").is_file()
+    # fine-tuning a guided run with other training hints: a training setting, taken from this command
+    capsys.readouterr()
+    assert run("--model", "unet", "--epochs", 1, "--run_name", "tuned", "--init_from", "guided", "--hint_p", "0.5",
+               "--hint_none", "0.25", *flags) == 0
+    tuned = torch.load(res / "tuned" / "best.pt", weights_only=True)
+    assert tuned["network"]["guided"] is True and (tuned["args"]["hint_p"], tuned["args"]["hint_none"]) == (0.5, 0.25)
+    assert "ignored" not in capsys.readouterr().out
 
 
 def test_guided_on_a_family_without_hints_is_refused(capsys):
