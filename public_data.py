@@ -44,6 +44,7 @@ class PublicSet:
     urls: tuple = ()      # what torchvision downloads (for the offline message)
     files: tuple = ()     # the files torchvision expects in download/ (for the offline message)
     by_hand: bool = False  # archives the user must already have (no public download)
+    why_by_hand: str = ""  # why (by default: the terms of use)
     layout: dict = field(default_factory=dict)  # dataset "": our split -> folder under download/
 
 
@@ -69,11 +70,15 @@ SETS = {s.name: s for s in [
               "colorization needs no labels: twenty times the training images of stl10",
               ("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",), ("stl10_binary.tar.gz",)),
     PublicSet("lfw", "LFWPeople", {"train": [{"split": "train"}], "test": [{"split": "test"}]},
-              "13,233 faces at 250x250, 5,749 people (the official people train/test split)", "243 MB",
+              "13,233 faces at 250x250, 5,749 people (the official people train/test split)",
+              "243 MB (by hand: torchvision no longer downloads it)",
               "https://vis-www.cs.umass.edu/lfw/ (research use)",
               "faces, as Deshpande et al.'s CVAE+MDN; one domain, so diversity is easy to judge",
-              ("http://vis-www.cs.umass.edu/lfw/lfw-funneled.tgz", "http://vis-www.cs.umass.edu/lfw/peopleDevTrain.txt"),
-              ("lfw-py/lfw-funneled.tgz", "lfw-py/peopleDevTrain.txt", "lfw-py/peopleDevTest.txt")),
+              (), ("lfw-py/lfw-funneled.tgz", "lfw-py/lfw_funneled/ (that archive unpacked)",
+                   "lfw-py/peopleDevTrain.txt", "lfw-py/peopleDevTest.txt", "lfw-py/lfw-names.txt"),
+              by_hand=True, why_by_hand="torchvision no longer downloads it; the files are published at "
+                                        "https://vis-www.cs.umass.edu/lfw/ and its mirrors, and torchvision "
+                                        "checks their MD5 sums"),
     PublicSet("flowers102", "Flowers102", {"train": [{"split": "train"}, {"split": "val"}],
                                            "test": [{"split": "test"}]},
               "8,189 photos of 102 flower species (2,040 train+val, 6,149 test), about 500x600", "330 MB",
@@ -188,9 +193,10 @@ def offline_message(spec: PublicSet, download: Path, error: Exception) -> str:
     why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     files = ", ".join(spec.files)
     if spec.by_hand:
-        how = (f"{spec.name} cannot be downloaded for you ({spec.terms}). Put {files} in {download} "
+        reason = spec.why_by_hand or spec.terms
+        how = (f"{spec.name} cannot be downloaded for you ({reason}). Put {files} in {download} "
                f"(torchvision's {spec.dataset} reads them there)" if spec.dataset else
-               f"{spec.name} cannot be downloaded for you ({spec.terms}). Unpack it so that {download} holds {files}")
+               f"{spec.name} cannot be downloaded for you ({reason}). Unpack it so that {download} holds {files}")
         return f"--data {spec.name}: {why}. {how}, then run the same command again."
     return (f"--data {spec.name}: the download or its check failed ({why}). torchvision fetches "
             f"{', '.join(spec.urls)} into {download}; with no network, fetch {files} elsewhere and put "

@@ -1,5 +1,6 @@
 """Named public data sets, on small fake copies in each downloader's own on-disk format (CIFAR's
-pickled batches, STL-10's binaries, Flowers-102's JPEG folder and .mat files, COCO's folders), with
+pickled batches, STL-10's binaries, Flowers-102's JPEG folder and .mat files, LFW's folders and
+people lists, Food-101's JSON split, COCO's folders), with
 torchvision's checksums set to those of the fakes: no network is touched."""
 import hashlib
 import json
@@ -68,6 +69,52 @@ def fake_flowers(root, monkeypatch):
         "setid": ("setid.mat", md5(folder / "setid.mat"))})
 
 
+def fake_cifar100(root, monkeypatch, n_train=9, n_test=4):
+    folder = root / "cifar100" / "download" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": RNG.integers(0, 255, (n, 3072), dtype=np.uint8),
+                         "fine_labels": [i % 3 for i in range(n)]}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": ["apple", "aquarium_fish", "baby"]}, f)
+    monkeypatch.setattr(tvd.CIFAR100, "train_list", [["train", md5(folder / "train")]])
+    monkeypatch.setattr(tvd.CIFAR100, "test_list", [["test", md5(folder / "test")]])
+    monkeypatch.setattr(tvd.CIFAR100, "meta", {"filename": "meta", "key": "fine_label_names",
+                                               "md5": md5(folder / "meta")})
+
+
+def fake_lfw(root, monkeypatch, people=(("Ann_A", 2), ("Bob_B", 1), ("Cy_C", 3))):
+    """LFW as its files are published (the archive, unpacked beside it, and the people lists)."""
+    folder = root / "lfw" / "download" / "lfw-py"
+    for name, n in people:
+        (folder / "lfw_funneled" / name).mkdir(parents=True)
+        for k in range(1, n + 1):
+            Image.fromarray(RNG.integers(0, 255, (25, 25, 3), dtype=np.uint8)).save(
+                folder / "lfw_funneled" / name / f"{name}_{k:04d}.jpg")
+    (folder / "lfw-funneled.tgz").write_bytes(b"the archive")
+    (folder / "peopleDevTrain.txt").write_text("2\n" + "".join(f"{a}\t{n}\n" for a, n in people[:2]))
+    (folder / "peopleDevTest.txt").write_text("1\n" + "".join(f"{a}\t{n}\n" for a, n in people[2:]))
+    (folder / "lfw-names.txt").write_text("".join(f"{a}\t{n}\n" for a, n in people))
+    monkeypatch.setattr(tvd.LFWPeople, "file_dict", {"funneled": ("lfw_funneled", "lfw-funneled.tgz",
+                                                                  md5(folder / "lfw-funneled.tgz"))})
+    monkeypatch.setattr(tvd.LFWPeople, "checksums", {f: md5(folder / f) for f in (
+        "peopleDevTrain.txt", "peopleDevTest.txt", "lfw-names.txt")})
+
+
+def fake_food101(root):
+    folder = root / "food101" / "download" / "food-101"
+    split = {"train": {"pizza": ["pizza/1", "pizza/2"], "sushi": ["sushi/3"]}, "test": {"pizza": ["pizza/4"],
+                                                                                   "sushi": ["sushi/5", "sushi/6"]}}
+    (folder / "meta").mkdir(parents=True)
+    for name, classes in split.items():
+        (folder / "meta" / f"{name}.json").write_text(json.dumps(classes))
+        for files in classes.values():
+            for f in files:
+                (folder / "images" / f).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(RNG.integers(0, 255, (30, 20, 3), dtype=np.uint8)).save(folder / "images" / f"{f}.jpg")
+
+
 def no_network(monkeypatch):
     def refuse(*a, **k):
         raise urllib.error.URLError("no network in this test")
@@ -123,6 +170,28 @@ def test_stl10_with_its_unlabeled_split_and_flowers_train_plus_val(tmp_path, mon
     assert len(cd.find_images(flowers / "train")) == 5 and len(cd.find_images(flowers / "test")) == 5
     linked = cd.find_images(flowers / "train")[0]
     assert linked.is_symlink() and linked.resolve().parent.name == "jpg"  # linked, not copied
+
+
+def test_cifar100_lfw_and_food101_from_their_published_files(tmp_path, monkeypatch, capsys):
+    no_network(monkeypatch)
+    fake_cifar100(tmp_path, monkeypatch)
+    folder = public_data.prepare("cifar100", str(tmp_path))
+    assert sorted(p.name for p in (folder / "train").iterdir()) == ["apple", "aquarium_fish", "baby"]
+    assert len(cd.find_images(folder / "train")) == 9 and len(cd.find_images(folder / "test")) == 4
+    # LFW: torchvision no longer downloads it, so without its files the message says what to put where
+    with pytest.raises(public_data.DataUnavailable) as e:
+        public_data.prepare("lfw", str(tmp_path))
+    for words in ("no longer downloads", "lfw-py/lfw-funneled.tgz", "lfw-py/peopleDevTrain.txt",
+                  str(tmp_path / "lfw" / "download")):
+        assert words in str(e.value), words
+    fake_lfw(tmp_path, monkeypatch)
+    faces = public_data.prepare("lfw", str(tmp_path))                # the people train/test split, one folder each
+    assert sorted(p.name for p in (faces / "train").iterdir()) == ["Ann_A", "Bob_B"]
+    assert len(cd.find_images(faces / "train")) == 3 and len(cd.find_images(faces / "test" / "Cy_C")) == 3
+    fake_food101(tmp_path)
+    food = public_data.prepare("food101", str(tmp_path))
+    assert len(cd.find_images(food / "train" / "pizza")) == 2 and len(cd.find_images(food / "test" / "sushi")) == 2
+    assert cd.find_images(food / "test")[0].is_symlink()
 
 
 def test_coco_from_the_users_folders_and_imagenet_needs_its_archives(tmp_path, monkeypatch):
