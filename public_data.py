@@ -209,7 +209,7 @@ def _class_names(ds) -> list[str]:
     names = getattr(ds, "classes", None)
     if names is None and hasattr(ds, "class_to_idx"):
         names = [n for n, _ in sorted(ds.class_to_idx.items(), key=lambda kv: kv[1])]
-    return [str(n).replace("/", "_").replace(os.sep, "_").strip() or "_" for n in (names or [])]
+    return [str(n).strip("/").replace("/", "_").replace(os.sep, "_").strip() or "_" for n in (names or [])]
 
 
 def _files_and_labels(ds):

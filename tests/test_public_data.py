@@ -1,6 +1,6 @@
 """Named public data sets, on small fake copies in each downloader's own on-disk format (CIFAR's
 pickled batches, STL-10's binaries, Flowers-102's JPEG folder and .mat files, LFW's folders and
-people lists, Food-101's JSON split, COCO's folders), with
+people lists, Food-101's JSON split, Places365's file lists, COCO's folders), with
 torchvision's checksums set to those of the fakes: no network is touched."""
 import hashlib
 import json
@@ -115,6 +115,25 @@ def fake_food101(root):
                 Image.fromarray(RNG.integers(0, 255, (30, 20, 3), dtype=np.uint8)).save(folder / "images" / f"{f}.jpg")
 
 
+def fake_places365(root, monkeypatch):
+    """Places365 (small images) as its devkit lays it out: categories, file lists, image folders."""
+    folder = root / "places365" / "download"
+    (folder / "categories_places365.txt").parent.mkdir(parents=True)
+    (folder / "categories_places365.txt").write_text("/a/abbey 0\n/b/beach/sunny 1\n")
+    train = [("/a/abbey/00000001.jpg", 0), ("/b/beach/sunny/00000001.jpg", 1), ("/b/beach/sunny/00000002.jpg", 1)]
+    (folder / "places365_train_standard.txt").write_text("".join(f"{f} {c}\n" for f, c in train))
+    (folder / "places365_val.txt").write_text("Places365_val_00000001.jpg 1\nPlaces365_val_00000002.jpg 0\n")
+    files = [folder / "data_256_standard" / f.lstrip("/") for f, _ in train]
+    files += [folder / "val_256" / f"Places365_val_0000000{i}.jpg" for i in (1, 2)]
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(RNG.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(f)
+    monkeypatch.setattr(tvd.Places365, "_CATEGORIES_META", ("categories_places365.txt",
+                                                            md5(folder / "categories_places365.txt")))
+    monkeypatch.setattr(tvd.Places365, "_FILE_LIST_META", {s: (f, md5(folder / f)) for s, f in (
+        ("train-standard", "places365_train_standard.txt"), ("val", "places365_val.txt"))})
+
+
 def no_network(monkeypatch):
     def refuse(*a, **k):
         raise urllib.error.URLError("no network in this test")
@@ -172,7 +191,7 @@ def test_stl10_with_its_unlabeled_split_and_flowers_train_plus_val(tmp_path, mon
     assert linked.is_symlink() and linked.resolve().parent.name == "jpg"  # linked, not copied
 
 
-def test_cifar100_lfw_and_food101_from_their_published_files(tmp_path, monkeypatch, capsys):
+def test_cifar100_lfw_food101_and_places365_from_their_published_files(tmp_path, monkeypatch, capsys):
     no_network(monkeypatch)
     fake_cifar100(tmp_path, monkeypatch)
     folder = public_data.prepare("cifar100", str(tmp_path))
@@ -192,6 +211,10 @@ def test_cifar100_lfw_and_food101_from_their_published_files(tmp_path, monkeypat
     food = public_data.prepare("food101", str(tmp_path))
     assert len(cd.find_images(food / "train" / "pizza")) == 2 and len(cd.find_images(food / "test" / "sushi")) == 2
     assert cd.find_images(food / "test")[0].is_symlink()
+    fake_places365(tmp_path, monkeypatch)
+    places = public_data.prepare("places365", str(tmp_path))      # val is the test split
+    assert sorted(p.name for p in (places / "train").iterdir()) == ["a_abbey", "b_beach_sunny"]
+    assert len(cd.find_images(places / "train")) == 3 and len(cd.find_images(places / "test")) == 2
 
 
 def test_coco_from_the_users_folders_and_imagenet_needs_its_archives(tmp_path, monkeypatch):
