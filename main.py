@@ -139,7 +139,9 @@ def parse_args(argv=None):
             from models.hints import takes_hints
 
             guided = ", ".join(n for n, f in REGISTRY.items() if takes_hints(f.network))
-            parser.error(f"--guided: {args.model} takes no colour hints (the families that do: {guided})")
+            why = getattr(family.network.Config, "HINTS_REFUSED", "")
+            parser.error(f"--guided: {args.model} takes no colour hints{f': {why}' if why else ''} (the families "
+                         f"that do: {guided})")
         print(f"note: {' '.join(ignored)} belong to other families than {args.model}; ignored")
     given = {a.dest for a in parser._actions for s in a.option_strings
              if any(x == s or x.startswith(s + "=") for x in argv)}

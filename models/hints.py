@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -40,7 +41,10 @@ EVAL_SEED = 20170801          # positions of the revealed hints in evaluation
 
 @dataclass(frozen=True)
 class HintInput:
-    """Mixed into a network's Config: the switch that adds the hint channels to its input."""
+    """Mixed into a network's Config: the switch that adds the hint channels to its input. A Config
+    that inherits it but whose network cannot use hints says why in HINTS_REFUSED (and declares
+    `guided` without a flag)."""
+    HINTS_REFUSED: ClassVar[str] = ""
     guided: bool = setting(False, "user-guided colorization (Zhang et al. 2017): the network also takes a sparse "
                                   "map of colour hints (ab and a mask), trained with simulated hints; test with "
                                   "--hint_counts, colorize with --hints FILE")
@@ -57,7 +61,7 @@ def hinted(network_cfg) -> bool:
 
 def takes_hints(network_module) -> bool:
     """Whether a models/ module's network can be built to take hints."""
-    return issubclass(network_module.Config, HintInput)
+    return issubclass(network_module.Config, HintInput) and not network_module.Config.HINTS_REFUSED
 
 
 def in_channels(network_cfg) -> int:
