@@ -134,6 +134,12 @@ def fake_places365(root, monkeypatch):
         ("train-standard", "places365_train_standard.txt"), ("val", "places365_val.txt"))})
 
 
+def laid_out(folder, classes: list[str], n_train: int, n_test: int) -> bool:
+    """A prepared set's train/ has these class folders, and train/ and test/ these many images."""
+    return (sorted(p.name for p in (folder / "train").iterdir()) == classes
+            and len(cd.find_images(folder / "train")) == n_train and len(cd.find_images(folder / "test")) == n_test)
+
+
 def no_network(monkeypatch):
     def refuse(*a, **k):
         raise urllib.error.URLError("no network in this test")
@@ -145,8 +151,7 @@ def test_cifar10_keeps_official_splits_and_labels_builds_once_and_trains(tmp_pat
     no_network(monkeypatch)
     fake_cifar10(tmp_path, monkeypatch)
     folder = public_data.prepare("cifar10", str(tmp_path))
-    assert sorted(p.name for p in (folder / "train").iterdir()) == ["airplane", "automobile", "bird"]
-    assert len(cd.find_images(folder / "train")) == 30 and len(cd.find_images(folder / "test")) == 8
+    assert laid_out(folder, ["airplane", "automobile", "bird"], 30, 8)
     assert json.loads((folder / ".complete").read_text())["images"] == {"train": 30, "test": 8}
     stamp = (folder / ".complete").stat().st_mtime_ns
     assert public_data.prepare("cifar10", str(tmp_path)) == folder  # built once: not again
@@ -191,12 +196,10 @@ def test_stl10_with_its_unlabeled_split_and_flowers_train_plus_val(tmp_path, mon
     assert linked.is_symlink() and linked.resolve().parent.name == "jpg"  # linked, not copied
 
 
-def test_cifar100_lfw_food101_and_places365_from_their_published_files(tmp_path, monkeypatch, capsys):
+def test_cifar100_lfw_food101_and_places365_from_their_published_files(tmp_path, monkeypatch):
     no_network(monkeypatch)
     fake_cifar100(tmp_path, monkeypatch)
-    folder = public_data.prepare("cifar100", str(tmp_path))
-    assert sorted(p.name for p in (folder / "train").iterdir()) == ["apple", "aquarium_fish", "baby"]
-    assert len(cd.find_images(folder / "train")) == 9 and len(cd.find_images(folder / "test")) == 4
+    assert laid_out(public_data.prepare("cifar100", str(tmp_path)), ["apple", "aquarium_fish", "baby"], 9, 4)
     # LFW: torchvision no longer downloads it, so without its files the message says what to put where
     with pytest.raises(public_data.DataUnavailable) as e:
         public_data.prepare("lfw", str(tmp_path))
@@ -213,8 +216,7 @@ def test_cifar100_lfw_food101_and_places365_from_their_published_files(tmp_path,
     assert cd.find_images(food / "test")[0].is_symlink()
     fake_places365(tmp_path, monkeypatch)
     places = public_data.prepare("places365", str(tmp_path))      # val is the test split
-    assert sorted(p.name for p in (places / "train").iterdir()) == ["a_abbey", "b_beach_sunny"]
-    assert len(cd.find_images(places / "train")) == 3 and len(cd.find_images(places / "test")) == 2
+    assert laid_out(places, ["a_abbey", "b_beach_sunny"], 3, 2)
 
 
 def test_coco_from_the_users_folders_and_imagenet_needs_its_archives(tmp_path, monkeypatch):
