@@ -150,7 +150,8 @@ def prepare(name: str, data_root: str | None = None, echo=print) -> Path:
         return target
     download = target.parent / "download"
     download.mkdir(parents=True, exist_ok=True)
-    echo(f"{spec.name}: preparing {spec.images} in {target.parent} (once; {spec.download} to fetch)")
+    source = f"from the files you put in {download}" if spec.by_hand else f"{spec.download} to fetch"
+    echo(f"{spec.name}: preparing {spec.images} in {target.parent} (once; {source})")
     try:
         parts = {split: [_open(spec, download, kw) for kw in kwargs] for split, kwargs in spec.splits.items()}
     except DataUnavailable:
@@ -197,7 +198,8 @@ def offline_message(spec: PublicSet, download: Path, error: Exception) -> str:
         how = (f"{spec.name} cannot be downloaded for you ({reason}). Put {files} in {download} "
                f"(torchvision's {spec.dataset} reads them there)" if spec.dataset else
                f"{spec.name} cannot be downloaded for you ({reason}). Unpack it so that {download} holds {files}")
-        return f"--data {spec.name}: {why}. {how}, then run the same command again."
+        found = why.split(". ")[0]  # torchvision's own advice (download=True) does not apply here
+        return f"--data {spec.name}: {found}. {how}, then run the same command again."
     return (f"--data {spec.name}: the download or its check failed ({why}). torchvision fetches "
             f"{', '.join(spec.urls)} into {download}; with no network, fetch {files} elsewhere and put "
             f"{'it' if len(spec.files) == 1 else 'them'} in {download} (torchvision verifies and unpacks "
