@@ -105,8 +105,9 @@ class ColorfulNet(nn.Module):
             _block(2 * w, 4 * w, 3, stride_last=s3),
             _block(4 * w, 8 * w, 3), _block(8 * w, 8 * w, 3, dilation=2), _block(8 * w, 8 * w, 3, dilation=2),
             _block(8 * w, 8 * w, 3))
+        self.hint_channels = in_channels - 1  # a --guided network: its hint map also feeds the head (below)
         self.head = nn.Sequential(nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1), nn.ReLU(True),
-                                  nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
+                                  nn.Conv2d(4 * w + self.hint_channels, 4 * w, 3, 1, 1), nn.ReLU(True),
                                   nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
                                   nn.Conv2d(4 * w, classes, 1))
 
@@ -114,7 +115,13 @@ class ColorfulNet(nn.Module):
         return self.trunk_blocks(L)
 
     def forward(self, L):
-        return self.head(self.trunk(L))
+        if not self.hint_channels:
+            return self.head(self.trunk(L))
+        # hints of a pixel or two do not survive the trunk's halvings: a shortcut (as in Zhang et al.
+        # 2017's hinted network) brings the hint map, averaged to the head's resolution, past them
+        x = self.head[:2](self.trunk(L))
+        hints = nn.functional.adaptive_avg_pool2d(L[:, 1:], x.shape[-2:])
+        return self.head[2:](torch.cat([x, hints], 1))
 
 
 @dataclass(frozen=True)
