@@ -118,10 +118,13 @@ class ColorfulNet(nn.Module):
         if not self.hint_channels:
             return self.head(self.trunk(L))
         # hints of a pixel or two do not survive the trunk's halvings: a shortcut (as in Zhang et al.
-        # 2017's hinted network) brings the hint map, averaged to the head's resolution, past them
+        # 2017's hinted network) brings the hint map, at the head's resolution, past them
         x = self.head[:2](self.trunk(L))
-        hints = nn.functional.adaptive_avg_pool2d(L[:, 1:], x.shape[-2:])
-        return self.head[2:](torch.cat([x, hints], 1))
+        ab, mask = L[:, 1:-1], L[:, -1:]
+        size = x.shape[-2:]  # per cell of the head: the mean colour of the hints in it, and whether it has one
+        count = nn.functional.adaptive_avg_pool2d(mask, size)
+        ab = nn.functional.adaptive_avg_pool2d(ab * mask, size) / count.clamp(min=1e-6)
+        return self.head[2:](torch.cat([x, ab, (count > 0).to(x.dtype)], 1))
 
 
 @dataclass(frozen=True)
