@@ -105,9 +105,8 @@ class ColorfulNet(nn.Module):
             _block(2 * w, 4 * w, 3, stride_last=s3),
             _block(4 * w, 8 * w, 3), _block(8 * w, 8 * w, 3, dilation=2), _block(8 * w, 8 * w, 3, dilation=2),
             _block(8 * w, 8 * w, 3))
-        self.hint_channels = in_channels - 1  # a --guided network: its hint map also feeds the head (below)
         self.head = nn.Sequential(nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1), nn.ReLU(True),
-                                  nn.Conv2d(4 * w + self.hint_channels, 4 * w, 3, 1, 1), nn.ReLU(True),
+                                  nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
                                   nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
                                   nn.Conv2d(4 * w, classes, 1))
 
@@ -115,16 +114,7 @@ class ColorfulNet(nn.Module):
         return self.trunk_blocks(L)
 
     def forward(self, L):
-        if not self.hint_channels:
-            return self.head(self.trunk(L))
-        # hints of a pixel or two do not survive the trunk's halvings: a shortcut (as in Zhang et al.
-        # 2017's hinted network) brings the hint map, at the head's resolution, past them
-        x = self.head[:2](self.trunk(L))
-        ab, mask = L[:, 1:-1], L[:, -1:]
-        size = x.shape[-2:]  # per cell of the head: the mean colour of the hints in it, and whether it has one
-        count = nn.functional.adaptive_avg_pool2d(mask, size)
-        ab = nn.functional.adaptive_avg_pool2d(ab * mask, size) / count.clamp(min=1e-6)
-        return self.head[2:](torch.cat([x, ab, (count > 0).to(x.dtype)], 1))
+        return self.head(self.trunk(L))
 
 
 @dataclass(frozen=True)
