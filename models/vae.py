@@ -36,7 +36,7 @@ class BasicConfig(Config):
     HINTS_REFUSED: ClassVar[str] = (
         "its decoder has no skip connections, so hints of a pixel or a few reach it only through the "
         "bottleneck, where they are lost (tested on CIFAR-10: delta E 10.63 with 0 and with 10 hints); "
-        "unetvae is the variational family that takes hints")
+        "unetvae, the same network with skips, takes them")
     guided: bool = setting(False, "no colour hints for basicvae", cli=False)
 
 

@@ -265,4 +265,3 @@ def test_hint_p_and_hint_none_set_the_training_hints_of_a_guided_run(capsys, mon
         with pytest.raises(SystemExit) as e:
             main.parse_args(["--model", "unet", *argv])
         assert e.value.code == 2 and why in capsys.readouterr().err
-

@@ -50,6 +50,7 @@ from tqdm import tqdm
 import metrics
 from colorize_data import compose_rgb
 from models.config import setting
+from models.hints import GEOMETRIC_P
 from trainers import checkpoint, distributed
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
 from trainers.inference import Colorizer, amp_dtype, inference_weights
@@ -96,8 +97,8 @@ class TrainConfig:
     sync_bn: bool = setting(False, "SyncBatchNorm across processes under torchrun (CUDA)")
     nan_policy: str = setting("stop", "a non-finite loss stops the run, or skips that step (counted)",
                               choices=("stop", "skip"))
-    hint_p: float = setting(1 / 8, "--guided training: the number of simulated colour hints per image ~ "
-                            "Geometric(p) on 0, 1, 2, ... (mean (1 - p) / p); the paper's 1/8 by default")
+    hint_p: float = setting(GEOMETRIC_P, "--guided training: the number of simulated colour hints per image ~ "
+                                         "Geometric(p) on 0, 1, 2, ... (mean (1 - p) / p); the paper's 1/8 by default")
     hint_none: float = setting(0.0, "--guided training: a share of the images that get no hint at all, on top of "
                                "the geometric's own share p (keeps a small --hint_p automatic); 0 by default")
     full_checkpoints: bool = setting(False, "best.pt and epoch_N.pt also hold the optimizer state (by default "
