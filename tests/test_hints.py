@@ -265,3 +265,15 @@ def test_hint_p_and_hint_none_set_the_training_hints_of_a_guided_run(capsys, mon
         with pytest.raises(SystemExit) as e:
             main.parse_args(["--model", "unet", *argv])
         assert e.value.code == 2 and why in capsys.readouterr().err
+
+
+def test_every_hint_count_samples_with_the_same_noise(tiny_data, tmp_path, monkeypatch):
+    """A stochastic sampler (DDPM) draws the same noise at every count of --hint_counts: with the
+    revealed hints emptied, the curve is exactly flat, so a real curve shows the hints, not noise."""
+    res = tmp_path / "R"
+    flags = TINY + REGISTRY["unetddpm"].smoke_flags() + ["--data", tiny_data, "--results", res, "--timesteps", 4]
+    assert run("--model", "unetddpm", "--epochs", 1, "--guided", *flags) == 0
+    monkeypatch.setattr(hints, "reveal", lambda ab, count, first_index=0: torch.zeros(len(ab), 3, *ab.shape[2:]))
+    assert run("--model", "unetddpm", "--mode", "test", "--hint_counts", "0,1,2", *flags) == 0
+    curve = json.loads((res / "unetddpm" / "metrics.json").read_text())["hints"]
+    assert curve[0]["delta_e"] > 0 and [r["delta_e"] for r in curve] == [curve[0]["delta_e"]] * 3

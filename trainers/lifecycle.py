@@ -420,6 +420,7 @@ def test(args, given, family, run_dir: Path) -> int:
     realism = metrics.Realism(device, enabled=settings.training.fid == "auto", max_images=settings.training.fid_images,
                               cache_dir=Path(args.results) / ".fid_reference", progress=True)
     realism.reference(images)
+    torch.manual_seed(args.seed)  # a sampler's noise: the same for the automatic evaluation and every hint count
     try:
         evaluation = evaluate(colorizer, images, args.batch_size, lpips, keep=args.num_images,
                               num_samples=settings.training.num_samples if colorizer.stochastic else 1,
@@ -427,7 +428,8 @@ def test(args, given, family, run_dir: Path) -> int:
     except NonFiniteColorization as e:
         raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
-    curve = hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary) if counts else None
+    curve = (hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary, args.seed)
+             if counts else None)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0,  # the tested checkpoint's; "epochs": the run's budget
               "epochs": saved["args"].get("epochs") if saved else 0,
@@ -473,10 +475,13 @@ def test(args, given, family, run_dir: Path) -> int:
 HINT_CURVE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc", "fid", "kid")
 
 
-def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[int], automatic: dict) -> list[dict]:
+def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[int], automatic: dict,
+               seed: int) -> list[dict]:
     """--hint_counts: the test set evaluated again with n hints per image revealed from the true
     colours (models/hints.reveal, seeded by image) for each n; n = 0 is the automatic evaluation
-    already made. [{"count": n, delta_e, psnr, ssim, colorfulness, auc, fid, kid}, ...]"""
+    already made, which started from torch.manual_seed(seed): so does every count, so that a
+    stochastic sampler (diffusion) draws the same noise at every count and the curve shows the
+    hints, not the noise. [{"count": n, delta_e, psnr, ssim, colorfulness, auc, fid, kid}, ...]"""
     rows = []
     for n in counts:
         if n == 0:
@@ -485,6 +490,7 @@ def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[
             print(f"evaluating with {n} hint(s) per image")
             colorizer.hint_count = n
             realism.reset()
+            torch.manual_seed(seed)
             try:
                 summary = evaluate(colorizer, images, batch_size, lpips, progress=True, realism=realism).summary
             except NonFiniteColorization as e:
