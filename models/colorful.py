@@ -13,6 +13,8 @@ convolutions with BatchNorm; blocks 1-3 halve the resolution, blocks 5-6 are dil
 `halvings` < 3 (--colorful_halvings) lets only the first blocks halve the resolution, for small
 images: with 1, a 32 px input keeps a 16 x 16 trunk and 32 x 32 logits (the paper's layout ends
 at a 4 x 4 trunk and 8 x 8 logits there); same weights' shapes, more computation.
+--guided (models/hints.py): the hint map enters the first block with L, and each logit cell that
+holds a hint also gets its hints' colour bins added to the logits (ColorfulNet.hint_bins).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from colorize_data import AB_BIN, AB_BINS_PER_AXIS, cache_dir, rgb_to_lab
+from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, rgb_to_lab
 from models.config import setting
 from models.hints import HintInput, in_channels
 
@@ -95,8 +97,21 @@ def _block(c_in, c_out, n, stride_last=1, dilation=1):
     return nn.Sequential(*layers, nn.BatchNorm2d(c_out))
 
 
+HINT_GAIN = 5.0  # initial weight of a hint's bins in the logits (a guided network learns it further)
+
+
 class ColorfulNet(nn.Module):
-    def __init__(self, classes: int, width: int = 64, halvings: int = 3, in_channels: int = 1):
+    """The ECCV16 network. With hint channels (in_channels > 1, --guided) the hint map enters the
+    first block with L, as in every hinted family, and a shortcut takes the hints' colours to the
+    logits: each logit cell holding a hint gets the soft encoding over the gamut bins (`centres`)
+    of its hints' mean colour, times a learned gain (HINT_GAIN at first), added to its logits.
+    Without the shortcut this layout (no skips, logits at a quarter of the resolution) learned to
+    ignore 1-px hints at the CPU protocol's budget: delta E 11.96 at 0 and at 50 hints; with it,
+    11.94 to 7.06 (BENCHMARKS.md, issue 20). A hint reaches the cells around its own only through
+    the trunk, which learns that slowly."""
+
+    def __init__(self, classes: int, width: int = 64, halvings: int = 3, in_channels: int = 1,
+                 centres: torch.Tensor | None = None):
         super().__init__()
         w = width
         s1, s2, s3 = (2 if i < halvings else 1 for i in range(3))
@@ -109,12 +124,31 @@ class ColorfulNet(nn.Module):
                                   nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
                                   nn.Conv2d(4 * w, 4 * w, 3, 1, 1), nn.ReLU(True),
                                   nn.Conv2d(4 * w, classes, 1))
+        self.classes, self.hinted = classes, in_channels > 1
+        if self.hinted:
+            if centres is None or len(centres) != classes:
+                raise ValueError("a hinted ColorfulNet needs the centres of its gamut bins")
+            self.register_buffer("lookup", grid_to_gamut(centres), persistent=False)
+            self.hint_gain = nn.Parameter(torch.tensor(HINT_GAIN))
 
     def trunk(self, L):
         return self.trunk_blocks(L)
 
+    def hint_bins(self, hint_map: torch.Tensor, size) -> torch.Tensor:
+        """(B, 3, H, W) hint map -> (B, Q, h, w): per cell of size (h, w), the soft encoding of the
+        mean colour of the hints in it; zeros where it holds none."""
+        ab, mask = hint_map[:, :2].float(), hint_map[:, 2:].float()
+        count = nn.functional.adaptive_avg_pool2d(mask, size)
+        mean = nn.functional.adaptive_avg_pool2d(ab * mask, size) / count.clamp(min=1e-6) * AB_SCALE
+        index, weight = soft_encode(mean, self.lookup)
+        bins = mean.new_zeros(len(mean), self.classes, *size)
+        return bins.scatter_(1, index, weight) * (count > 0)
+
     def forward(self, L):
-        return self.head(self.trunk(L))
+        logits = self.head(self.trunk(L))
+        if not self.hinted:
+            return logits
+        return logits + self.hint_gain * self.hint_bins(L[:, 1:], logits.shape[-2:])
 
 
 @dataclass(frozen=True)
@@ -131,7 +165,8 @@ SMOKE = {"colorful_width": 8}  # the tests' tiny network
 
 
 def build(cfg: Config) -> ColorfulNet:
-    return ColorfulNet(len(ab_gamut(cfg.gamut)[0]), cfg.colorful_width, cfg.colorful_halvings, in_channels(cfg))
+    centres = ab_gamut(cfg.gamut)[0]
+    return ColorfulNet(len(centres), cfg.colorful_width, cfg.colorful_halvings, in_channels(cfg), centres)
 
 
 def size_multiple(cfg: Config) -> int:

@@ -3,6 +3,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 import torch
 from skimage import color
 
@@ -150,3 +151,35 @@ def test_fewer_halvings_keep_more_resolution_for_small_images(tiny_data, tmp_pat
              "--wandb", "disabled", "--lpips", "off", "--fid", "off", "--workers", "1"]
     assert main.main(flags) == 0
     assert main.main(flags + ["--mode", "test"]) == 0
+
+
+def test_a_guided_network_takes_each_hints_bins_straight_to_its_logits():
+    """--guided colorful: per logit cell, the soft encoding of its hints' mean colour, times the
+    learned gain, is added to the logits; cells without hints are untouched."""
+    from models import hints
+    from models.colorful import HINT_GAIN, ColorfulNet
+
+    torch.manual_seed(0)
+    centres = ab_gamut("corners")[0]
+    net = ColorfulNet(len(centres), 4, 3, 1 + hints.CHANNELS, centres).eval()
+    L = torch.rand(1, 1, 16, 16) * 2 - 1
+    hint_map = torch.zeros(1, 3, 16, 16)
+    for y, x, a, b in ((1, 1, 40, 20), (2, 3, 20, 0), (9, 13, -30, 50)):   # cell (0, 0) twice, cell (2, 3) once
+        hint_map[0, :, y, x] = torch.tensor([a / 110, b / 110, 1.0])
+    bins = net.hint_bins(hint_map, (4, 4))
+    assert bins.shape == (1, len(centres), 4, 4)
+    sums = bins.sum(1)[0]
+    assert torch.allclose(sums[0, 0], torch.tensor(1.0)) and torch.allclose(sums[2, 3], torch.tensor(1.0))
+    assert sums.sum() == pytest.approx(2.0)                                 # the other 14 cells: none
+    nearest = centres[bins[0, :, 0, 0].argmax()]
+    assert nearest.tolist() == [30.0, 10.0]                                 # the mean of (40, 20) and (20, 0)
+    assert centres[bins[0, :, 2, 3].argmax()].tolist() == [-30.0, 50.0]
+    with torch.no_grad():
+        plain = net(hints.attach(L))
+        hinted = net(hints.attach(L, hint_map))
+    assert net.hint_gain.item() == HINT_GAIN and net.hint_gain.requires_grad
+    change = (hinted - plain).abs().sum(1)[0]
+    assert change[0, 0] > 1 and change[2, 3] > 1 and change[1, 1] < change[0, 0] / 100
+    assert hinted[0, :, 2, 3].argmax() == bins[0, :, 2, 3].argmax()         # the hint's bin now leads
+    with pytest.raises(ValueError, match="centres"):
+        ColorfulNet(len(centres), 4, 3, 1 + hints.CHANNELS)
