@@ -28,9 +28,11 @@ SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), 
                    ("diversity_delta_e", "diversity", "max"), ("semantic_accuracy", "semantic acc.", "max")]
 FOUR_DIGITS = ("ssim", "lpips", "kid", "auc", "auc_rebalanced", "semantic_accuracy")
 # what two runs must share for their figures to be compared, and the words for a difference
-# (test_set: a fingerprint of the test images' names; older metrics.json files have test_images only)
+# (test_set: a fingerprint of the test images' names; older metrics.json files have test_images only).
+# Runs that both measured FID must also have used as many images for it (fid_images); a run without
+# FID is compared on the other metrics.
 SAME_TEST = [("data", "data"), ("test_set", "test split"), ("image_size", "image size"),
-             ("n_images", "number of test images"), ("fid_images", "FID images")]
+             ("n_images", "number of test images")]
 
 
 def trained_epochs(r: dict):
@@ -45,12 +47,19 @@ def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str
     def base(r):
         return tuple(r.get(k, r.get("test_images")) if k == "test_set" else r.get(k) for k, _ in SAME_TEST)
 
+    def fid_images(r):  # None for a run that measured no FID
+        return r.get("fid_images") or None if r.get("fid") is not None else None
+
     trained = [(base(r), trained_epochs(r)) for r in rows if trained_epochs(r) is not None]
     keys = trained or [(base(r), None) for r in rows]
     main_base, main_epochs = max(keys, key=keys.count)  # the most common setup (first on a tie)
+    fids = [fid_images(r) for r in rows if base(r) == main_base and fid_images(r)]
+    main_fid = max(fids, key=fids.count) if fids else None  # the FID count most of those runs used
     group, apart = [], []
     for r in rows:
         differs = [words for (k, words), mine, theirs in zip(SAME_TEST, base(r), main_base) if mine != theirs]
+        if fid_images(r) and main_fid and fid_images(r) != main_fid:
+            differs.append(f"FID images ({fid_images(r)}, not {main_fid})")
         if trained_epochs(r) not in (None, main_epochs):
             differs.append(f"epochs ({trained_epochs(r)}, not {main_epochs})")
         if differs:

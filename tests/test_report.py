@@ -105,6 +105,24 @@ def test_only_comparable_runs_are_ranked_together(tmp_path):
     assert "Set apart" not in mixed and "Mixed:" in mixed and "**3.00" in mixed
 
 
+def test_a_run_without_fid_ranks_with_fid_runs_on_the_other_metrics(tmp_path):
+    """--fid off leaves a run's FID empty, not incomparable: it is ranked with the runs that
+    measured FID on everything else; FID measured on another number of images sets a run apart."""
+    def edit(run_dir, **changes):
+        m = json.loads(RunFolder(run_dir).metrics.read_text())
+        RunFolder(run_dir).metrics.write_text(json.dumps({**m, **changes}))
+
+    run_with_test_outputs(tmp_path, "unet", (200, 40, 40), delta_e=9.0, fid=30.0)
+    run_with_test_outputs(tmp_path, "resnet", (40, 200, 40), model="resnet", delta_e=9.5, fid=20.0)
+    edit(run_with_test_outputs(tmp_path, "unet_nofid", (10, 10, 10), delta_e=8.0), fid=None, kid=None,
+         fid_images=0)
+    edit(run_with_test_outputs(tmp_path, "unet_fid2", (10, 10, 10), delta_e=7.0, fid=10.0), fid_images=2)
+    ranked, apart = report.write_summary(tmp_path).read_text().split("## Set apart")
+    assert "| unet_nofid |" in ranked and "**8.00" in ranked and "**20.00**" in ranked
+    row = next(line for line in apart.splitlines() if line.startswith("| unet_fid2 |"))
+    assert "FID images (2, not 4)" in row
+
+
 def test_a_set_apart_guided_run_keeps_its_hint_curve_marked_not_comparable(tmp_path):
     """A curve over hint counts compares a run with itself, so a guided run that is set apart (here
     trained longer) still gets its row in the hint table and a line in hints.png, labelled as not
