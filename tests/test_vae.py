@@ -3,6 +3,7 @@ import json
 import math
 
 import conftest
+import pytest
 import torch
 
 import main
@@ -132,6 +133,12 @@ def test_mdn_on_the_trunk_of_a_trained_colorful_model(tiny_data, tmp_path):
     assert ckpt["args"]["mdn_colorful_width"] == 8 and ckpt["args"]["mdn_colorful_gamut"] == "corners"
     weights.unlink()  # the cvae_mdn checkpoint carries the trunk: test mode needs no colorful file
     assert main.main(["--model", "cvae_mdn", "--mode", "test", "--num_samples", "2", *flags]) == 0
+    # the trunk of a guided colorful model takes hint channels too: refused, saying so
+    assert main.main(["--model", "colorful", "--epochs", "1", "--colorful_width", "8", "--guided",
+                      "--run_name", "guided", *flags]) == 0
+    with pytest.raises(SystemExit, match="trained with colour hints"):
+        main.main(["--model", "cvae_mdn", "--epochs", "2", "--mdn_features", "colorful", "--run_name", "on_guided",
+                   "--colorful_weights", str(tmp_path / "guided" / "last.pt"), *flags])
 
 
 def test_best_pt_of_a_two_stage_run_is_a_second_stage_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):

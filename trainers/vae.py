@@ -191,6 +191,9 @@ class CVAEMDNTrainer(VAETrainer):
                              f"`colorful` model (got {path!r})")
         saved = checkpoint.load(path, family="colorful")
         net = saved.get("network") or saved["args"]
+        if net.get("guided"):
+            raise SystemExit(f"error: --mdn_features colorful takes the trunk of a `colorful` model trained without "
+                             f"--guided (the MDN's features come from L alone); {path} was trained with colour hints")
         if net.get("colorful_halvings", 3) != 3:
             raise SystemExit(f"error: --mdn_features colorful takes the trunk of a `colorful` model of the paper's "
                              f"layout (--colorful_halvings 3); {path} has {net['colorful_halvings']}")
