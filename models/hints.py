@@ -74,6 +74,14 @@ def luminance(L: torch.Tensor) -> torch.Tensor:
     return L[:, :1]
 
 
+def known_colours(L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The hints of a conditioning input: (ab (B, 2, H, W) at model scale, mask (B, 1, H, W)), or
+    None for an input without hint channels."""
+    if L.shape[1] == 1:
+        return None
+    return L[:, 1:3], L[:, 3:4]
+
+
 def attach(L: torch.Tensor, hint_map: torch.Tensor | None = None) -> torch.Tensor:
     """L (B, 1, H, W) and a hint map (B, 3, H, W) (None: no hints) -> the conditioning input."""
     if hint_map is None:

@@ -34,6 +34,40 @@ def test_samplers_return_x0_with_an_oracle(kind):
     assert (ddim_sample(oracle_for(schedule, x0), schedule, L, 25, eta=1.0, generator=g) - x0).abs().max() < 1e-3
 
 
+def test_samplers_keep_the_hints_and_leave_unhinted_inputs_alone():
+    """With hint channels, both samplers hold the hinted pixels to their hints (the predicted x0
+    takes the hint at every step, so the sample ends on it); an empty hint map changes nothing."""
+    from models import hints
+
+    schedule = NoiseSchedule(20, "cosine")
+    net = Denoiser(8, 2, in_channels=1 + hints.CHANNELS).eval()
+    L = torch.rand(2, 1, 8, 8) * 2 - 1
+    hint_map = torch.zeros(2, 3, 8, 8)
+    hint_map[0, :, 2, 5] = torch.tensor([0.5, -0.3, 1.0])
+    hint_map[1, :, 7, 0] = torch.tensor([-0.2, 0.4, 1.0])
+    for sample in (lambda c, g: ddpm_sample(net, schedule, c, g),
+                   lambda c, g: ddim_sample(net, schedule, c, 5, eta=0.0, generator=g),
+                   lambda c, g: ddim_sample(net, schedule, c, 5, eta=1.0, generator=g)):
+        with_hints = sample(hints.attach(L, hint_map), torch.Generator().manual_seed(0))
+        assert torch.allclose(with_hints[0, :, 2, 5], torch.tensor([0.5, -0.3]))
+        assert torch.allclose(with_hints[1, :, 7, 0], torch.tensor([-0.2, 0.4]))
+        without = sample(hints.attach(L), torch.Generator().manual_seed(0))
+        assert not torch.allclose(without[0, :, 2, 5], torch.tensor([0.5, -0.3]))
+        # no hint: no projection (the network also sees the hint channels, so compare with a
+        # sampler that is told of none)
+        assert torch.equal(without, sample_without_projection(sample, hints.attach(L)))
+
+
+def sample_without_projection(sample, conditioning):
+    from models import diffusion
+
+    keep, diffusion._keep_hints = diffusion._keep_hints, lambda x0, hinted: x0
+    try:
+        return sample(conditioning, torch.Generator().manual_seed(0))
+    finally:
+        diffusion._keep_hints = keep
+
+
 @pytest.mark.parametrize("kind", ["cosine", "linear"])
 def test_schedule_properties(kind):
     s = NoiseSchedule(1000, kind)
