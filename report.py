@@ -48,7 +48,7 @@ def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str
         return tuple(r.get(k, r.get("test_images")) if k == "test_set" else r.get(k) for k, _ in SAME_TEST)
 
     def fid_images(r):  # None for a run that measured no FID
-        return r.get("fid_images") or None if r.get("fid") is not None else None
+        return r.get("fid_images") if r.get("fid") is not None and r.get("fid_images") else None
 
     trained = [(base(r), trained_epochs(r)) for r in rows if trained_epochs(r) is not None]
     keys = trained or [(base(r), None) for r in rows]

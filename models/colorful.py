@@ -26,7 +26,7 @@ from torch import nn
 
 from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, rgb_to_lab
 from models.config import setting
-from models.hints import HintInput, in_channels
+from models.hints import HintInput, in_channels, known_colours
 
 GAMUTS = ("corners", "inside")
 
@@ -134,10 +134,10 @@ class ColorfulNet(nn.Module):
     def trunk(self, L):
         return self.trunk_blocks(L)
 
-    def hint_bins(self, hint_map: torch.Tensor, size) -> torch.Tensor:
-        """(B, 3, H, W) hint map -> (B, Q, h, w): per cell of size (h, w), the soft encoding of the
-        mean colour of the hints in it; zeros where it holds none."""
-        ab, mask = hint_map[:, :2].float(), hint_map[:, 2:].float()
+    def hint_bins(self, L: torch.Tensor, size) -> torch.Tensor:
+        """The conditioning input (L and the hint map) -> (B, Q, h, w): per cell of size (h, w), the
+        soft encoding of the mean colour of the hints in it; zeros where it holds none."""
+        ab, mask = (x.float() for x in known_colours(L))
         count = nn.functional.adaptive_avg_pool2d(mask, size)
         mean = nn.functional.adaptive_avg_pool2d(ab * mask, size) / count.clamp(min=1e-6) * AB_SCALE
         index, weight = soft_encode(mean, self.lookup)
@@ -148,7 +148,7 @@ class ColorfulNet(nn.Module):
         logits = self.head(self.trunk(L))
         if not self.hinted:
             return logits
-        return logits + self.hint_gain * self.hint_bins(L[:, 1:], logits.shape[-2:])
+        return logits + self.hint_gain * self.hint_bins(L, logits.shape[-2:])
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from tqdm import tqdm
 import metrics
 from colorize_data import compose_rgb
 from models.config import setting
-from models.hints import GEOMETRIC_P
+from models.hints import GEOMETRIC_P, known_colours
 from trainers import checkpoint, distributed
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
 from trainers.inference import Colorizer, amp_dtype, inference_weights
@@ -123,11 +123,11 @@ def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -
     from torchvision.utils import make_grid
 
     preds = list(pred) if pred.dim() == 5 else [pred]
-    hinted = L.shape[1] > 1  # a hinted network's input (models/hints.py): the grey column shows its hints
+    hinted = known_colours(L)  # a hinted network's input (models/hints.py): the grey column shows its hints
     labels = (["grey + hints" if hinted else "grey input"]
               + (["colorization"] if len(preds) == 1 else [f"sample {i + 1}" for i in range(len(preds))])
               + ["ground truth"])
-    grey = compose_rgb(L, L[:, 1:3] * L[:, 3:4] if hinted else torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
+    grey = compose_rgb(L, hinted[0] * hinted[1] if hinted else torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
     rows = torch.stack([grey.cpu(), *[p.cpu() for p in preds], target.cpu()], dim=1).flatten(0, 1).float()
     scale = -(-GRID_CELL // rows.shape[-1])
     if scale > 1:
