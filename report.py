@@ -98,7 +98,7 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
     body = []
     for i, r in enumerate(rows):
         epochs = trained_epochs(r)
-        cells = [(str(x), False) for x in (r.get("run", "?"), r.get("model", "?"), Path(str(r.get("data", "?"))).name,
+        cells = [(str(x), False) for x in (r.get("run", "?"), r.get("model", "?"), Path(str(r.get("data") or "?")).name,
                                             r.get("image_size", "?"), "-" if epochs is None else epochs,
                                             sampling_text(r), r.get("n_images", "?"))]
         for key, _, _ in SUMMARY_COLUMNS:
@@ -119,8 +119,10 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
 def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
     """The table in Markdown, best values in bold."""
     head, body = table(rows, rank, why)
+    copied = set(range(6)) | ({len(head) - 1} if why else set())  # texts from the run folders: made inert
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(f"**{t}**" if bold else t for t, bold in cells) + " |" for cells in body]
+    lines += ["| " + " | ".join(f"**{t}**" if bold else md(t) if i in copied else t
+                                for i, (t, bold) in enumerate(cells)) + " |" for cells in body]
     return "\n".join(lines) + "\n"
 
 
@@ -145,36 +147,110 @@ def sampling_text(r: dict) -> str:
     return ", ".join(parts) or "-"
 
 
+class BadRun(Exception):
+    """A run folder whose results cannot be read at all; the report lists it, with why, and goes on."""
+
+
+# what a metrics.json field must be; anything else is left out of the report (n/a) and said
+INTEGER_FIELDS = ("n_images", "image_size", "epoch", "epochs", "fid_images", "num_samples", "sampling_steps")
+TEXT_FIELDS = ("model", "data", "test_images", "test_set", "weights", "sampler", "fid_weights")
+NUMBER_FIELDS = tuple(k for k, _, _ in SUMMARY_COLUMNS) + ("colorfulness_gt", "kid_std", "seconds")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def clean_metrics(raw: dict) -> tuple[dict, list[str]]:
+    """A metrics.json as the report may use it, and what was wrong with it: numbers that are not
+    finite numbers (a NaN must not take the bold from the real best, nor Infinity win it), counts
+    that are not whole numbers, texts that are not texts, a hint curve that is not one, become
+    missing (n/a), each named. The interval fields are the report's own, never read from the file."""
+    r, problems = {}, []
+    for k, v in raw.items():
+        if not isinstance(k, str) or k.endswith("_ci") or k.endswith("_ci_low") or k.endswith("_ci_high"):
+            continue
+        if v is None:
+            r[k] = None
+        elif k in NUMBER_FIELDS:
+            r[k] = float(v) if _finite(v) else None
+            ok = r[k] is not None
+        elif k in INTEGER_FIELDS:
+            r[k] = v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+            ok = r[k] is not None
+        elif k in TEXT_FIELDS:
+            r[k] = v if isinstance(v, str) else None
+            ok = r[k] is not None
+        elif k == "hints":
+            ok = isinstance(v, list) and all(
+                isinstance(h, dict) and isinstance(h.get("count"), int) and not isinstance(h.get("count"), bool)
+                and _finite(h.get("delta_e")) and _finite(h.get("psnr")) and (h.get("fid") is None or _finite(h["fid"]))
+                for h in v)
+            r[k] = v if ok else None
+        else:
+            r[k], ok = v, True
+        if v is not None and not ok:
+            problems.append(f"{k} is {str(v)[:40]!r}" if not isinstance(v, float) else f"{k} is {v}")
+    return r, problems
+
+
 def load_run(run_dir: Path) -> dict:
-    """metrics.json of a run, with bootstrap intervals from per_image.csv and training time and
-    speed from history.jsonl."""
+    """metrics.json of a run (checked by clean_metrics), with bootstrap intervals from per_image.csv
+    and training time and speed from history.jsonl; "problems" lists what was wrong and left out.
+    BadRun when there is no usable metrics.json."""
     run = RunFolder(run_dir)
-    r = json.loads(run.metrics.read_text())
-    r.setdefault("run", run_dir.name)
-    if "epochs" not in r and run.args.is_file():  # metrics.json from before "epochs" was written
-        r["epochs"] = json.loads(run.args.read_text()).get("epochs")
-    table = list(per_image_metrics(run_dir).values())
+    try:
+        raw = json.loads(run.metrics.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise BadRun(f"metrics.json cannot be read ({type(e).__name__})") from None
+    if not isinstance(raw, dict):
+        raise BadRun(f"metrics.json is a JSON {type(raw).__name__}, not an object")
+    r, problems = clean_metrics(raw)
+    r["run"] = run_dir.name  # the folder's name: what the user sees, one per run
+    if r.get("epochs") is None and "epochs" not in raw and run.args.is_file():  # older metrics.json files
+        try:
+            epochs = json.loads(run.args.read_text()).get("epochs")
+            r["epochs"] = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+        except (OSError, ValueError, AttributeError, RecursionError):
+            problems.append("args.json cannot be read")
+    table, why = read_per_image(run_dir)
+    if why:
+        problems.append(why)
     for key in ("delta_e", "ssim"):
-        if table and key in table[0]:
-            r[f"{key}_ci"] = bootstrap_ci(torch.tensor([t[key] for t in table]))
+        if table and all(key in t for t in table.values()):
+            r[f"{key}_ci"] = bootstrap_ci(torch.tensor([t[key] for t in table.values()]))
     if run.history.exists():
         epochs = run.read_history()
-        seconds = [e["train/epoch_seconds"] for e in epochs if "train/epoch_seconds" in e]
-        speed = [e["train/images_per_s"] for e in epochs if "train/images_per_s" in e]
+        seconds = [e["train/epoch_seconds"] for e in epochs if _finite(e.get("train/epoch_seconds"))]
+        speed = [e["train/images_per_s"] for e in epochs if _finite(e.get("train/images_per_s"))]
         r["train_seconds"] = sum(seconds) if seconds else None
         r["train_images_per_s"] = sum(speed) / len(speed) if speed else None
+    if run.test_samples.exists() and read_samples(run_dir) is None:
+        problems.append("test_samples.pt cannot be read (left out of the pictures)")
+    r["problems"] = problems
     return r
+
+
+def read_samples(run_dir: Path) -> dict | None:
+    """{test image path: (colorization, truth) uint8 (3, S, S)} from a run's test_samples.pt, or
+    None when it is missing or not what test mode writes."""
+    path = RunFolder(run_dir).test_samples
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        paths, pred, truth = saved["paths"], saved["pred"], saved["truth"]
+    except Exception:  # missing, truncated, random bytes, another structure: all mean "no pictures of it"
+        return None
+    if not (isinstance(paths, list) and all(isinstance(p, str) for p in paths) and torch.is_tensor(pred)
+            and torch.is_tensor(truth) and pred.dtype == truth.dtype == torch.uint8 and pred.shape == truth.shape
+            and pred.ndim == 4 and pred.shape[0] == len(paths) and pred.shape[1] == 3 and 0 < pred.shape[2]):
+        return None
+    return dict(zip(paths, zip(pred, truth)))
 
 
 def shared_samples(runs: list[Path], first: int) -> tuple[list, list[str]]:
     """([(run name, {test image path: (colorization, truth) uint8 (3, S, S)})], the first `first`
-    paths that every run's test_samples.pt holds)."""
-    samples = []
-    for d in runs:
-        path = RunFolder(d).test_samples
-        if path.exists():
-            saved = torch.load(path, weights_only=True)
-            samples.append((d.name, dict(zip(saved["paths"], zip(saved["pred"], saved["truth"])))))
+    paths that every run's test_samples.pt holds); runs without usable samples are left out."""
+    samples = [(d.name, s) for d in runs for s in [read_samples(d)] if s is not None]
     if not samples:
         return [], []
     common = [p for p in samples[0][1] if all(p in s for _, s in samples)][:first]
@@ -215,16 +291,44 @@ def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96)
     return out
 
 
-def per_image_metrics(run_dir: Path) -> dict:
-    """{test image path: {metric: value}} from a run's per_image.csv (empty when it has none)."""
+def read_per_image(run_dir: Path) -> tuple[dict, str | None]:
+    """({test image path: {metric: value}} from a run's per_image.csv, empty when it has none), and
+    what is wrong with it, if anything (then it is not used: an unreadable row would skew the
+    intervals)."""
     import csv
 
     run = RunFolder(run_dir)
     if not run.per_image.exists():
-        return {}
-    with open(run.per_image) as f:
-        return {row.pop("image"): {k: float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(f)}
+        return {}, None
+    try:
+        with open(run.per_image, newline="", encoding="utf-8") as f:
+            table = {}
+            for row in csv.DictReader(f):
+                image = row.pop("image", None)
+                values = {k: float(v) for k, v in row.items() if isinstance(k, str) and v not in ("", None)}
+                if image is None or not all(math.isfinite(v) for v in values.values()):
+                    raise ValueError("a row without an image, or a value that is not a finite number")
+                table[image] = values
+        return table, None
+    except (OSError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        return {}, f"per_image.csv cannot be used ({type(e).__name__}: {str(e)[:60]})"
+
+
+def per_image_metrics(run_dir: Path) -> dict:
+    """{test image path: {metric: value}} from a run's per_image.csv (empty when it has none or it
+    cannot be used)."""
+    return read_per_image(run_dir)[0]
+
+
+def md(text) -> str:
+    """Text copied from a run folder (a run name, a path, a reason) made inert in a Markdown table:
+    HTML escaped, Markdown's own characters backslashed, one line."""
+    from html import escape
+
+    text = escape(" ".join(str(text).split()), quote=False)
+    inside_word = lambda i: 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()  # noqa: E731
+    return "".join("\\" + c if c in "\\`*[]|#!{}" or (c == "_" and not inside_word(i)) else c
+                   for i, c in enumerate(text))
 
 
 PAGE_STYLE = """body { font-family: sans-serif; margin: 1.5em; color: #222 }
@@ -348,7 +452,7 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     for d in runs:
         if not RunFolder(d).history.exists():
             continue
-        hist = RunFolder(d).read_history()
+        hist = [{k: v for k, v in h.items() if _finite(v)} for h in RunFolder(d).read_history()]  # numbers only
         epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h and "step" in h}
         losses = {k: [(h["epoch"], h[k]) for h in hist if "epoch" in h and k in h]
                   for k in sorted({k for h in hist for k in h if k.startswith("train/")} - NOT_LOSSES)
@@ -398,10 +502,23 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
     import csv
 
     results_dir = Path(results_dir)
-    runs = sorted(d for d in results_dir.iterdir() if RunFolder(d).metrics.is_file()) if results_dir.is_dir() else []
+    found = sorted(d for d in results_dir.iterdir() if d.is_dir() and RunFolder(d).metrics.is_file()) \
+        if results_dir.is_dir() else []
+    runs, rows, skipped = [], [], []
+    for d in found:  # one damaged run folder must not take the others' summary with it
+        try:
+            rows.append(load_run(d))
+            runs.append(d)
+        except BadRun as e:
+            skipped.append((d.name, str(e)))
+        except Exception as e:  # what no check foresaw: the run is skipped and said, never a traceback
+            skipped.append((d.name, f"unreadable ({type(e).__name__}: {str(e)[:80]})"))
+    for name, why in skipped:
+        print(f"warning: {results_dir / name} skipped: {why}", file=sys.stderr)
     if not runs:
-        raise FileNotFoundError(f"no */metrics.json under {results_dir}: run some tests first")
-    rows = [load_run(d) for d in runs]
+        raise FileNotFoundError(f"no */metrics.json under {results_dir}" + (" that can be read" if skipped else "")
+                                + ": run some tests first"
+                                + (f" ({len(skipped)} run folder(s) could not be read)" if skipped else ""))
     group, apart = (rows, []) if mixed else split_comparable(rows)
     shown = {r["run"] for r in group}
     runs = [d for d, r in zip(runs, rows) if r["run"] in shown]
@@ -412,11 +529,14 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
              "--num_samples K > 1.\n\n")
     judge = results_dir / "classifier" / "classifier.json"
     if judge.exists():
-        c = json.loads(judge.read_text())
-        notes += (f"Semantic accuracy: a classifier trained on the colour training images "
-                  f"({len(c['classes'])} classes) recognises {c['accuracy_color']:.4f} of the colour test "
-                  f"images and {c['accuracy_grey']:.4f} of their grey versions; the column gives its "
-                  f"accuracy on each run's colorizations.\n\n")
+        try:
+            c = json.loads(judge.read_text())
+            notes += (f"Semantic accuracy: a classifier trained on the colour training images "
+                      f"({len(c['classes'])} classes) recognises {float(c['accuracy_color']):.4f} of the colour "
+                      f"test images and {float(c['accuracy_grey']):.4f} of their grey versions; the column gives "
+                      f"its accuracy on each run's colorizations.\n\n")
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            notes += f"{judge} cannot be read: the semantic classifier's own accuracy is not shown.\n\n"
     notes += setup_note(group, mixed)
     compare = compare_image(runs, results_dir / "compare.png")
     plot_summary(group, results_dir / "summary.png")
@@ -435,8 +555,18 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
                                                       ("compare.png", "The same test images, every run", compare),
                                                       ("curves.png", "Training curves", curves),
                                                       ("hints.png", "Colour hints", hinted)) if made]
-    write_index(results_dir, runs, group, apart, notes, charts)
-    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart + hint_table(group, apart_rows)
+    flagged = [(r["run"], "; ".join(r["problems"])) for r in rows if r.get("problems")] + skipped
+    problems = ""
+    if flagged:
+        problems = ("\n## Runs with problems\n\nLeft out of the table (skipped), or shown with the values named "
+                    "here left out (n/a):\n\n" + "".join(f"- {md(name)}: {md(why)}"
+                                                          + (" (skipped)" if (name, why) in skipped else "") + "\n"
+                                                          for name, why in flagged))
+    in_words = ("Runs with problems (skipped, or shown with these values left out as n/a): "
+                + "; ".join(f"{name}: {why}" for name, why in flagged) + ".\n\n") if flagged else ""
+    write_index(results_dir, runs, group, apart, notes + in_words, charts)
+    out.write_text("# Results\n\n" + notes + summary_table(group) + set_apart + problems
+                   + hint_table(group, apart_rows)
                    + "\n![every metric, every run](summary.png)\n"
                    + ("\n![the same test images, every run](compare.png)\n" if compare else "")
                    + ("\n![training curves](curves.png)\n" if curves else ""))
@@ -479,7 +609,7 @@ def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
             h = by.get(n)
             cells.append("-" if h is None else f"{h['delta_e']:.2f} / {h['psnr']:.2f}"
                          + (f" / {h['fid']:.1f}" if h.get("fid") is not None else ""))
-        name = f"{r['run']} (set apart, not comparable)" if set_apart else r["run"]
+        name = f"{md(r['run'])} (set apart, not comparable)" if set_apart else md(r["run"])
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return ("\n## Colour hints\n\nUser-guided runs (--guided) tested with --hint_counts: n hints per image revealed "
             "from the true colours at seeded positions (the same for every run). Each cell: delta E 2000 / PSNR "
@@ -526,9 +656,9 @@ def setup_note(group: list[dict], mixed: bool) -> str:
                 "differ (see the data, size, epochs and images columns).\n\n")
     r = group[0]
     epochs = sorted({trained_epochs(x) for x in group} - {None})
-    fid = f", FID and KID on {r['fid_images']} of them ({r.get('fid_weights')})" if r.get("fid_images") else ""
+    fid = f", FID and KID on {r['fid_images']} of them ({md(r.get('fid_weights'))})" if r.get("fid_images") else ""
     return (f"Ranked together: {len(group)} run(s) tested on the same {r.get('n_images')} images "
-            f"({r.get('test_images')}, {r.get('image_size')} px){fid}"
+            f"({md(r.get('test_images'))}, {r.get('image_size')} px){fid}"
             + (f", trained {epochs[0]} epoch(s)" if epochs else "") + ".\n\n")
 
 

@@ -98,7 +98,12 @@ for family in $families; do
     echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family"); continue
   fi
 done
-$PY report.py summary "$RESULTS" > /dev/null && echo "summary: $RESULTS/summary.md, summary.csv, index.html (open it in a browser)"
+if $PY report.py summary "$RESULTS" > "$RESULTS/logs/report.log" 2>&1; then
+  echo "summary: $RESULTS/summary.md, summary.csv, index.html (open it in a browser)"
+  grep '^warning' "$RESULTS/logs/report.log"  # run folders it skipped, and why
+else
+  echo "   the report failed, see $RESULTS/logs/report.log"; failed+=(report)
+fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed: ${failed[*]}" >&2
   exit 1
