@@ -15,7 +15,6 @@ import json
 import math
 import os
 import random
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +76,55 @@ def compose_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     L may be a hinted network's whole conditioning input (models/hints.py): its first channel is L."""
     lab = torch.cat([L[:, :1].float() * L_SCALE + L_CENTER, ab.float() * AB_SCALE], dim=1)
     return lab_to_rgb(lab)
+
+
+def replace_atomically(path, write) -> None:
+    """Call write(binary file) on a temporary file in the same folder, flush it to disk, then
+    rename it over `path`: a crash at any moment leaves either the old file or the new one, never
+    half of one (nor a temporary file, unless the process is killed). Errors (OSError, or what
+    `write` raises) propagate. Every file of a run folder and every cache is written this way."""
+    import tempfile
+
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        mask = os.umask(0)  # reading the umask means setting it: put it back at once
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a result file gets the usual mode
+        os.replace(tmp, path)
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink()
+
+
+def save_cache(obj, path) -> bool:
+    """torch.save a computed table atomically; False (and nothing left behind) when the cache
+    cannot be written (a read-only home): it is computed again next time."""
+    try:
+        replace_atomically(path, lambda f: torch.save(obj, f))
+        return True
+    except (OSError, RuntimeError):
+        return False
+
+
+def load_cache(path, check):
+    """A cached table, or None when it is missing, unreadable (a 0-byte file a kill left, another
+    kind of file, ...) or fails `check(obj) -> bool` (wrong shapes, NaN, ...): then it is
+    computed again and rewritten."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return obj if check(obj) else None
+    except Exception:  # EOFError, UnpicklingError, RuntimeError, a check that trips: all mean "recompute"
+        return None
 
 
 def cache_dir() -> Path:
@@ -184,34 +232,71 @@ class BadImage(Exception):
     """A file that cannot be used as a colour photograph; the message says why."""
 
 
+def open_image(path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
+    """A PIL image opened lazily (its header read, nothing decoded), or BadImage when it has more
+    than `max_pixels` pixels (None: no limit). The size is checked here, per call, from the header,
+    before anything is decoded: Pillow's own guard is a process-wide limit whose warning becomes an
+    error only under a warnings filter, both shared by every thread, so changing them around a decode
+    let threads that load at once undo each other's guard. It is neither changed nor relied on."""
+    from PIL import Image
+
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:  # Pillow's own refusal, beyond twice its limit (179 MP by default)
+        if max_pixels is not None and max_pixels <= 2 * (Image.MAX_IMAGE_PIXELS or 0):
+            raise BadImage(f"larger than the decompression-bomb limit of {max_pixels} pixels; raise it with "
+                           f"--max_image_pixels if the file is trusted") from None
+        im = _open_past_pillows_limit(path)  # --max_image_pixels allows more than Pillow does
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        im.close()
+        raise BadImage(f"{w} x {h} = {w * h} pixels, larger than the decompression-bomb limit of {max_pixels}; "
+                       f"raise it with --max_image_pixels if the file is trusted")
+    return im
+
+
+def _open_past_pillows_limit(path):
+    """Image.open without Pillow's global size check: the format plugin that accepts the file's
+    first bytes parses its header, as Image.open does before checking."""
+    from PIL import Image
+
+    Image.init()
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        verdict = accept(prefix) if accept is not None else True
+        if verdict and not isinstance(verdict, str):  # a string is Pillow's "almost, but no"
+            fp = open(path, "rb")
+            try:
+                im = factory(fp, str(path))
+                im._exclusive_fp = True  # closing the image closes the file, as for Image.open's
+                return im
+            except Exception:
+                fp.close()
+    raise BadImage("cannot decode: no image format accepts it")
+
+
 def load_rgb(path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode any supported file to (H, W, 3) uint8 sRGB, or raise BadImage saying why.
 
-    EXIF orientation is applied; RGBA/LA/transparent palettes are composited on white; palette,
-    CMYK, YCbCr, 1-bit and 16-bit images are converted to 8-bit RGB."""
-    from PIL import Image, ImageOps
+    Files over `max_pixels` pixels are refused from their header (open_image). EXIF orientation is
+    applied; RGBA/LA/transparent palettes are composited on white; palette, CMYK, YCbCr, 1-bit and
+    16-bit images are converted to 8-bit RGB."""
+    from PIL import ImageOps
 
     path = Path(path)
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         if path.stat().st_size == 0:
             raise BadImage("empty file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb8(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImage(f"larger than the decompression-bomb limit of {max_pixels} pixels "
-                       f"({e}); raise it with --max_image_pixels if the file is trusted") from None
+        with open_image(path, max_pixels) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb8(im)
     except BadImage:
         raise
     except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError, ...
         raise BadImage(f"cannot decode: {type(e).__name__}: {e}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
 
 
 def _to_rgb8(im) -> np.ndarray:
@@ -327,8 +412,34 @@ def test_set(root) -> tuple[list[str], str]:
             f"every image of {folder}" + ("" if folder != root else " (no test/ folder)"))
 
 
+class BadSplit(Exception):
+    """A split.json that cannot be used (damaged, or edited by hand); the message names it."""
+
+
 def load_split(path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A run's split.json, checked: {"root": folder, "seed": int, "train"/"val"/"test": [relative
+    paths]}; BadSplit otherwise (no path in it may leave its folder)."""
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise BadSplit(f"{path} cannot be read as a split ({type(e).__name__}); delete it to draw the split "
+                       f"again from --seed") from None
+    problem = None
+    if not isinstance(split, dict):
+        problem = "not a JSON object"
+    elif not isinstance(split.get("root"), str) or not isinstance(split.get("seed"), int):
+        problem = "no root folder or seed"
+    else:
+        for name in ("train", "val", "test"):
+            files = split.get(name)
+            if not isinstance(files, list) or not all(isinstance(f, str) and f and not Path(f).is_absolute()
+                                                      and ".." not in Path(f).parts for f in files):
+                problem = f"its {name} list is not a list of paths inside the data folder"
+                break
+    if problem:
+        raise BadSplit(f"{path} is damaged ({problem}); delete it to draw the split again from --seed")
+    return split
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,6 +561,10 @@ class TrainBatches:
         n = len(self.images)
         return max(1, n // self.batch_size) if n > self.batch_size else 1
 
+    def set_batch_size(self, batch_size: int) -> None:
+        """From the next epoch() on (a resumed run finishes an epoch with the batch size it began it with)."""
+        self.batch_size = batch_size
+
     def epoch(self, epoch: int, start: int = 0):
         """(index, batch) for batches `start`, `start` + 1, ... of `epoch` (a resumed epoch skips
         the ones it did)."""
@@ -484,6 +599,7 @@ class _FileImages(torch.utils.data.Dataset):
         path = self.root / self.paths[i]
         try:
             if path.suffix.lower() in (".jpg", ".jpeg"):
+                open_image(path, self.max_pixels).close()  # the size guard, from the header
                 try:
                     chw = decode_image(read_file(str(path)), ImageReadMode.RGB, apply_exif_orientation=True)
                     rgb = chw.permute(1, 2, 0).numpy()
@@ -537,6 +653,9 @@ class StreamingTrainBatches:
 
     def __len__(self):
         return len(self.sampler)
+
+    def set_batch_size(self, batch_size: int) -> None:
+        self.sampler.bs = batch_size
 
     def epoch(self, epoch: int, start: int = 0):
         self.sampler.epoch, self.sampler.start = epoch, start

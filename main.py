@@ -27,7 +27,7 @@ import torch
 import colorize_data as cd
 import public_data
 from models import config
-from trainers import REGISTRY, distributed, memory
+from trainers import REGISTRY, distributed, memory, photos
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainConfig, TrainingDiverged
 from trainers.lifecycle import (
@@ -56,6 +56,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def number(kind, minimum=None, above=None):
+    """An argparse type: an int or a finite float, at least `minimum` (or above `above`)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and value < minimum) \
+                or (above is not None and value <= above):
+            bound = f"at least {minimum}" if minimum is not None else f"above {above}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def common_parser(add_help: bool = True, conflict_handler: str = "error", family=None) -> argparse.ArgumentParser:
     """main.py's own options, and the training settings every family shares (TrainConfig, with
     `family`'s defaults when given)."""
@@ -75,7 +92,7 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
     p.add_argument("--data_root", default=None,
                    help="where named data sets are downloaded and laid out (default: $COLORIZATION_DATA, else "
                         "~/.cache/colorization/datasets)")
-    p.add_argument("--max_images", type=int, default=0,
+    p.add_argument("--max_images", type=number(int, minimum=0), default=0,
                    help="train on N images of the training split only, picked by --seed (0: all); the "
                         "validation and test splits are kept whole")
     p.add_argument("--input", default="TestImages",
@@ -105,10 +122,13 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
     p.add_argument("--data_cache", choices=["auto", "memory", "stream"], default="auto",
                    help="keep the decoded training set in memory, or stream it from disk; "
                         "auto: memory up to --cache_gb")
-    p.add_argument("--cache_gb", type=float, default=8.0, help="largest decoded training set kept in memory")
+    p.add_argument("--cache_gb", type=number(float, minimum=0), default=8.0,
+                   help="largest decoded training set kept in memory")
     p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
     p.add_argument("--resume", action="store_true", help="continue the run in RESULTS/RUN_NAME from last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start afresh over an existing run folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train: start afresh over an existing run folder (its own files are removed); colorize: "
+                        "replace what --output holds from another model, or files no colorize run wrote")
     p.add_argument("--init_from", default=None,
                    help="fine-tune: start a new run from the network weights of another run (a checkpoint file, a "
                         "run folder or a run name under --results; best.pt, else last.pt), same family or one whose "
@@ -117,9 +137,9 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
                    help="auto: online with an API key, else offline into the run folder; WANDB_MODE wins over auto")
     p.add_argument("--wandb_project", default="colorization", help="the wandb project runs are logged to")
     p.add_argument("--log_checkpoints", action="store_true", help="upload best.pt and last.pt to wandb as an artifact")
-    p.add_argument("--table_images", type=int, default=64,
+    p.add_argument("--table_images", type=number(int, minimum=0), default=64,
                    help="test images in the wandb table of per-image results (images and metrics)")
-    p.add_argument("--max_image_pixels", type=int, default=cd.DEFAULT_MAX_IMAGE_PIXELS,
+    p.add_argument("--max_image_pixels", type=number(int, minimum=1), default=cd.DEFAULT_MAX_IMAGE_PIXELS,
                    help="decompression-bomb guard: larger images are skipped")
     return p
 
@@ -172,8 +192,8 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
         parser.error(f"--checkpoint_minutes must be 0 (off) or more, got {args.checkpoint_minutes}")
     if not (0 < args.learning_rate < math.inf):  # NaN fails this too
         parser.error(f"--learning_rate must be positive and finite, got {args.learning_rate}")
-    for problem in (config.too_small(config.from_values(family.network.Config, args))
-                    + config.too_small(config.from_values(family.trainer.Config, args))):  # widths, depths, ...
+    for problem in (config.problems(config.from_values(family.network.Config, args))
+                    + config.problems(config.from_values(family.trainer.Config, args))):  # widths, ranges, NaN, ...
         parser.error(problem)
     try:
         pick_device(args.device)
@@ -202,8 +222,6 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
             parser.error(f"--hint_counts {args.hint_counts}: expected whole numbers separated by commas, e.g. 0,1,5")
         if not args.hint_counts or args.hint_counts[0] < 0:
             parser.error("--hint_counts: expected numbers of hints, 0 or more, e.g. 0,1,2,5,10")
-    if args.max_images < 0:
-        parser.error(f"--max_images must be 0 (all) or more, got {args.max_images}")
     named = public_data.is_name(args.data)
     if args.data is not None and not named and not Path(args.data).is_dir():
         parser.error(public_data.unknown(args.data) if public_data.looks_like_a_name(args.data)
@@ -219,24 +237,49 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
             and not input_files(args.input)[0]:
         what = "no such file or folder" if not any(c in args.input for c in "*?[") else "matches no image file"
         parser.error(f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})")
+    if args.run_name is not None and not plain_name(args.run_name):
+        parser.error(f"--run_name {args.run_name!r}: a run name is one plain folder name under --results (no '/', "
+                     f"not '.', '..' or hidden, not {', '.join(RESERVED_NAMES)})")
     run_dir = Path(args.results) / (args.run_name or args.model)
     if args.mode == "train" and args.resume and not (RunFolder(run_dir).last).is_file():
         parser.error(f"--resume: there is no {run_dir / 'last.pt'} to resume")
     if args.mode in ("test", "colorize") and args.weights not in ("best", "last") and not args.weights.isdigit() \
             and not Path(args.weights).is_file():
         parser.error(f"--weights {args.weights}: no such checkpoint file (or use best, last, an epoch number)")
-    existing = next((p for p in [Path(args.results).resolve(), *Path(args.results).resolve().parents] if p.exists()))
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        parser.error(f"--results {args.results}: cannot create or write a folder there ({existing} is "
-                     f"{'not writable' if existing.is_dir() else 'not a folder'})")
-    try:  # a real probe: root may 'write' everywhere by os.access, yet not under /proc or /sys
-        tempfile.TemporaryDirectory(dir=existing).cleanup()
-    except OSError as e:
-        parser.error(f"--results {args.results}: cannot create a folder in {existing} ({e.strerror})")
+    for flag, folder in (("results", args.results), ("output", args.output if args.mode == "colorize" else None)):
+        problem = folder is not None and unwritable(folder)
+        if problem:
+            parser.error(f"--{flag} {folder}: {problem}")
     world = distributed.world_from_env()[2]
     if args.batch_size % world:
         parser.error(f"--batch_size {args.batch_size} must be a multiple of the number of processes ({world}): "
                      f"it is the global batch, split evenly over them")
+
+
+RESERVED_NAMES = ("logs", "classifier", "index_files")  # what script.sh and report.py keep beside the runs
+
+
+def plain_name(name: str) -> bool:
+    """One path component that names a folder of its own under --results: --overwrite deletes
+    inside RESULTS/NAME, so '.', '..', 'a/b' or an absolute path would reach other folders."""
+    return (bool(name) and name == Path(name).name and not name.startswith(".") and "/" not in name
+            and (os.sep not in name) and name not in RESERVED_NAMES)
+
+
+def unwritable(folder: str) -> str | None:
+    """Why a folder cannot be created or written to, or None."""
+    path = Path(folder).resolve()
+    if path.exists() and not path.is_dir():
+        return "it is a file, not a folder"
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        return (f"cannot create or write a folder there ({existing} is "
+                f"{'not writable' if existing.is_dir() else 'not a folder'})")
+    try:  # a real probe: root may 'write' everywhere by os.access, yet not under /proc or /sys
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as e:
+        return f"cannot create a folder in {existing} ({e.strerror})"
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -279,7 +322,8 @@ def main(argv=None) -> int:
                 for mode in modes:
                     locks.enter_context(ckpt_io.RunLock(run_dir, mode))
             return (train if args.mode == "train" else test)(args, given, family, run_dir)
-    except (ckpt_io.CheckpointError, public_data.DataUnavailable) as e:
+    except (ckpt_io.CheckpointError, public_data.DataUnavailable, photos.OutputConflict, photos.NonFiniteOutput,
+            cd.BadSplit) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except UsageError as e:

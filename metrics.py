@@ -226,20 +226,34 @@ class Realism:
         key = hashlib.sha1(images.cpu().numpy().tobytes() + repr(tuple(images.shape)).encode()
                            + self.weights.encode()).hexdigest()[:20]
         path = self.cache_dir / f"inception-{key}.pt" if self.cache_dir else None
-        if path is not None and path.is_file():
-            try:
-                self.real = torch.load(path, map_location="cpu", weights_only=True)["features"]
+        if path is not None:
+            from colorize_data import load_cache
+
+            cached = load_cache(path, lambda c: self._cache_ok(c, key, len(images)))
+            if cached is not None:
+                self.real = cached["features"]
                 return
-            except Exception:
-                pass  # unreadable: computed again and rewritten
+            if path.exists():
+                print(f"note: the cached FID reference features {path} are damaged or not these images' "
+                      f"(checked: shape, type, finiteness, count, weights, checksum): computed again", file=sys.stderr)
         self.real = self.features(images, "the true images")
         if path is not None:
-            from trainers.checkpoint import WriteError, save_atomic
+            from colorize_data import save_cache
 
-            try:
-                save_atomic({"features": self.real, "weights": self.weights, "n": len(images)}, path)
-            except WriteError as e:
-                print(f"note: the FID reference features are not cached: {e}", file=sys.stderr)
+            entry = {"features": self.real, "weights": self.weights, "n": len(images), "key": key,
+                     "sha256": _checksum(self.real)}
+            if not save_cache(entry, path):
+                print(f"note: the FID reference features are not cached (cannot write {path})", file=sys.stderr)
+
+    def _cache_ok(self, cached, key: str, n: int) -> bool:
+        """Whether a cache file holds exactly what reference() would compute for these images:
+        (n, 2048) finite float32 features of these weights and images, unchanged since written."""
+        if not isinstance(cached, dict):
+            return False
+        f = cached.get("features")
+        return (torch.is_tensor(f) and f.dtype == torch.float32 and tuple(f.shape) == (n, _Given.num_features)
+                and cached.get("n") == n and cached.get("weights") == self.weights and cached.get("key") == key
+                and bool(torch.isfinite(f).all()) and cached.get("sha256") == _checksum(f))
 
     def reset(self) -> None:
         """Forget the colorizations seen (the reference stays), to measure another set."""
@@ -282,6 +296,12 @@ class Realism:
             kid_mean, kid_std = kid.compute()
         return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
                 "fid_images": n, "fid_weights": self.weights}
+
+
+def _checksum(features: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(features.contiguous().numpy().tobytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=None)

@@ -146,13 +146,16 @@ def prepare(name: str, data_root: str | None = None, echo=print) -> Path:
     """The image folder of a named set, downloaded, verified and laid out on first use."""
     spec = SETS[name.lower()]
     target = images_folder(spec.name, data_root)
-    if (target / ".complete").is_file():
+    if complete(target):
         return target
     download = target.parent / "download"
     download.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(target.parent, echo)
     source = f"from the files you put in {download}" if spec.by_hand else f"{spec.download} to fetch"
     echo(f"{spec.name}: preparing {spec.images} in {target.parent} (once; {source})")
     try:
+        if spec.layout:  # a documented folder layout: its folders must be there before anything is laid out
+            _open(spec, download, {})
         parts = {split: [_open(spec, download, kw) for kw in kwargs] for split, kwargs in spec.splits.items()}
     except DataUnavailable:
         raise
@@ -168,12 +171,45 @@ def prepare(name: str, data_root: str | None = None, echo=print) -> Path:
         for split, datasets in parts.items():
             counts[split] = sum(_lay_out(ds, tmp / split, f"{i}_" if len(datasets) > 1 else "")
                                 for i, ds in enumerate(datasets))
+    empty = [split for split, n in counts.items() if not n]
+    if empty:  # never marked complete: the next run looks again, once the files are there
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataUnavailable(offline_message(spec, download, FileNotFoundError(
+            f"no image files in the {', '.join(empty)} split(s)")))
     (tmp / ".complete").write_text(json.dumps({"set": spec.name, "images": counts}) + "\n")
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
     echo(f"{spec.name}: {', '.join(f'{n:,} {s}' for s, n in counts.items())} images in {target}")
     return target
+
+
+def complete(target: Path) -> bool:
+    """Whether a set's image folder was laid out in full: its .complete names an image count for
+    every split, none of them 0 (an older build could mark an empty layout complete)."""
+    try:
+        done = json.loads((target / ".complete").read_text())
+    except (OSError, ValueError):
+        return False
+    counts = done.get("images") if isinstance(done, dict) else None
+    return isinstance(counts, dict) and bool(counts) and all(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts.values())
+
+
+def _remove_abandoned_builds(folder: Path, echo=print) -> None:
+    """The temporary folders of builds whose process is gone (killed half way): .images.tmp-PID."""
+    for tmp in folder.glob(".images.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # another build is under way
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError):
+                continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        echo(f"note: removed {tmp}, left by a build that was killed")
 
 
 def _open(spec: PublicSet, download: Path, kwargs: dict):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, rgb_to_lab
+from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, load_cache, rgb_to_lab, save_cache
 from models.config import setting
 from models.hints import HintInput, in_channels, known_colours
 
@@ -53,11 +53,9 @@ def ab_gamut(kind: str = "corners") -> tuple[torch.Tensor, torch.Tensor]:
 
 def _ab_gamut(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     path = cache_dir() / f"ab_gamut_{kind}_v2.pt"
-    try:
-        cached = torch.load(path, weights_only=True)
+    cached = load_cache(path, _gamut_ok)
+    if cached is not None:
         return cached["centres"], cached["examples"]
-    except (OSError, RuntimeError, KeyError):
-        pass
     n, half = AB_BINS_PER_AXIS, AB_BINS_PER_AXIS // 2
     v = torch.arange(256, dtype=torch.float32) / 255
     best = torch.full((n * n,), -1, dtype=torch.long)  # per bin (or per cell): the largest code seen
@@ -81,12 +79,19 @@ def _ab_gamut(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     centres = (torch.stack([kept // n, kept % n], 1).float() - half) * AB_BIN
     code = best[kept]
     examples = torch.stack([code // 65536, (code // 256) % 256, code % 256], 1).float() / 255
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"centres": centres, "examples": examples}, path)
-    except OSError:
-        pass  # a read-only home: compute again next time
+    save_cache({"centres": centres, "examples": examples}, path)  # not at all in a read-only home: computed again
     return centres, examples
+
+
+def _gamut_ok(cached) -> bool:
+    """A cached gamut as _ab_gamut writes it: Q bin centres on the 10-unit grid, one RGB example each."""
+    if not isinstance(cached, dict):
+        return False
+    c, e = cached.get("centres"), cached.get("examples")
+    return (torch.is_tensor(c) and torch.is_tensor(e) and c.dtype == e.dtype == torch.float32 and c.ndim == 2
+            and c.shape[1] == 2 and e.shape == (len(c), 3) and 0 < len(c) <= AB_BINS_PER_AXIS ** 2
+            and bool(torch.isfinite(c).all()) and bool(((e >= 0) & (e <= 1)).all())
+            and bool((c.abs() <= AB_BIN * (AB_BINS_PER_AXIS // 2)).all()))
 
 
 def _block(c_in, c_out, n, stride_last=1, dilation=1):

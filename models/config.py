@@ -20,11 +20,14 @@ import typing
 from collections.abc import Mapping
 
 
-def setting(default, help: str, choices=None, minimum=None, cli: bool = True):
-    """A dataclass field with what its command-line flag needs: help text, allowed values, and a
-    minimum that validation enforces. cli=False: no flag (a value derived when the run's
-    configuration is resolved, saved with it)."""
+def setting(default, help: str, choices=None, minimum=None, maximum=None, above=None, below=None,
+            cli: bool = True):
+    """A dataclass field with what its command-line flag needs: help text, allowed values, and the
+    range validation enforces (minimum/maximum inclusive, above/below exclusive; a float must also
+    be finite). cli=False: no flag (a value derived when the run's configuration is resolved,
+    saved with it)."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
+                                                        "maximum": maximum, "above": above, "below": below,
                                                         "cli": cli})
 
 
@@ -63,11 +66,39 @@ def from_values(cls, values: Mapping | argparse.Namespace):
     return cls(**{k: values[k] for k in names(cls) if k in values})
 
 
-def too_small(cfg) -> list[str]:
-    """Messages for fields below their declared minimum (None values are not checked)."""
+def problems(cfg) -> list[str]:
+    """What is wrong with a config's values, one message per field: a value of another type than
+    the field declares (a checkpoint's saved settings may be crafted), a float that is not finite,
+    a value outside its declared choices or range. Empty when all is well."""
+    import math
+
     bad = []
     for f in dataclasses.fields(cfg):
-        low, value = f.metadata.get("minimum"), getattr(cfg, f.name)
-        if low is not None and value is not None and value < low:
-            bad.append(f"--{f.name} must be at least {low}, got {value}")
+        kind, optional = _type(type(cfg), f)
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None:
+            if not optional:
+                bad.append(f"--{f.name} must be given, got None")
+            continue
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+              isinstance(value, kind) and not isinstance(value, bool))
+        if not ok:
+            words = {int: "a whole number", float: "a number", str: "a text", bool: "true or false"}
+            bad.append(f"--{f.name} must be {words.get(kind, kind.__name__)}, got {value!r}")
+            continue
+        if kind is float and not math.isfinite(value):
+            bad.append(f"--{f.name} must be a finite number, got {value}")
+            continue
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            bad.append(f"--{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        elif kind in (int, float):
+            for key, fails, words in (("minimum", lambda v, b: v < b, "at least"),
+                                      ("maximum", lambda v, b: v > b, "at most"),
+                                      ("above", lambda v, b: v <= b, "above"),
+                                      ("below", lambda v, b: v >= b, "below")):
+                bound = meta.get(key)
+                if bound is not None and fails(value, bound):
+                    bad.append(f"--{f.name} must be {words} {bound}, got {value}")
+                    break
     return bad

@@ -24,6 +24,7 @@ counts compares like with like.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -206,34 +207,41 @@ def read_points(path: Path, width: int, height: int) -> list[tuple[int, int, tup
             items = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise HintError(f"--hints {path}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise HintError(f"--hints {path}: nested too deeply to be a list of hints") from None
         if not isinstance(items, list):
             raise HintError(f"--hints {path}: expected a JSON list of [x, y, colour], got a {type(items).__name__}")
         for k, item in enumerate(items):
             where = f"--hints {path}, hint {k + 1}"
             if isinstance(item, dict):
                 item = [item.get("x"), item.get("y"), item.get("color", item.get("colour"))]
-            if not isinstance(item, (list, tuple)) or len(item) != 3 \
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[:2]):
-                raise HintError(f"{where}: expected [x, y, colour] with pixel coordinates, got {item!r}")
+            if not isinstance(item, (list, tuple)) or len(item) != 3 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in item[:2]):
+                raise HintError(f"{where}: expected [x, y, colour] with finite pixel coordinates, got "
+                                f"{str(item)[:80]}")
             x, y = int(round(item[0])), int(round(item[1]))
             if not (0 <= x < width and 0 <= y < height):
                 raise HintError(f"{where}: ({x}, {y}) is outside the {width} x {height} image")
             points.append((x, y, _colour(item[2], where)))
     else:
         import numpy as np
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
+
+        from colorize_data import BadImage, open_image
 
         try:
-            with Image.open(path) as im:
+            with open_image(path, max_pixels=None) as im:  # its size, from the header, before decoding
+                if im.size != (width, height):
+                    raise HintError(f"--hints {path}: the hint picture is {im.size[0]} x {im.size[1]}, the image "
+                                    f"{width} x {height}; draw the hints at the image's resolution")
                 if "A" not in im.getbands() and "transparency" not in im.info:
                     raise HintError(f"--hints {path}: the picture has no transparency, so every pixel would be a "
                                     f"hint; draw the hints on a transparent picture (or give a JSON file)")
                 rgba = im.convert("RGBA")
-        except (UnidentifiedImageError, OSError) as e:
+        except HintError:
+            raise
+        except (UnidentifiedImageError, OSError, BadImage, SyntaxError, ValueError) as e:
             raise HintError(f"--hints {path}: neither JSON nor a readable image ({e})") from None
-        if rgba.size != (width, height):
-            raise HintError(f"--hints {path}: the hint picture is {rgba.size[0]} x {rgba.size[1]}, the image "
-                            f"{width} x {height}; draw the hints at the image's resolution")
         pixels = torch.from_numpy(np.asarray(rgba).copy())
         ys, xs = (pixels[..., 3] > 0).nonzero(as_tuple=True)
         points = [(int(x), int(y), tuple(int(v) for v in pixels[y, x, :3])) for y, x in zip(ys, xs)]

@@ -33,7 +33,7 @@ def test_default_run_builds_demo_data_trains_and_tests(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["n_images"] == len(json.loads((run_dir / "split.json").read_text())["test"])
-    assert sorted(p.name for p in (run_dir / "colorized").iterdir()) == ["chelsea.png", "coffee.png"]
+    assert sorted(p.name for p in (run_dir / "colorized").glob("*.png")) == ["chelsea.png", "coffee.png"]
 
 
 def test_help_lists_family_flags(capsys):

@@ -118,6 +118,9 @@ def test_a_stop_in_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch, bat
     assert main.main(flags + ["--resume"]) == 0
     done = ckpt_io.load(tmp_path / "R" / "unet" / "last.pt")
     assert done["epoch"] == 2 and done["batch_in_epoch"] == 0
+    # the epoch it stopped in is finished with the batches it began with (4 of 4 images: 3 more steps),
+    # then the new size applies (one step of 16): none of the stopped epoch's images is skipped
+    assert done["step"] == (1 + 3 + 1 if batch == "4" else 2)
 
 
 def test_time_based_checkpoints_mid_epoch_and_a_kill_then_resume_is_exact(tiny_data, tmp_path, monkeypatch):

@@ -216,7 +216,7 @@ def test_resume_after_a_kill_between_log_and_checkpoint_logs_each_epoch_once(tin
     import json
     import shutil
 
-    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--save_every", "1"]
+    flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--save_every", "1", "--full_checkpoints"]
     assert main.main([*flags, "--epochs", "2"]) == 0
     run = tmp_path / "unet"
     shutil.copy(run / "epoch_0001.pt", run / "last.pt")  # killed after epoch 2 was logged, before its checkpoint
@@ -240,8 +240,8 @@ def test_colorized_images_of_the_same_name_do_not_overwrite_each_other(tiny_data
     flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--input", str(inputs)]
     assert main.main([*flags, "--epochs", "1"]) == 0
     assert main.main([*flags, "--mode", "test"]) == 0
-    assert sorted(p.name for p in (tmp_path / "unet" / "colorized").iterdir()) == [
-        "a.bmp.png", "a.tiff.png", "a.webp.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "unet" / "colorized").iterdir() if p.name[0] != ".") == [
+        "a.bmp.png", "a.tiff.png", "a.webp.png", "b.png"]  # (and .colorize.json, its manifest)
 
 
 def test_overwrite_starts_afresh_and_no_validation_means_best_is_last(tiny_data, tmp_path, capsys):

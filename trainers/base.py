@@ -69,7 +69,7 @@ class TrainConfig:
     image_size: int = setting(64, "training and evaluation crop size (px)", minimum=1)
     epochs: int = setting(10, "training epochs", minimum=1)
     batch_size: int = setting(32, "images per optimisation step (the global batch under torchrun)", minimum=1)
-    learning_rate: float = setting(1e-3, "peak learning rate of AdamW")
+    learning_rate: float = setting(1e-3, "peak learning rate of AdamW", above=0.0)
     lr_schedule: str = setting("cosine", "learning rate over the run: cosine decay to 0, or constant",
                                choices=("cosine", "constant"))
     num_images: int = setting(8, "examples in each sample grid", minimum=0)
@@ -78,10 +78,11 @@ class TrainConfig:
     keep: int = setting(0, "keep only the newest N epoch_N.pt files, deleting older ones (0: keep all)", minimum=0)
     checkpoint_minutes: float = setting(30.0, "also write last.pt mid-epoch when this long has passed since the "
                                         "last checkpoint, so a kill loses at most that much of a long epoch "
-                                        "(0: only at epoch ends)")
+                                        "(0: only at epoch ends)", minimum=0.0)
     ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (decay warmed up as "
                                "min(decay, (1+n)/(10+n))) and validate, test and colorize with it; 0: off "
-                               "(the diffusion families default to 0.999). At test, 0 uses the raw weights")
+                               "(the diffusion families default to 0.999). At test, 0 uses the raw weights",
+                               minimum=0.0, maximum=1.0)
     best_by: str = setting("delta_e", "the validation metric that picks best.pt (delta_e and lpips: lower is "
                            "better)", choices=BEST_BY)
     lpips: str = setting("auto", "auto: LPIPS when AlexNet's weights are available, else reported as null",
@@ -107,6 +108,10 @@ class TrainConfig:
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class NoTrainingData(TrainingDiverged):
+    """An epoch in which not one training image could be used (every file grey or unreadable)."""
 
 
 class TrainingStopped(Exception):
@@ -182,6 +187,7 @@ class Trainer:
         self.epoch = 0          # completed epochs
         self.step = 0           # completed optimisation steps
         self.batch_in_epoch = 0  # batches done of the unfinished epoch (a run stopped mid-epoch)
+        self.epoch_batch_size = cfg.batch_size  # the batch size those batches had
         self.stop_requested = False  # set by main.py's signal handler
         self._last_checkpoint = time.time()  # for --checkpoint_minutes
         self.nan_skip = cfg.nan_policy == "skip"
@@ -357,7 +363,8 @@ class Trainer:
         args = self.cfg
         last_val = {}
         for epoch in range(self.epoch + 1, args.epochs + 1):
-            t0, seen = time.time(), 0
+            t0, seen, start = time.time(), 0, self.batch_in_epoch
+            self.epoch_batch_size = self._epoch_batch_size(batches, epoch)
             self.model.train()
             sums, counts = {}, defaultdict(int)  # a term may be absent some steps
             losses = {}  # a resumed epoch may have no batch left (stopped in its last one)
@@ -404,7 +411,14 @@ class Trainer:
                     raise TrainingStopped(f"stopped at step {self.step}, {self.batch_in_epoch} of {len(batches)} "
                                           f"batches into epoch {epoch}; checkpoint written")
             self._check_finite(first_bad, losses, epoch)
-            self.epoch, self.batch_in_epoch = epoch, 0
+            if not seen and not start:
+                skipped = getattr(batches, "skipped", {})
+                raise NoTrainingData(f"epoch {epoch} made no training step: no training image could be used"
+                                     + (f" ({skipped.get(1, 0)} unreadable and {skipped.get(2, 0)} grey file(s) "
+                                        f"skipped)" if skipped else "") + "; no checkpoint written")
+            if self.epoch_batch_size != args.batch_size:
+                batches.set_batch_size(args.batch_size)
+            self.epoch, self.batch_in_epoch, self.epoch_batch_size = epoch, 0, args.batch_size
             elapsed = time.time() - t0
             scalars = distributed.all_mean({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
             scalars.update({"epoch": epoch, "train/images_per_s": seen * self.world / max(elapsed, 1e-9),
@@ -426,6 +440,17 @@ class Trainer:
             raise TrainingDiverged(f"{self.skipped_steps} of {self.step} steps were skipped for a non-finite loss "
                                    f"(--nan_policy skip): this run did not really train; lower --learning_rate?")
         return last_val
+
+    def _epoch_batch_size(self, batches, epoch: int) -> int:
+        """The batch size of this epoch: --batch_size, except for an epoch a resumed run stopped in
+        with another one, which finishes with its own (its position counts those batches)."""
+        size = self.epoch_batch_size
+        if self.batch_in_epoch and size != self.cfg.batch_size:
+            self.echo(f"note: the run stopped {self.batch_in_epoch} batches into epoch {epoch} with --batch_size "
+                      f"{size}: that epoch is finished with {size}, then --batch_size {self.cfg.batch_size} applies")
+            batches.set_batch_size(size)
+            return size
+        return self.cfg.batch_size
 
     def _agreed_flags(self) -> tuple[bool, bool]:
         """(a stop was requested, a --checkpoint_minutes checkpoint is due), agreed by all
@@ -474,6 +499,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "batch_in_epoch": self.batch_in_epoch,
+            "epoch_batch_size": self.epoch_batch_size,
             "skipped_steps": self.skipped_steps,
             "rng": {"torch": torch.get_rng_state(),
                     **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
@@ -501,6 +527,8 @@ class Trainer:
                 f"({detail[1].strip() if len(detail) > 1 else detail[0]})") from None
         self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
         self.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
+        began_with = ckpt.get("training", {}).get("batch_size", ckpt["args"].get("batch_size", self.cfg.batch_size))
+        self.epoch_batch_size = ckpt.get("epoch_batch_size", began_with) if self.batch_in_epoch else self.cfg.batch_size
         self.skipped_steps = ckpt.get("skipped_steps", 0)
         same_metric = ckpt.get("best_by", "delta_e") == self.cfg.best_by
         self.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
@@ -508,15 +536,20 @@ class Trainer:
         if self.ema is not None:  # older diffusion checkpoints kept it in "extra"; none at all: the weights
             self.ema.load_state_dict(inference_weights(ckpt))
         if training:
-            rng = ckpt.get("rng", {})
-            if "torch" in rng:
-                torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(rng["cuda"], self.device)
-            for group in ("optimizers", "schedulers", "scalers"):
-                for k, obj in getattr(self, group).items():
-                    if k in ckpt.get(group, {}):
-                        obj.load_state_dict(ckpt[group][k])
+            try:  # a crafted or damaged file: a clear error, not a trace from deep inside torch
+                rng = ckpt.get("rng", {})
+                if "torch" in rng:
+                    torch.set_rng_state(rng["torch"])
+                if "cuda" in rng and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(rng["cuda"], self.device)
+                for group in ("optimizers", "schedulers", "scalers"):
+                    for k, obj in getattr(self, group).items():
+                        if k in ckpt.get(group, {}):
+                            obj.load_state_dict(ckpt[group][k])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+                raise checkpoint.CheckpointError(f"the checkpoint's training state (random state, optimizer or "
+                                                 f"schedule) cannot be restored: {type(e).__name__}: "
+                                                 f"{str(e).splitlines()[0] if str(e) else ''}") from None
             for s in self.schedulers.values():  # resumed with another --epochs: stretch the cosine
                 if isinstance(s, torch.optim.lr_scheduler.CosineAnnealingLR) and s.T_max != self.total_steps:
                     s.T_max = max(1, self.total_steps)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from colorize_data import replace_atomically
 from trainers.run_folder import RunFolder
 
 FORMAT_VERSION = 1
@@ -37,32 +37,12 @@ class WriteError(CheckpointError):
 
 
 def write_atomic(path, write, what: str = "file", errors=(OSError,)) -> None:
-    """Call write(binary file) on a temporary file in the same folder, flush it to disk, then
-    rename it over `path`: a crash at any moment leaves either the old file or the new one, never
-    half of one. Every file of a run folder is written this way (history.jsonl is appended).
-    A failure among `errors` (disk full, permissions, ...) is a WriteError naming the file."""
-    path = Path(path)
-    tmp = None
+    """colorize_data.replace_atomically (a temporary file, flushed, renamed over `path`), with a
+    failure among `errors` (disk full, permissions, ...) as a WriteError naming the file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a result file gets the usual mode
-        os.replace(tmp, path)
+        replace_atomically(path, write)
     except errors as e:
         raise WriteError(f"could not write {what} {path}: {e}; the previous one, if any, is intact") from None
-    finally:
-        if tmp is not None and Path(tmp).exists():
-            Path(tmp).unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it: put it back at once
-    os.umask(mask)
-    return mask
 
 
 def write_text_atomic(path, text: str) -> None:
@@ -116,9 +96,23 @@ def schema_problem(ckpt: dict) -> str | None:
             return f"{key} is {type(ckpt[key]).__name__}, not a dict"
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt["model"].items()):
         return "model holds something other than named tensors"
-    for key in ("epoch", "step", "batch_in_epoch"):
-        if not isinstance(ckpt.get(key, 0), int):
-            return f"{key} is not an integer"
+    for key in ("epoch", "step", "batch_in_epoch", "skipped_steps"):
+        value = ckpt.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{key} is {value!r}, not a whole number of 0 or more"
+    if "epoch_batch_size" in ckpt and (not isinstance(ckpt["epoch_batch_size"], int) or ckpt["epoch_batch_size"] < 1):
+        return f"epoch_batch_size is {ckpt['epoch_batch_size']!r}, not a positive whole number"
+    if not isinstance(ckpt.get("best_metric", 0.0), (int, float)) or isinstance(ckpt.get("best_metric"), bool):
+        return f"best_metric is {ckpt['best_metric']!r}, not a number"
+    for key in ("best_by", "best_phase", "family"):
+        if key in ckpt and not isinstance(ckpt[key], str):
+            return f"{key} is {ckpt[key]!r}, not a string"
+    rng = ckpt.get("rng", {})
+    if not isinstance(rng, dict) or not all(torch.is_tensor(v) and v.dtype == torch.uint8 for v in rng.values()):
+        return "rng (the random state) is not a set of byte tensors"
+    for key in ("ema",):
+        if key in ckpt and not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt[key].items()):
+            return f"{key} holds something other than named tensors"
     return None
 
 
@@ -166,17 +160,28 @@ class RunLock:
         self.created_dir = False
         self.held = False
 
+    GRACE_S = 5.0  # a lock file that names no process after this long was cut short, not being written
+
     def _owner(self) -> dict:
-        try:
-            return dict(line.split("=", 1) for line in self.path.read_text().splitlines() if "=" in line)
+        try:  # any bytes at all: a lock file of random bytes is no owner, not a crash
+            text = self.path.read_bytes().decode("utf-8", errors="replace")
         except OSError:
             return {}
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def _nameless_and_old(self) -> bool:
+        import time
+
+        try:
+            return time.time() - self.path.stat().st_mtime > self.GRACE_S
+        except OSError:
+            return False
 
     @staticmethod
     def _alive(pid: int) -> bool:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, OverflowError, ValueError):  # gone, or no process number at all
             return False
         except PermissionError:  # exists, owned by someone else
             return True
@@ -197,6 +202,10 @@ class RunLock:
                 same_host = owner.get("host") == socket.gethostname()
                 if attempt == 0 and same_host and pid and not self._alive(pid):
                     self.echo(f"note: removed a stale lock of {self.run_dir} (process {pid} is gone)")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if attempt == 0 and not pid and self._nameless_and_old():  # empty, cut short or garbage
+                    self.echo(f"note: removed a lock file of {self.run_dir} that names no process ({self.path})")
                     self.path.unlink(missing_ok=True)
                     continue
                 self._tidy()

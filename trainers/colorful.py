@@ -22,11 +22,11 @@ from trainers.statistics import rebalancing_weights, train_ab_counts
 
 @dataclass(frozen=True)
 class ColorfulConfig(TrainConfig):
-    learning_rate: float = setting(3e-4, "peak learning rate of AdamW")
-    temperature: float = setting(0.38, "annealed mean: 1 the mean, near 0 the mode")
-    rebalance_lambda: float = setting(0.5, "mix of the prior with a uniform one")
-    prior_sigma: float = setting(5.0, "smoothing of the prior, ab units")
-    soft_sigma: float = setting(5.0, "soft-encoding Gaussian, ab units")
+    learning_rate: float = setting(3e-4, "peak learning rate of AdamW", above=0.0)
+    temperature: float = setting(0.38, "annealed mean: 1 the mean, near 0 the mode", above=0.0)
+    rebalance_lambda: float = setting(0.5, "mix of the prior with a uniform one", minimum=0.0, maximum=1.0)
+    prior_sigma: float = setting(5.0, "smoothing of the prior, ab units", above=0.0)
+    soft_sigma: float = setting(5.0, "soft-encoding Gaussian, ab units", above=0.0)
 
 
 class ColorfulColorizer(Colorizer):

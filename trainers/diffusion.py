@@ -22,13 +22,14 @@ from trainers.inference import Colorizer, Sampling
 
 @dataclass(frozen=True)
 class DiffusionConfig(Sampling, TrainConfig):
-    learning_rate: float = setting(2e-4, "peak learning rate of AdamW")
+    learning_rate: float = setting(2e-4, "peak learning rate of AdamW", above=0.0)
     ema_decay: float = setting(0.999, "exponential moving average of the weights, used for sampling (warmed up as "
-                               "min(decay, (1+n)/(10+n))); 0: off. At test, 0 uses the raw weights")
+                               "min(decay, (1+n)/(10+n))); 0: off. At test, 0 uses the raw weights",
+                               minimum=0.0, maximum=1.0)
     schedule: str = setting("cosine", "noise schedule", choices=("cosine", "linear"))
     timesteps: int = setting(1000, "T, the diffusion steps of training", minimum=1)
     steps: int = setting(50, "sampling steps of DDIM (unetddim; unetddpm samples all T)", minimum=1)
-    eta: float = setting(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like")
+    eta: float = setting(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", minimum=0.0, maximum=1.0)
     val_images: int = setting(16, "validation images sampled each validation", minimum=0)
     val_steps: int = setting(20, "DDIM steps of those validation samples", minimum=1)
 

@@ -43,12 +43,13 @@ def g_loss_fn(kind, fake):
 
 @dataclass(frozen=True)
 class GANConfig(TrainConfig):
-    learning_rate: float = setting(2e-4, "peak learning rate of AdamW (pix2pix's, with betas (0.5, 0.999))")
+    learning_rate: float = setting(2e-4, "peak learning rate of AdamW (pix2pix's, with betas (0.5, 0.999))",
+                                   above=0.0)
     gan_loss: str = setting("bce", "adversarial loss: non-saturating BCE, least squares, or hinge",
                             choices=("bce", "lsgan", "hinge"))
-    lambda_l1: float = setting(100.0, "weight of L1 on ab in G's loss")
+    lambda_l1: float = setting(100.0, "weight of L1 on ab in G's loss", minimum=0.0)
     pretrain_epochs: int = setting(0, "epochs of L1-only generator warm-up", minimum=0)
-    lr_d: float | None = setting(None, "discriminator learning rate (None: --learning_rate)")
+    lr_d: float | None = setting(None, "discriminator learning rate (None: --learning_rate)", above=0.0)
     d_channels: int = setting(64, "channels of D's first layer", minimum=1)
     d_layers: int = setting(3, "stride-2 layers of D (pix2pix's 70x70 PatchGAN: 3); fewer for small images",
                             minimum=1)

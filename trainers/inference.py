@@ -133,9 +133,14 @@ class Colorizer:
         resolved settings: the EMA weights when the run kept an average and --ema_decay is not 0,
         else the weights."""
         device = torch.device(device)
+        weights = inference_weights(ckpt, use_ema=cfg.ema_decay > 0)
+        broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if broken:  # it would colorize black (NaN) without a word
+            raise checkpoint.CheckpointError(f"the checkpoint's weights are not finite (NaN or infinite in "
+                                             f"{', '.join(broken[:3])}): it cannot colorize")
         net = family.network.build(network_cfg)
         try:
-            net.load_state_dict(inference_weights(ckpt, use_ema=cfg.ema_decay > 0))
+            net.load_state_dict(weights)
         except RuntimeError as e:  # e.g. a checkpoint from code whose defaults built another network
             detail = str(e).strip().splitlines()
             raise checkpoint.CheckpointError(

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from trainers import checkpoint as ckpt_io
 from trainers.base import TrainingDiverged, TrainingStopped, save_grid
 from trainers.evaluation import NonFiniteColorization, evaluate
 from trainers.inference import Colorizer, inference_weights
+from trainers.photos import OutputConflict, colorize_files, input_files
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog, log_checkpoints, log_test_table, start_wandb
 
@@ -100,6 +100,11 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
                 continue
             values[k] = getattr(args, k)
     merged = argparse.Namespace(**values)
+    if saved is not None or init_from is not None:  # a file's settings: checked as the command line's were
+        wrong = (config.problems(config.from_values(family.network.Config, merged))
+                 + config.problems(config.from_values(family.trainer.Config, merged)))
+        if wrong:
+            raise ckpt_io.CheckpointError(f"the checkpoint's saved settings are not valid ({'; '.join(wrong[:3])})")
     network_cfg, training_cfg = family.configs(merged)
     merged = argparse.Namespace(**{**vars(merged), **dataclasses.asdict(training_cfg)})  # derived values included
     check_architecture(merged, family)
@@ -174,10 +179,25 @@ def get_split(args, run_dir: Path, root: Path) -> dict:
     --seed; a resumed run keeps its split whatever --seed says), else a new one by --seed."""
     saved = RunFolder(run_dir).split
     if saved.exists():
-        split = cd.load_split(saved)
+        try:
+            split = cd.load_split(saved)
+        except cd.BadSplit as e:
+            if args.resume:  # its images must be the ones it was trained on: not guessed
+                raise
+            print(f"note: {e}: a new split is drawn")
+            return cd.make_split(root, args.seed, max_images=args.max_images)
         if split.get("root") == str(root.resolve()) and (args.resume or (
                 split.get("seed") == args.seed and split.get("max_images", 0) == args.max_images)):
             return split
+        if args.resume:  # another data folder: the same files moved there, or another data set
+            moved = all((root / f).is_file() for part in ("train", "val", "test") for f in split[part])
+            if not moved:
+                raise UsageError(f"--resume: this run was trained on {split['root']}, and --data {root} does not "
+                                 f"hold its images: resuming would make it another run. Resume without --data, or "
+                                 f"start a new run (--run_name NAME) on {root}")
+            print(f"note: the run's images were in {split['root']}; they are all in {root} now, and training goes "
+                  f"on with them there")
+            return {**split, "root": str(root.resolve())}
     return cd.make_split(root, args.seed, max_images=args.max_images)
 
 
@@ -262,6 +282,11 @@ def train(args, given, family, run_dir: Path) -> int:
     if args.resume:
         saved = ckpt_io.load(run.last, family=(args.model, *family.trainer.compatible))
         check_resume_flags(args, saved["args"], given)
+        missing = [k for k in ("optimizers", "rng") if not saved.get(k)]
+        if family.trainer.needs_training and (saved.get("lean") or missing):
+            raise UsageError(f"--resume: {run.last} holds no optimizer, schedule or random state (a lean checkpoint, "
+                             f"such as best.pt or epoch_N.pt copied over it), so the run cannot go on as it was. "
+                             f"Start a new run from its weights instead: --init_from {run.last} --run_name NEW")
     elif run.last.exists() and not args.overwrite:
         if finished_same_run(args, given, run):  # e.g. the README's first command, run again
             print(f"note: {run_dir} already holds this run, finished ({args.epochs if 'epochs' in given else 'all'} "
@@ -286,6 +311,15 @@ def train(args, given, family, run_dir: Path) -> int:
     if main_process:
         if args.overwrite and not args.resume:
             clear_run(run_dir)
+        elif not args.resume and run.training_leftovers():  # a run killed before its first checkpoint
+            left = run.training_leftovers()
+            for p in left:
+                p.unlink()
+            print(f"note: removed what a run killed before its first checkpoint left in {run_dir} "
+                  f"({', '.join(sorted({p.name if p.parent == run_dir else p.parent.name + '/' for p in left}))})")
+        if run.history.is_symlink():
+            raise ckpt_io.WriteError(f"{run.history} is a symbolic link: refusing to write the run's log through it "
+                                     f"(remove it; the run's own log is a plain file)")
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
             stale.unlink()
@@ -428,6 +462,10 @@ def test(args, given, family, run_dir: Path) -> int:
     except NonFiniteColorization as e:
         raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
+    if summary.get("diversity_delta_e") is not None and summary["diversity_delta_e"] < 0.05:
+        print(f"note: the {settings.training.num_samples} samples per image are identical (mean delta E between them "
+              f"{summary['diversity_delta_e']:.4f}): this model's colours do not depend on its latent code (a "
+              f"collapsed posterior), so best-of-K is its one colorization")
     curve = (hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary, args.seed)
              if counts else None)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
@@ -456,7 +494,7 @@ def test(args, given, family, run_dir: Path) -> int:
         as_uint8 = lambda x: (x * 255).round().to(torch.uint8)
         ckpt_io.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
                             out.test_samples)
-    n_done, n_bad = colorize_folder(colorizer, args, out.colorized)
+    n_done, n_bad = colorize_folder(colorizer, args, out.colorized, weights)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
     ckpt_io.write_text_atomic(out.metrics, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
@@ -550,125 +588,31 @@ def classifier(args) -> int:
     return 0
 
 
-def input_files(spec: str) -> tuple[list[Path], Path]:
-    """--input: a file, a folder (searched recursively) or a glob pattern -> (image files, the
-    folder output names are made relative to). Empty list when nothing matches."""
-    import glob
-
-    path = Path(spec)
-    if path.is_file():
-        return [path], path.parent
-    if path.is_dir():
-        return cd.find_images(path), path
-    matches = sorted(Path(p) for p in glob.glob(spec, recursive=True)
-                     if Path(p).is_file() and Path(p).suffix.lower() in cd.IMAGE_EXTENSIONS)
-    if not matches:
-        return [], path.parent
-    root = Path(os.path.commonpath([str(p.parent.resolve()) for p in matches]))
-    return [p.resolve() for p in matches], root
-
-
-def _label_strip(width: int, labels: list[str], cell: int):
-    from PIL import Image, ImageDraw
-
-    strip = Image.new("RGB", (width, 16), "white")
-    draw = ImageDraw.Draw(strip)
-    for i, text in enumerate(labels):
-        draw.text((i * cell + 4, 2), text, fill="black")
-    return strip
-
-
-def write_sheet(target: Path, original: torch.Tensor, colorized: list[torch.Tensor], height: int = 384,
-                points: list | None = None) -> None:
-    """A side-by-side PNG a person can look at: the grey input (with the colour hints `points`,
-    [(x, y, (r, g, b))], as ringed dots) | each colorization | the original when it had colour;
-    every panel scaled to `height` rows, columns labelled."""
-    from PIL import Image, ImageDraw
-
-    rgb = original.float() / 255
-    grey = (cd.compose_rgb(cd.rgb_to_model(rgb[None])[0], torch.zeros(1, 2, *rgb.shape[1:]))[0] * 255).round()
-    panels = [("grey input" + (f" + {len(points)} hint(s)" if points else ""), grey.byte())]
-    panels += [("colorized" if len(colorized) == 1 else f"sample {k + 1}", c) for k, c in enumerate(colorized)]
-    if not (original[0] == original[1]).all() or not (original[1] == original[2]).all():
-        panels.append(("original", original))
-    h, w = original.shape[1:]
-    width = max(1, round(w * height / h))
-    sheet = Image.new("RGB", (width * len(panels), height + 16), "white")
-    sheet.paste(_label_strip(sheet.size[0], [name for name, _ in panels], width), (0, 0))
-    for i, (_, img) in enumerate(panels):
-        tile = Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).resize((width, height), Image.BILINEAR)
-        if i == 0 and points:
-            draw, r = ImageDraw.Draw(tile), 4
-            for x, y, colour in points[:500]:
-                cx, cy = (x + 0.5) * width / w, (y + 0.5) * height / h
-                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour, outline="white")
-        sheet.paste(tile, (i * width, 16))
-    ckpt_io.write_atomic(target, lambda f: sheet.save(f, format="PNG"))
-
-
-def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, image_size: int, max_pixels: int,
-                   samples: int = 1, sheet: bool = False, progress: bool = False,
-                   hint_file: Path | None = None) -> tuple[int, list[str]]:
-    """Colorize each file at its own resolution (ab predicted at image_size and upsampled, the
-    original L kept) into out_dir under its name relative to root, as PNG; K variants
-    (name_sample1.png, ...) for a stochastic colorizer with samples K > 1; with sheet, also
-    sheets/name.png side by side; with hint_file (one image, a --guided colorizer) the colour hints
-    of that file (models/hints.read_points) guide it. Returns (files colorized, unreadable files and
-    why). A hint file that does not fit the image raises hints.HintError."""
-    from PIL import Image
-    from tqdm import tqdm
-
-    colorizer.eval()
-    k = samples if colorizer.stochastic else 1
-    done, bad = 0, []
-    stems = Counter(p.relative_to(root).with_suffix("") for p in paths)
-    for path in tqdm(paths, desc="colorizing", unit="image", disable=not progress, dynamic_ncols=True, mininterval=1.0):
-        try:
-            rgb = cd.load_rgb(path, max_pixels)
-        except cd.BadImage as e:
-            bad.append(f"{path} ({e})")
-            continue
-        original = cd.to_chw_tensor(rgb)
-        hint_map, points = None, None
-        if hint_file is not None:
-            points = hints.read_points(hint_file, original.shape[2], original.shape[1])
-            hint_map = hints.map_from_points(points, original.shape[2], original.shape[1], image_size)
-
-        def variant(i, drawn, hint_map=hint_map):
-            def predict(L):  # all K colorizations drawn once, at the network's size
-                if "ab" not in drawn:
-                    L = colorizer.condition(L, None if hint_map is None else hint_map.to(L.device))
-                    with colorizer.autocast():
-                        drawn["ab"] = colorizer.sample_ab(L, k) if k > 1 else colorizer.predict_ab(L)[None]
-                return drawn["ab"][i]
-            return predict
-
-        with torch.no_grad():  # uint8 in, uint8 out: the full-resolution arithmetic goes strip by strip
-            drawn = {}
-            outs = [cd.colorize_full_resolution(variant(i, drawn), original[None].to(colorizer.device),
-                                                image_size)[0].cpu() for i in range(k)]
-        rel = path.relative_to(root)  # a.png, or a.bmp.png beside a.tiff.png when both a.bmp and a.tiff exist
-        name = rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.with_name(rel.name + ".png")
-        for i, out in enumerate(outs):
-            target = out_dir / (name if k == 1 else name.with_name(f"{name.stem}_sample{i + 1}.png"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            picture = Image.fromarray(out.permute(1, 2, 0).numpy())
-            ckpt_io.write_atomic(target, lambda f, picture=picture: picture.save(f, format="PNG"))
-        if sheet:
-            (out_dir / "sheets" / name).parent.mkdir(parents=True, exist_ok=True)
-            write_sheet(out_dir / "sheets" / name, original, outs, points=points)
-        done += 1
-    return done, bad
-
-
-def colorize_folder(colorizer, args, out_dir: Path) -> tuple[int, int]:
+def colorize_folder(colorizer, args, out_dir: Path, weights: str) -> tuple[int, int]:
     """Test mode's --input (a file, a folder or a glob; the default TestImages/ may be absent):
-    every image colorized at its own resolution into out_dir."""
+    every image colorized at its own resolution into out_dir (the run's own folder: the previous
+    test's colorizations there are replaced)."""
     paths, root = input_files(args.input) if args.input else ([], Path("."))
-    done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels)
+    done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels,
+                               maker=maker_of(args, weights), own=True)
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s) of {args.input}: {'; '.join(bad[:3])}")
     return done, len(bad)
+
+
+def maker_of(args, weights: str, samples: int = 1, hint_file: str | None = None) -> dict:
+    """What makes a folder's colorizations (photos.OutputFolder's manifest): the family, the checkpoint
+    file and the training step it holds, the sampling."""
+    step = None
+    if weights not in (None, "none"):
+        try:
+            st = os.stat(weights)
+            step = f"{st.st_size}-{st.st_mtime_ns}"
+        except OSError:
+            pass
+    return {"model": args.model, "weights": str(Path(weights).resolve()) if weights not in (None, "none") else None,
+            "checkpoint": step, "image_size": args.image_size, "samples": samples,
+            "hints": str(Path(hint_file).resolve()) if hint_file else None}
 
 
 def test_outputs(run_dir: Path, weights: str | None) -> RunFolder:
@@ -680,6 +624,23 @@ def test_outputs(run_dir: Path, weights: str | None) -> RunFolder:
     if weights is None or Path(weights).resolve() == run.best.resolve() or not run.best.exists():
         return run
     return RunFolder(run_dir / f"test_{Path(weights).stem}")
+
+
+def inputs_apart_from(paths: list[Path], root: Path, out_dir: Path, spec: str) -> list[Path]:
+    """--input without what lies in --output: an output folder inside the input folder holds earlier
+    colorizations, left out (with a note); an output folder that is the input folder, or holds it,
+    would mix the colorizations with the photos, and is refused."""
+    if Path(spec).is_file():
+        return paths  # one photo: its colorization may go beside it (an output over it is refused later)
+    out, top = out_dir.resolve(), root.resolve()
+    if out == top or out in top.parents:
+        raise OutputConflict(f"--output {out_dir} is the input folder {root} or holds it: the colorizations would "
+                             f"mix with the photos (and replace those of the same name); choose another --output")
+    kept = [p for p in paths if out not in p.resolve().parents]
+    if len(kept) < len(paths):
+        print(f"note: left out {len(paths) - len(kept)} file(s) of --input under --output {out_dir} (earlier "
+              f"colorizations)")
+    return kept
 
 
 def colorize(args, given, family, run_dir: Path) -> int:
@@ -705,12 +666,18 @@ def colorize(args, given, family, run_dir: Path) -> int:
     out_dir = Path(args.output) if args.output else RunFolder(run_dir).colorize_output(
         Path(weights).stem if saved else "none",
         (Path(args.input).stem or "input") + (f"+{Path(args.hints).stem}" if args.hints else ""))
+    paths = inputs_apart_from(paths, root, out_dir, args.input)
+    if not paths:
+        raise UsageError(f"--input {args.input}: every image there lies under --output {out_dir}")
     k = settings.training.num_samples if colorizer.stochastic else 1
     print(f"colorizing {len(paths)} image(s) of {args.input} with {weights} into {out_dir}"
           + (f", {k} samples each" if k > 1 else ""))
     try:
-        done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels, k,
-                                   sheet=args.sheet, progress=True, hint_file=args.hints and Path(args.hints))
+        with ckpt_io.RunLock(out_dir, "colorize"):  # one writer per output folder
+            done, bad = colorize_files(colorizer, paths, root, out_dir, args.image_size, args.max_image_pixels, k,
+                                       sheet=args.sheet, progress=True, hint_file=args.hints and Path(args.hints),
+                                       maker=maker_of(args, weights, k, args.hints), own=args.output is None,
+                                       overwrite=args.overwrite)
     except hints.HintError as e:
         raise UsageError(str(e)) from None
     if bad:

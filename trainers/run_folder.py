@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -111,32 +112,73 @@ class RunFolder:
     def lock(self, mode: str) -> Path:
         return self.path / f".{mode}.lock"
 
-    OWN = ("last.pt", "best.pt", "epoch_*.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
-           "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt", "samples",
-           "colorized", "colorize", "test_*", "wandb")
+    # what a run writes at its top level, by name; the folders below are its own only in part
+    OWN_FILES = ("last.pt", "best.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
+                 "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt")
+    TEST_FILES = ("metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt")
+    EPOCH = re.compile(r"epoch_\d{4,}\.pt")
+    SAMPLE = re.compile(r"epoch_\d{4,}\.png")
+    WANDB = re.compile(r"(offline-)?run-\d{8}_\d{6}-[a-z0-9]+|latest-run|debug(-internal|-cli\.[\w.-]+)?\.log")
 
     def own_files(self) -> list[Path]:
-        """What a run writes into its folder (other files there are not the run's)."""
+        """What the run itself wrote into its folder, by name: its checkpoints, split, settings,
+        logs and test results; sample grids in samples/; the files colorize and test runs listed in
+        the manifests of colorized/ and colorize/*/ (trainers/photos.py); the test results in a
+        test_WEIGHTS/ folder; wandb's own runs and logs in wandb/. Nothing else there is the run's:
+        a file of yours in any of these folders stays."""
+        from trainers.photos import OutputFolder
+
         if not self.path.is_dir():
             return []
-        found = [p for pattern in self.OWN for p in self.path.glob(pattern)
-                 if not (pattern == "test_*" and not p.is_dir())]  # test_WEIGHTS/ folders only
-        return list(dict.fromkeys(found))
+        top = [p for p in self.path.iterdir() if p.is_file() and (p.name in self.OWN_FILES
+                                                                  or self.EPOCH.fullmatch(p.name))]
+        below = [p for p in (self.path / "samples").glob("epoch_*.png") if self.SAMPLE.fullmatch(p.name)]
+        below += OutputFolder(self.colorized).own_files()
+        below += [p for d in sorted((self.path / "colorize").glob("*")) if d.is_dir()
+                  for p in OutputFolder(d).own_files()]
+        for d in sorted(self.path.glob("test_*")):
+            if d.is_dir() and not d.is_symlink():
+                below += [d / name for name in self.TEST_FILES if (d / name).is_file()]
+                below += OutputFolder(d / "colorized").own_files()
+        if self.wandb_dir.is_dir() and not self.wandb_dir.is_symlink():
+            below += [p for p in self.wandb_dir.iterdir() if self.WANDB.fullmatch(p.name)]
+        return top + below
 
     def clear(self) -> int:
-        """Remove the run's own files (--overwrite); returns how many went."""
+        """Remove the run's own files (--overwrite), and the folders of its own that leaves empty;
+        returns how many files and wandb runs went."""
         old = self.own_files()
         for p in old:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        top = self.path.resolve()
+        folders = {q for p in old for q in (p.parent.resolve(), *p.parent.resolve().parents)
+                   if top in q.parents}  # the folders that held them
+        for folder in sorted(folders, key=lambda q: len(q.parts), reverse=True):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
         return len(old)
 
+    def training_leftovers(self) -> list[Path]:
+        """What a run killed before its first checkpoint leaves (its log, sample grids, wandb id):
+        a new run in the same folder must not carry them on as its own."""
+        return [p for p in (self.history, self.val_metrics, self.wandb_id) if p.is_file() or p.is_symlink()] + [
+            p for p in (self.path / "samples").glob("epoch_*.png") if self.SAMPLE.fullmatch(p.name)]
+
     def read_history(self) -> list[dict]:
-        """The rows of history.jsonl; a last line cut short by a kill is left out."""
+        """The rows of history.jsonl (JSON objects); a last line cut short by a kill, or any line
+        that is not an object, is left out."""
         rows = []
-        if self.history.exists():
-            for line in self.history.read_text().splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    pass
+        try:
+            text = self.history.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return rows
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
         return rows

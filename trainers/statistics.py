@@ -3,8 +3,6 @@ per ab bin (cached on disk per data set, summed over processes) and the class-re
 of Zhang et al. 2016 built from them (colorful, cvae_mdn)."""
 from __future__ import annotations
 
-import os
-
 import torch
 
 import colorize_data as cd
@@ -21,12 +19,8 @@ def train_ab_counts(batches, device) -> torch.Tensor:
     if getattr(batches, "data_id", None):
         root, paths, settings = batches.data_id
         path = cd.cache_dir() / "ab_counts" / f"{cd.data_key(root, paths, *settings)}.pt"
-    cached = None
-    if path is not None and path.is_file():
-        try:
-            cached = torch.load(path, weights_only=True).to(device)
-        except (OSError, RuntimeError):
-            pass  # a damaged cache file: count again
+    cached = cd.load_cache(path, _counts_ok) if path is not None else None  # damaged or foreign: counted again
+    cached = cached.to(device) if cached is not None else None
     # use the cache only if every process has it (nodes need not share a disk)
     if distributed.all_mean({"hit": float(cached is not None)})["hit"] < 1:
         cached = None
@@ -34,14 +28,14 @@ def train_ab_counts(batches, device) -> torch.Tensor:
         return cached
     counts = distributed.all_sum(cd.ab_histogram((b for _, b in batches.epoch(0)), device))  # each its own share
     if path is not None and distributed.world_from_env()[0] == 0:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(counts.cpu(), tmp)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache: count again next time
+        cd.save_cache(counts.cpu(), path)  # a read-only cache: counted again next time
     return counts
+
+
+def _counts_ok(counts) -> bool:
+    """Cached counts as train_ab_counts writes them: 529 finite, non-negative float64 counts, not all 0."""
+    return (torch.is_tensor(counts) and counts.shape == (cd.AB_BINS_PER_AXIS ** 2,) and counts.dtype == torch.float64
+            and bool(torch.isfinite(counts).all()) and bool((counts >= 0).all()) and bool(counts.sum() > 0))
 
 
 def rebalancing_weights(counts: torch.Tensor, mix: float = 0.5, all_bins: bool = False) -> torch.Tensor:

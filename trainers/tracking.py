@@ -28,7 +28,13 @@ class RunLog:
     def scalars(self, values: dict, step: int) -> None:
         values = {k: (float(v) if v is not None else None) for k, v in values.items()}
         if self.run_dir:
-            with open(RunFolder(self.run_dir).history, "a") as f:
+            path = RunFolder(self.run_dir).history
+            try:  # never through a link planted in the run folder (it would write elsewhere)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError as e:
+                raise ckpt_io.WriteError(f"could not append to {path}: {e.strerror}"
+                                         + (" (it is a symbolic link)" if path.is_symlink() else "")) from None
+            with os.fdopen(fd, "a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in values.items() if v is not None}, step=step)

@@ -42,8 +42,8 @@ from trainers.statistics import rebalancing_weights, train_ab_counts
 
 @dataclass(frozen=True)
 class VAEConfig(Sampling, TrainConfig):
-    kl_weight: float = setting(1e-3, "weight of the KL term after warm-up")
-    kl_anneal_epochs: float = setting(5, "epochs of linear KL warm-up from 0")
+    kl_weight: float = setting(1e-3, "weight of the KL term after warm-up", minimum=0.0)
+    kl_anneal_epochs: float = setting(5, "epochs of linear KL warm-up from 0", minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class CVAEMDNConfig(VAEConfig):
                                 "L, or the trunk of a trained `colorful` model (--colorful_weights)",
                                 choices=("conditional", "colorful"))
     colorful_weights: str | None = setting(None, "a `colorful` checkpoint, for --mdn_features colorful")
-    lambda_grad: float = setting(1.0, "weight of L_grad")
+    lambda_grad: float = setting(1.0, "weight of L_grad", minimum=0.0)
     # the colorful trunk's architecture, read from --colorful_weights when the run is configured
     mdn_colorful_width: int | None = setting(None, "width of the colorful trunk", cli=False)
     mdn_colorful_gamut: str | None = setting(None, "ab bins of the colorful trunk", cli=False)

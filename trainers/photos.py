@@ -1,0 +1,290 @@
+"""Colorizing photo files at full resolution (--mode colorize, and test mode's --input): which files
+an --input names, the names their colorizations get, the folder they are written to, and the
+side-by-side sheets.
+
+An output folder is owned through `.colorize.json`, written before the first image: what made its
+colorizations (family, checkpoint, sampling) and every file a run writes there. So a later run
+knows what it may replace: a run of the same weights updates its files; another model's run into
+an --output folder it chose is refused (--overwrite replaces them); in folders of the run itself
+(test mode's colorized/, colorize mode's default folder) the previous files are removed first, so
+none is stale. A file that is an input, or that no colorize run wrote, is never overwritten
+without --overwrite, and an input never at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+import colorize_data as cd
+from models import hints
+from trainers import checkpoint as ckpt_io
+
+
+class OutputConflict(Exception):
+    """Writing the colorizations would destroy or mix up files; the message says which and what to do."""
+
+
+class NonFiniteOutput(RuntimeError):
+    """The model produced NaN or infinite colours (broken weights): nothing is written for it."""
+
+
+def input_files(spec: str) -> tuple[list[Path], Path]:
+    """--input: a file, a folder (searched recursively) or a glob pattern -> (image files, the
+    folder output names are made relative to). Empty list when nothing matches."""
+    import glob
+
+    path = Path(spec)
+    if path.is_file():
+        return [path], path.parent
+    if path.is_dir():
+        return cd.find_images(path), path
+    matches = sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                     if Path(p).is_file() and Path(p).suffix.lower() in cd.IMAGE_EXTENSIONS)
+    if not matches:
+        return [], path.parent
+    root = Path(os.path.commonpath([str(p.parent.resolve()) for p in matches]))
+    return [p.resolve() for p in matches], root
+
+
+def output_names(rel_paths: list[Path]) -> list[Path]:
+    """The PNG name of each input (relative paths, all different): a.jpg -> a.png, unless another
+    input would get that name too (a.bmp beside a.tiff, or a.jpg beside a.jpg.png): then the whole
+    name plus .png (a.bmp.png, a.tiff.png). Whole names are all different, so this ends."""
+    names = [rel.with_suffix(".png") for rel in rel_paths]
+    while True:
+        count = Counter(names)
+        clash = [i for i, n in enumerate(names) if count[n] > 1 and n != rel_paths[i].with_name(rel_paths[i].name
+                                                                                                  + ".png")]
+        if not clash:
+            return names
+        for i in clash:
+            names[i] = rel_paths[i].with_name(rel_paths[i].name + ".png")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class OutputFolder:
+    """A folder of colorizations and its manifest, `.colorize.json`."""
+
+    MANIFEST = ".colorize.json"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.manifest = self.path / self.MANIFEST
+
+    def read(self) -> dict | None:
+        """The manifest ({"maker": {...}, "files": [relative names]}), None when there is none or it
+        is damaged; names that would leave the folder are dropped."""
+        try:
+            data = json.loads(self.manifest.read_text())
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("maker"), dict) \
+                or not isinstance(data.get("files"), list):
+            return None
+        files = [f for f in data["files"] if isinstance(f, str) and f and not Path(f).is_absolute()
+                 and ".." not in Path(f).parts]
+        return {"maker": data["maker"], "files": files}
+
+    def own_files(self) -> list[Path]:
+        """What colorize runs wrote here (and still exists), the manifest included; never a file
+        outside the folder, whatever the manifest says."""
+        saved = self.read()
+        files = [self.path / f for f in (saved or {}).get("files", [])] + [self.manifest]
+        return [p for p in files if (p.is_file() or p.is_symlink()) and _inside(p.parent, self.path)]
+
+    def remove_own(self) -> int:
+        """Remove the files colorize runs wrote here, and the folders of theirs that leaves empty."""
+        gone = self.own_files()
+        for p in gone:
+            p.unlink(missing_ok=True)
+        top = self.path.resolve()
+        for folder in sorted({q for p in gone for q in p.resolve().parents if top in q.parents},
+                             key=lambda q: len(q.parts), reverse=True):
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
+        return len(gone)
+
+    def begin(self, maker: dict, targets: list[Path], inputs: list[Path], own: bool, overwrite: bool,
+              note=print) -> None:
+        """Check that writing `targets` (relative names) destroys nothing, then record them (and
+        `maker`) in the manifest before any is written. `own`: a folder of the run itself, whose
+        previous colorizations are removed first. Raises OutputConflict."""
+        if not targets:  # nothing to write (test mode with --input ""): the previous files are not kept
+            if own and self.read() is not None:
+                self.remove_own()
+            return
+        if len(set(targets)) != len(targets):
+            twice = [str(t) for t, n in Counter(targets).items() if n > 1]
+            raise OutputConflict(f"two outputs would have the same name in {self.path} ({', '.join(twice[:3])}): "
+                                 f"rename one of the inputs")
+        ids = {}
+        for p in inputs:
+            try:
+                st = os.stat(p)
+                ids[(st.st_dev, st.st_ino)] = p
+            except OSError:
+                pass
+        for t in targets:
+            try:
+                st = os.stat(self.path / t)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in ids:
+                raise OutputConflict(f"--output {self.path}: the colorization of {ids[(st.st_dev, st.st_ino)]} "
+                                     f"would be written over an input ({self.path / t}); choose an --output "
+                                     f"folder apart from the photos")
+        saved = self.read()
+        if saved is not None and (own or overwrite or saved["maker"] != maker):
+            if not (own or overwrite):
+                raise OutputConflict(f"--output {self.path} holds colorizations by another model or setting "
+                                     f"({describe(saved['maker'])}); this run is {describe(maker)}. Use another "
+                                     f"--output, or --overwrite to replace them")
+            if saved["maker"] != maker:
+                note(f"note: replacing the colorizations in {self.path} ({describe(saved['maker'])})")
+            self.remove_own()
+            saved = None
+        ours = set(saved["files"]) if saved else set()
+        foreign = [t for t in targets if t.as_posix() not in ours and (self.path / t).exists()]
+        if foreign and not (own or overwrite):
+            raise OutputConflict(f"--output {self.path}: {len(foreign)} file(s) there would be overwritten and were "
+                                 f"not written by a colorize run into it ({', '.join(map(str, foreign[:3]))}); "
+                                 f"use another --output, or --overwrite to replace them")
+        for t in targets + [Path(f) for f in ours]:  # what a write cut short by a kill left behind
+            for stale in (self.path / t).parent.glob(f".{Path(t).name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        files = sorted(ours | {t.as_posix() for t in targets})
+        ckpt_io.write_text_atomic(self.manifest, json.dumps({"maker": maker, "files": files}, indent=1))
+
+
+def describe(maker: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in maker.items() if v is not None)
+
+
+def _label_strip(width: int, labels: list[str], cell: int):
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (width, 16), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, text in enumerate(labels):
+        draw.text((i * cell + 4, 2), text, fill="black")
+    return strip
+
+
+def sheet_tile(image: torch.Tensor, height: int = 384):
+    """One panel of a sheet: uint8 (3, H, W) scaled to `height` rows (a PIL image)."""
+    from PIL import Image
+
+    h, w = image.shape[1:]
+    return Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).resize((max(1, round(w * height / h)), height),
+                                                                         Image.BILINEAR)
+
+
+def write_sheet(target: Path, original: torch.Tensor, colorized: list, height: int = 384,
+                points: list | None = None) -> None:
+    """A side-by-side PNG a person can look at: the grey input (with the colour hints `points`,
+    [(x, y, (r, g, b))], as ringed dots) | each colorization (sheet_tile()s, already scaled) | the
+    original when it had colour; every panel `height` rows, columns labelled."""
+    from PIL import Image, ImageDraw
+
+    rgb = original.float() / 255
+    grey = (cd.compose_rgb(cd.rgb_to_model(rgb[None])[0], torch.zeros(1, 2, *rgb.shape[1:]))[0] * 255).round()
+    panels = [("grey input" + (f" + {len(points)} hint(s)" if points else ""), sheet_tile(grey.byte(), height))]
+    panels += [("colorized" if len(colorized) == 1 else f"sample {k + 1}", c) for k, c in enumerate(colorized)]
+    if not (original[0] == original[1]).all() or not (original[1] == original[2]).all():
+        panels.append(("original", sheet_tile(original, height)))
+    h, w = original.shape[1:]
+    width = panels[0][1].size[0]
+    sheet = Image.new("RGB", (width * len(panels), height + 16), "white")
+    sheet.paste(_label_strip(sheet.size[0], [name for name, _ in panels], width), (0, 0))
+    for i, (_, tile) in enumerate(panels):
+        if i == 0 and points:
+            draw, r = ImageDraw.Draw(tile), 4
+            for x, y, colour in points[:500]:
+                cx, cy = (x + 0.5) * width / w, (y + 0.5) * height / h
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour, outline="white")
+        sheet.paste(tile, (i * width, 16))
+    ckpt_io.write_atomic(target, lambda f: sheet.save(f, format="PNG"))
+
+
+def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, image_size: int, max_pixels: int,
+                   samples: int = 1, sheet: bool = False, progress: bool = False, hint_file: Path | None = None,
+                   maker: dict | None = None, own: bool = False, overwrite: bool = False,
+                   note=print) -> tuple[int, list[str]]:
+    """Colorize each file at its own resolution (ab predicted at image_size and upsampled, the
+    original L kept) into out_dir under its name relative to root (output_names), as PNG; K
+    variants (name_sample1.png, ...) for a stochastic colorizer with samples K > 1, each written as
+    soon as it is made (K full-resolution images are never held at once); with sheet, also
+    sheets/name.png side by side; with hint_file (one image, a --guided colorizer) the colour hints
+    of that file (models/hints.read_points) guide it. The folder is checked and its manifest written
+    first (OutputFolder.begin: `maker`, `own`, `overwrite`). Returns (files colorized, unreadable
+    files and why). A hint file that does not fit the image raises hints.HintError."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    colorizer.eval()
+    k = samples if colorizer.stochastic else 1
+    names = output_names([p.relative_to(root) for p in paths])
+    variants = [[n] if k == 1 else [n.with_name(f"{n.stem}_sample{i + 1}.png") for i in range(k)] for n in names]
+    targets = [t for vs in variants for t in vs] + ([Path("sheets") / n for n in names] if sheet else [])
+    OutputFolder(out_dir).begin(maker or {}, targets, paths, own, overwrite, note)
+    done, bad, same = 0, [], []
+    for path, name, outputs in tqdm(list(zip(paths, names, variants)), desc="colorizing", unit="image",
+                                    disable=not progress, dynamic_ncols=True, mininterval=1.0):
+        try:
+            rgb = cd.load_rgb(path, max_pixels)
+        except cd.BadImage as e:
+            bad.append(f"{path} ({e})")
+            continue
+        original = cd.to_chw_tensor(rgb)
+        hint_map, points = None, None
+        if hint_file is not None:
+            points = hints.read_points(hint_file, original.shape[2], original.shape[1])
+            hint_map = hints.map_from_points(points, original.shape[2], original.shape[1], image_size)
+        drawn = {}
+
+        def predict(L, i, hint_map=hint_map, drawn=drawn, path=path):  # the K colorizations, drawn once
+            if "ab" not in drawn:
+                L = colorizer.condition(L, None if hint_map is None else hint_map.to(L.device))
+                with colorizer.autocast():
+                    ab = colorizer.sample_ab(L, k) if k > 1 else colorizer.predict_ab(L)[None]
+                if not torch.isfinite(ab).all():
+                    raise NonFiniteOutput(f"the model's colours for {path} are not finite (NaN or infinite): "
+                                          f"its weights are broken; nothing more is written")
+                drawn["ab"] = ab.float()
+            return drawn["ab"][i]
+
+        tiles = []
+        for i, target in enumerate(outputs):
+            with torch.no_grad():  # uint8 in, uint8 out: the full-resolution arithmetic goes strip by strip
+                out = cd.colorize_full_resolution(lambda L, i=i: predict(L, i), original[None].to(colorizer.device),
+                                                  image_size)[0].cpu()
+            picture = Image.fromarray(out.permute(1, 2, 0).numpy())
+            (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
+            ckpt_io.write_atomic(out_dir / target, lambda f, picture=picture: picture.save(f, format="PNG"))
+            if sheet:
+                tiles.append(sheet_tile(out))
+            del out, picture
+        if k > 1 and (drawn["ab"][1:] - drawn["ab"][0]).abs().max() * cd.AB_SCALE < 0.5:
+            same.append(path)
+        if sheet:
+            (out_dir / "sheets" / name).parent.mkdir(parents=True, exist_ok=True)
+            write_sheet(out_dir / "sheets" / name, original, tiles, points=points)
+        done += 1
+    if same:
+        note(f"note: the {k} samples of {len(same)} of {done} image(s) are identical (within half an ab unit), "
+             f"e.g. {same[0]}: this model's colours do not depend on its latent code (a collapsed posterior), "
+             f"so it gives one colorization however many are asked for")
+    return done, bad
