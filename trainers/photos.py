@@ -150,10 +150,10 @@ class OutputFolder:
         if saved is not None and (own or overwrite or saved["maker"] != maker):
             if not (own or overwrite):
                 raise OutputConflict(f"--output {self.path} holds colorizations by another model or setting "
-                                     f"({describe(saved['maker'])}); this run is {describe(maker)}. Use another "
-                                     f"--output, or --overwrite to replace them")
+                                     f"({describe(saved['maker'], maker)}); this run is {describe(maker)}. Use "
+                                     f"another --output, or --overwrite to replace them")
             if saved["maker"] != maker:
-                note(f"note: replacing the colorizations in {self.path} ({describe(saved['maker'])})")
+                note(f"note: replacing the colorizations in {self.path} ({describe(saved['maker'], maker)})")
             self.remove_own()
             saved = None
         ours = set(saved["files"]) if saved else set()
@@ -169,8 +169,17 @@ class OutputFolder:
         ckpt_io.write_text_atomic(self.manifest, json.dumps({"maker": maker, "files": files}, indent=1))
 
 
-def describe(maker: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in maker.items() if v is not None)
+def describe(maker: dict, other: dict | None = None) -> str:
+    """A manifest's maker in words: the family and checkpoint, the sampling where it is not the
+    default; `other` a maker it is compared with (the same file rewritten since: said)."""
+    text = f"{maker.get('model')} with {maker.get('weights') or 'no weights'}"
+    if other is not None and other.get("weights") == maker.get("weights") and other != maker:
+        same = {k for k in maker if k != "checkpoint" and maker.get(k) == other.get(k)}
+        text += " (an earlier version of that file)" if same == set(maker) - {"checkpoint"} else ""
+    extras = [f"{maker['samples']} samples" if isinstance(maker.get("samples"), int) and maker["samples"] > 1 else "",
+              f"hints {maker['hints']}" if maker.get("hints") else "",
+              f"at {maker['image_size']} px" if maker.get("image_size") else ""]
+    return text + "".join(f", {e}" for e in extras if e)
 
 
 def _label_strip(width: int, labels: list[str], cell: int):
