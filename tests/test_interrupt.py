@@ -70,7 +70,7 @@ def test_sigkill_at_random_moments_never_loses_the_run(tiny_data, tmp_path):
     rng = random.Random(7)
     last = tmp_path / "unet" / "last.pt"
     cut_short = 0
-    for attempt in range(4):
+    for attempt in range(3):
         proc = start(flags + (["--resume"] if last.exists() else ["--overwrite"]), tmp_path)
         if attempt == 0:
             time.sleep(rng.uniform(0.5, 2.5))  # most likely while starting up
