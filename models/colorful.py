@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, load_cache, rgb_to_lab, save_cache
+from models import backbones
+from models.backbones import EncoderInput
 from models.config import setting
 from models.hints import HintInput, in_channels, known_colours
 
@@ -116,7 +118,7 @@ class ColorfulNet(nn.Module):
     the trunk, which learns that slowly."""
 
     def __init__(self, classes: int, width: int = 64, halvings: int = 3, in_channels: int = 1,
-                 centres: torch.Tensor | None = None):
+                 centres: torch.Tensor | None = None, encoder_cfg=None):
         super().__init__()
         w = width
         s1, s2, s3 = (2 if i < halvings else 1 for i in range(3))
@@ -135,9 +137,12 @@ class ColorfulNet(nn.Module):
                 raise ValueError("a hinted ColorfulNet needs the centres of its gamut bins")
             self.register_buffer("lookup", grid_to_gamut(centres), persistent=False)
             self.hint_gain = nn.Parameter(torch.tensor(HINT_GAIN))
+        self.encoded = backbones.join(encoder_cfg, 8 * w) if encoder_cfg is not None else None  # --encoder
 
-    def trunk(self, L):
-        return self.trunk_blocks(L)
+    def trunk(self, L, features=None):
+        """The trunk's features (B, 8 width, h, w), a pretrained encoder's joined at its end (--encoder)."""
+        x = self.trunk_blocks(L)
+        return self.encoded(x, L, features) if self.encoded is not None else x
 
     def hint_bins(self, L: torch.Tensor, size) -> torch.Tensor:
         """The conditioning input (L and the hint map) -> (B, Q, h, w): per cell of size (h, w), the
@@ -149,15 +154,15 @@ class ColorfulNet(nn.Module):
         bins = mean.new_zeros(len(mean), self.classes, *size)
         return bins.scatter_(1, index, weight) * (count > 0)
 
-    def forward(self, L):
-        logits = self.head(self.trunk(L))
+    def forward(self, L, features=None):
+        logits = self.head(self.trunk(L, features))
         if not self.hinted:
             return logits
         return logits + self.hint_gain * self.hint_bins(L, logits.shape[-2:])
 
 
 @dataclass(frozen=True)
-class Config(HintInput):
+class Config(HintInput, EncoderInput):
     colorful_width: int = setting(64, "channels of the first block (ECCV16: 64)", minimum=1)
     colorful_halvings: int = setting(3, "how many of blocks 1-3 halve the resolution (3: the paper, logits at a "
                                      "quarter of the input; 1: at full resolution, for small images)",
@@ -171,7 +176,8 @@ SMOKE = {"colorful_width": 8}  # the tests' tiny network
 
 def build(cfg: Config) -> ColorfulNet:
     centres = ab_gamut(cfg.gamut)[0]
-    return ColorfulNet(len(centres), cfg.colorful_width, cfg.colorful_halvings, in_channels(cfg), centres)
+    return ColorfulNet(len(centres), cfg.colorful_width, cfg.colorful_halvings, in_channels(cfg), centres,
+                       encoder_cfg=cfg)
 
 
 def size_multiple(cfg: Config) -> int:

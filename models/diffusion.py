@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import backbones
+from models.backbones import EncoderInput
 from models.config import setting
 from models.hints import HintInput, in_channels, known_colours
 
@@ -74,7 +76,8 @@ class SelfAttention(nn.Module):
 
 
 class Denoiser(nn.Module):
-    def __init__(self, channels: int = 64, depth: int = 3, attention_levels: int = 2, in_channels: int = 1):
+    def __init__(self, channels: int = 64, depth: int = 3, attention_levels: int = 2, in_channels: int = 1,
+                 encoder_cfg=None):
         super().__init__()
         t_dim = 4 * channels
         self.channels = channels
@@ -94,8 +97,11 @@ class Denoiser(nn.Module):
                                           SelfAttention(widths[i]) if attend(i) else nn.Identity()]))
         self.out = nn.Sequential(nn.GroupNorm(min(32, widths[0] // 4 or 1), widths[0]), nn.SiLU(),
                                  nn.Conv2d(widths[0], 2, 3, 1, 1))
+        self.encoded = backbones.join(encoder_cfg, widths[-1]) if encoder_cfg is not None else None  # --encoder
 
-    def forward(self, x_t: torch.Tensor, L: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, L: torch.Tensor, t: torch.Tensor, features=None) -> torch.Tensor:
+        """`features`: the encoder's features of L, when the caller has them (a sampler computes
+        them once for all its steps)."""
         temb = self.time_mlp(timestep_embedding(t, self.channels).to(x_t.dtype))
         x = self.stem(torch.cat([x_t, L], dim=1))
         skips = []
@@ -103,7 +109,10 @@ class Denoiser(nn.Module):
             x = attn(block(x, temb))
             skips.append(x)
             x = F.avg_pool2d(x, 2)
-        x = self.mid[2](self.mid[1](self.mid[0](x, temb)), temb)
+        x = self.mid[0](x, temb)
+        if self.encoded is not None:
+            x = self.encoded(x, L, features)
+        x = self.mid[2](self.mid[1](x), temb)
         for block, attn in self.up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = attn(block(torch.cat([x, skips.pop()], dim=1), temb))
@@ -206,7 +215,7 @@ def _noise_like(x: torch.Tensor, generator=None) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Config(HintInput):
+class Config(HintInput, EncoderInput):
     diff_channels: int = setting(64, "channels of the denoiser's first level", minimum=1)
     diff_depth: int = setting(3, "halvings of the denoiser", minimum=1)
 
@@ -215,7 +224,7 @@ SMOKE = {"diff_channels": 8, "diff_depth": 2}  # the tests' tiny network
 
 
 def build(cfg: Config) -> Denoiser:
-    return Denoiser(cfg.diff_channels, cfg.diff_depth, in_channels=in_channels(cfg))
+    return Denoiser(cfg.diff_channels, cfg.diff_depth, in_channels=in_channels(cfg), encoder_cfg=cfg)
 
 
 def size_multiple(cfg: Config) -> int:

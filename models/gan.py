@@ -42,7 +42,8 @@ SMOKE = unet.SMOKE
 
 
 def build(cfg: Config) -> unet.UNet:
-    return unet.UNet(in_channels(cfg), channels=cfg.unet_channels, depth=cfg.unet_depth, skips=False, norm=cfg.norm)
+    return unet.UNet(in_channels(cfg), channels=cfg.unet_channels, depth=cfg.unet_depth, skips=False, norm=cfg.norm,
+                     encoder_cfg=cfg)
 
 
 size_multiple = unet.size_multiple

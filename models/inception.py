@@ -74,6 +74,17 @@ def _torch_fidelity_network(state_dict: dict) -> torch.nn.Module:
         return tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).eval()
 
 
+def network(state_dict: dict | None = None) -> torch.nn.Module:
+    """torch-fidelity's InceptionV3 holding `state_dict`, or (None) the architecture alone, its
+    weights left as built (for the meta device, or to be filled by the caller)."""
+    if state_dict is not None:
+        return _torch_fidelity_network(state_dict)
+    tfi = _fidelity()
+    with mock.patch.object(tfi, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
+        return tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).eval()
+
+
 def _torch_fidelity_shapes() -> dict:
     """Name -> shape of torch-fidelity's Inception parameters, in its order (built on the meta device)."""
     tfi = _fidelity()

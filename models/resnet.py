@@ -9,13 +9,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models import backbones
+from models.backbones import EncoderInput
 from models.blocks import NORM_HELP, NORMS, Up, norm_layer
 from models.config import setting
 from models.hints import HintInput, in_channels
 
 
 @dataclass(frozen=True)
-class Config(HintInput):
+class Config(HintInput, EncoderInput):
     resnet_width: int = setting(64, "channels of the first stage", minimum=1)
     norm: str = setting("batch", NORM_HELP, choices=NORMS)
 
@@ -35,7 +37,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNetColorizer(nn.Module):
-    def __init__(self, width: int = 64, norm: str = "batch", in_channels: int = 1):
+    def __init__(self, width: int = 64, norm: str = "batch", in_channels: int = 1, encoder_cfg=None):
         super().__init__()
         w = width
         self.encoder = nn.Sequential(
@@ -45,16 +47,20 @@ class ResNetColorizer(nn.Module):
             BasicBlock(w, 2 * w, 2, norm), BasicBlock(2 * w, 2 * w, norm=norm))  # layer2, 1/8
         self.decoder = nn.Sequential(Up(2 * w, w, norm), Up(w, w // 2, norm), Up(w // 2, w // 4, norm),
                                      nn.Conv2d(w // 4, 2, 3, 1, 1))
+        self.encoded = backbones.join(encoder_cfg, 2 * w) if encoder_cfg is not None else None  # --encoder
 
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(L))
+    def forward(self, L: torch.Tensor, features=None) -> torch.Tensor:
+        x = self.encoder(L)
+        if self.encoded is not None:
+            x = self.encoded(x, L, features)
+        return self.decoder(x)
 
 
 SMOKE = {"resnet_width": 8}  # the tests' tiny network
 
 
 def build(cfg: Config) -> ResNetColorizer:
-    return ResNetColorizer(cfg.resnet_width, cfg.norm, in_channels(cfg))
+    return ResNetColorizer(cfg.resnet_width, cfg.norm, in_channels(cfg), encoder_cfg=cfg)
 
 
 def size_multiple(cfg: Config) -> int:

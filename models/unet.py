@@ -11,13 +11,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models import backbones
+from models.backbones import EncoderInput
 from models.blocks import NORM_HELP, NORMS, Up, conv_bn_relu
 from models.config import setting
 from models.hints import HintInput, in_channels
 
 
 @dataclass(frozen=True)
-class Config(HintInput):
+class Config(HintInput, EncoderInput):
     unet_channels: int = setting(32, "channels at full resolution", minimum=1)
     unet_depth: int = setting(4, "number of halvings", minimum=1)
     norm: str = setting("batch", NORM_HELP, choices=NORMS)
@@ -25,7 +27,7 @@ class Config(HintInput):
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 2, channels: int = 32, depth: int = 4,
-                 skips: bool = True, norm: str = "batch", latent_dim: int = 0):
+                 skips: bool = True, norm: str = "batch", latent_dim: int = 0, encoder_cfg=None):
         super().__init__()
         self.skips, self.latent_dim = skips, latent_dim
         self.bottleneck_channels = channels * 2 ** depth
@@ -41,18 +43,22 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         if latent_dim:  # a latent code joins the features at the bottleneck (the VAE decoders)
             self.fuse = nn.Sequential(nn.Conv2d(widths[-1] + latent_dim, widths[-1], 1), nn.ReLU(inplace=True))
+        self.encoded = backbones.join(encoder_cfg, widths[-1]) if encoder_cfg is not None else None
 
-    def encode(self, L: torch.Tensor):
-        """Bottleneck features (B, C, h, w) and the skip features of every scale."""
+    def encode(self, L: torch.Tensor, features=None):
+        """Bottleneck features (B, C, h, w), with a pretrained encoder's features of the grey image
+        joined when the network has one (--encoder), and the skip features of every scale."""
         x = self.stem(L)
         skips = []
         for down in self.down:
             skips.append(x)
             x = down(x)
+        if self.encoded is not None:
+            x = self.encoded(x, L, features)
         return x, skips
 
-    def forward(self, L: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        x, skips = self.encode(L)
+    def forward(self, L: torch.Tensor, z: torch.Tensor | None = None, features=None) -> torch.Tensor:
+        x, skips = self.encode(L, features)
         if self.latent_dim:
             z = x.new_zeros(x.shape[0], self.latent_dim) if z is None else z.to(x.dtype)
             x = self.fuse(torch.cat([x, z[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1))
@@ -67,7 +73,7 @@ SMOKE = {"unet_channels": 8, "unet_depth": 2}  # the tests' tiny network
 
 
 def build(cfg: Config) -> UNet:
-    return UNet(in_channels(cfg), channels=cfg.unet_channels, depth=cfg.unet_depth, norm=cfg.norm)
+    return UNet(in_channels(cfg), channels=cfg.unet_channels, depth=cfg.unet_depth, norm=cfg.norm, encoder_cfg=cfg)
 
 
 def size_multiple(cfg: Config) -> int:

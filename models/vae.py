@@ -57,11 +57,12 @@ class PosteriorEncoder(nn.Module):
 
 class ConditionalVAE(nn.Module):
     def __init__(self, latent_dim: int, channels: int = 32, depth: int = 4, skips: bool = True,
-                 posterior_sees_L: bool = True, norm: str = "batch", in_channels: int = 1):
+                 posterior_sees_L: bool = True, norm: str = "batch", in_channels: int = 1, encoder_cfg=None):
         super().__init__()
         self.latent_dim, self.posterior_sees_L = latent_dim, posterior_sees_L
         self.encoder = PosteriorEncoder(in_channels + 2 if posterior_sees_L else 2, latent_dim, channels, min(depth, 4))
-        self.decoder = unet.UNet(in_channels, 2, channels, depth, skips=skips, norm=norm, latent_dim=latent_dim)
+        self.decoder = unet.UNet(in_channels, 2, channels, depth, skips=skips, norm=norm, latent_dim=latent_dim,
+                                 encoder_cfg=encoder_cfg)
 
     def posterior(self, L, ab):
         return self.encoder(torch.cat([L, ab], 1) if self.posterior_sees_L else ab)
@@ -112,7 +113,7 @@ class VAENetwork:
 
     def build(self, cfg: Config) -> ConditionalVAE:
         return ConditionalVAE(cfg.latent_dim, cfg.unet_channels, cfg.unet_depth, self.skips,
-                              self.posterior_sees_L, cfg.norm, in_channels(cfg))
+                              self.posterior_sees_L, cfg.norm, in_channels(cfg), encoder_cfg=cfg)
 
     def size_multiple(self, cfg: Config) -> int:
         return unet.size_multiple(cfg)

@@ -102,6 +102,8 @@ class TrainConfig:
                                          "Geometric(p) on 0, 1, 2, ... (mean (1 - p) / p); the paper's 1/8 by default")
     hint_none: float = setting(0.0, "--guided training: a share of the images that get no hint at all, on top of "
                                "the geometric's own share p (keeps a small --hint_p automatic); 0 by default")
+    encoder_lr_scale: float = setting(0.1, "--encoder_finetune: the pretrained encoder's learning rate, as a share of "
+                                      "the network's", minimum=0.0)
     full_checkpoints: bool = setting(False, "best.pt and epoch_N.pt also hold the optimizer state (by default "
                                      "only last.pt does: the others keep what inference and fine-tuning need)")
 
@@ -277,8 +279,17 @@ class Trainer:
         return module, net
 
     def adam(self, params, lr, betas=(0.9, 0.999), weight_decay=0.0):
-        """AdamW, fused into one kernel on CUDA."""
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay,
+        """AdamW, fused into one kernel on CUDA. A fine-tuned pretrained encoder's parameters among
+        `params` (--encoder_finetune) get --encoder_lr_scale times `lr`."""
+        from models.backbones import Encoded
+
+        params = list(params)
+        slow = {id(p) for m in self.modules for e in m.modules() if isinstance(e, Encoded) and e.finetune
+                for p in e.backbone.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in slow]}]
+        if slow:
+            groups.append({"params": [p for p in params if id(p) in slow], "lr": lr * self.cfg.encoder_lr_scale})
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, weight_decay=weight_decay,
                                  fused=self.device.type == "cuda")
 
     def cosine(self, optimizers: dict, total_steps: int) -> dict:

@@ -43,15 +43,19 @@ class DiffusionColorizer(Colorizer):
     def parts(cls, net, cfg, network_cfg, device, extra, echo=print):
         return {"schedule": NoiseSchedule(cfg.timesteps, cfg.schedule), "steps": cfg.steps}
 
-    def _eps(self, x_t, L, t):
-        with self.autocast():
-            return self.net(x_t, L, t).float()
-
     def sample(self, L, sampler=None, steps=None, generator=None):
         L = L.float()
+        encoded = getattr(self.net, "encoded", None)
+        with self.autocast():  # a pretrained encoder's features of L (--encoder): once for every step
+            features = encoded.features(L) if encoded is not None else None
+
+        def eps(x_t, L, t):
+            with self.autocast():
+                return self.net(x_t, L, t, features=features).float()
+
         if (sampler or self.sampler) == "ddpm":
-            return ddpm_sample(self._eps, self.schedule, L, generator)
-        return ddim_sample(self._eps, self.schedule, L, steps or self.steps, self.cfg.eta, generator)
+            return ddpm_sample(eps, self.schedule, L, generator)
+        return ddim_sample(eps, self.schedule, L, steps or self.steps, self.cfg.eta, generator)
 
     def predict_ab(self, L):
         return self.sample(L)
