@@ -78,7 +78,8 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
     `family`'s defaults when given)."""
     p = argparse.ArgumentParser(description="Automatic image colorization: train and compare model families.",
                                 add_help=add_help, formatter_class=HelpFormatter,
-                                conflict_handler=conflict_handler, allow_abbrev=False)  # --encoder != --encoder_lr_scale
+                                conflict_handler=conflict_handler,
+                                allow_abbrev=False)  # --encoder is not short for --encoder_lr_scale
     p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
     p.add_argument("--mode", choices=["train", "test", "colorize", "classifier"], default="train",
                    help="colorize: colorize --input with a trained run (no data, no metrics); classifier: train "

@@ -178,9 +178,9 @@ def shared(name: str, device: str) -> Backbone:
 class EncoderInput:
     """Mixed into a network's Config: a pretrained encoder of the grey image, joined at the
     network's bottleneck. A Config whose network cannot use one says why in ENCODER_REFUSED."""
-    encoder: str = setting("none", "a pretrained encoder of the grey image joined to the network (models/backbones.py): "
-                           "inception_v3 works offline; resnet34 and convnext_tiny download torchvision's ImageNet "
-                           "weights once", choices=ENCODERS)
+    encoder: str = setting("none", "a pretrained encoder of the grey image joined to the network (models/"
+                           "backbones.py): inception_v3 works offline; resnet34 and convnext_tiny download "
+                           "torchvision's ImageNet weights once", choices=ENCODERS)
     encoder_size: int = setting(0, "the side (px) the encoder sees the grey image at (0: its own default: "
                                 "inception_v3 160, the others 128)", minimum=0)
     encoder_fusion: str = setting("both", "what is joined: the encoder's spatial map and its global vector (both), "
@@ -214,7 +214,8 @@ class Encoded(nn.Module):
         self.size = cfg.encoder_size or SPECS[cfg.encoder].size
         spec = SPECS[cfg.encoder]
         width = spec.pooled + (spec.spatial if self.fusion == "both" else 0)
-        self.join = nn.Sequential(nn.Conv2d(width, channels, 1), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 1))
+        self.join = nn.Sequential(nn.Conv2d(width, channels, 1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(channels, channels, 1))
         nn.init.zeros_(self.join[2].weight)
         nn.init.zeros_(self.join[2].bias)
         self.finetune = cfg.encoder_finetune
