@@ -26,7 +26,7 @@ import torch
 
 import colorize_data as cd
 import public_data
-from models import config
+from models import backbones, config
 from trainers import REGISTRY, distributed, memory, photos
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainConfig, TrainingDiverged
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
                     locks.enter_context(ckpt_io.RunLock(run_dir, mode))
             return (train if args.mode == "train" else test)(args, given, family, run_dir)
     except (ckpt_io.CheckpointError, public_data.DataUnavailable, photos.OutputConflict, photos.NonFiniteOutput,
-            cd.BadSplit) as e:
+            cd.BadSplit, backbones.Unavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except UsageError as e:

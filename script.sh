@@ -7,6 +7,8 @@
 #   bash script.sh --quick                           # a CPU smoke run: small images, one epoch
 #   bash script.sh --families unet,unetgan           # only these families (default: all of them)
 #   bash script.sh --guided --hint_counts 0,1,5,10   # the hint-taking families, tested with n hints
+#   bash script.sh --encoder inception_v3            # the families that take a pretrained encoder, with it
+#                                                    # (run folders FAMILY_inception_v3)
 #
 # --results DIR writes to DIR instead of Results/. Any other option is passed to every main.py
 # call (e.g. --batch_size 128 --wandb offline).
@@ -24,6 +26,7 @@ ONLY=
 COMMON=()
 TRAIN_ONLY=()
 TEST_ONLY=()
+SUFFIX=  # --encoder NAME: run folders FAMILY_NAME
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) TRAIN_ONLY+=(--epochs 1)  # small images, one epoch, short diffusion chains
@@ -33,7 +36,8 @@ while [ $# -gt 0 ]; do
     --families) ONLY=$2; shift 2 ;;
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
     --hint_counts) TEST_ONLY+=(--hint_counts "$2"); shift 2 ;;  # test mode's hint curve (--guided runs)
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --encoder) COMMON+=(--encoder "$2"); [ "$2" != none ] && SUFFIX="_$2"; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) COMMON+=("$1"); shift ;;
   esac
 done
@@ -63,6 +67,9 @@ if unknown:
 if '--guided' in sys.argv[2:]:  # only the families whose networks take colour hints
     from models.hints import takes_hints
     only = [f for f in only if takes_hints(REGISTRY[f].network)]
+if '--encoder' in sys.argv[2:] and sys.argv[sys.argv.index('--encoder') + 1] != 'none':  # those that take one
+    from models.backbones import EncoderInput
+    only = [f for f in only if issubclass(REGISTRY[f].network.Config, EncoderInput)]
 print(' '.join(f for f in REGISTRY if f in only))" "$ONLY" "${COMMON[@]}") || exit $?
 failed=()
 # semantic interpretability: a classifier of the colour images, when the data has class folders
@@ -72,30 +79,32 @@ if [ -n "$FORCE" ] || [ ! -f "$RESULTS/classifier/classifier.pt" ]; then
     || { echo "   failed, see $RESULTS/logs/classifier.log"; failed+=(classifier); }
 fi
 for family in $families; do
-  if [ -z "$FORCE" ] && [ -f "$RESULTS/$family/metrics.json" ]; then
-    echo "== $family: done before, skipped (--force to redo)"; continue
+  run=$family$SUFFIX
+  if [ -z "$FORCE" ] && [ -f "$RESULTS/$run/metrics.json" ]; then
+    echo "== $run: done before, skipped (--force to redo)"; continue
   fi
   # unetddim is unetddpm's network and training with another sampler: when this batch has trained
   # unetddpm, its checkpoint is tested with DDIM rather than the same network trained twice
-  if [ "$family" = unetddim ] && [ -f "$RESULTS/unetddpm/best.pt" ] && [ -f "$RESULTS/unetddpm/metrics.json" ]; then
-    echo "== $family: test (unetddpm's checkpoint, DDIM sampling)"
-    if ! $PY main.py --model "$family" --mode test --weights "$RESULTS/unetddpm/best.pt" "${COMMON[@]}" \
-         "${TEST_ONLY[@]}" > "$RESULTS/logs/$family.test.log" 2>&1; then
-      echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family")
+  ddpm=$RESULTS/unetddpm$SUFFIX
+  if [ "$family" = unetddim ] && [ -f "$ddpm/best.pt" ] && [ -f "$ddpm/metrics.json" ]; then
+    echo "== $run: test (unetddpm$SUFFIX's checkpoint, DDIM sampling)"
+    if ! $PY main.py --model "$family" --mode test --run_name "$run" --weights "$ddpm/best.pt" \
+         "${COMMON[@]}" "${TEST_ONLY[@]}" > "$RESULTS/logs/$run.test.log" 2>&1; then
+      echo "   failed, see $RESULTS/logs/$run.test.log"; failed+=("$run")
     fi
     continue
   fi
   how=(--overwrite)
-  [ -z "$FORCE" ] && [ -f "$RESULTS/$family/last.pt" ] && how=(--resume)
-  echo "== $family: train ${how[*]}"
-  if ! $PY main.py --model "$family" --mode train "${how[@]}" "${COMMON[@]}" "${TRAIN_ONLY[@]}" \
-       > "$RESULTS/logs/$family.train.log" 2>&1; then
-    echo "   failed, see $RESULTS/logs/$family.train.log"; failed+=("$family"); continue
+  [ -z "$FORCE" ] && [ -f "$RESULTS/$run/last.pt" ] && how=(--resume)
+  echo "== $run: train ${how[*]}"
+  if ! $PY main.py --model "$family" --mode train --run_name "$run" "${how[@]}" "${COMMON[@]}" "${TRAIN_ONLY[@]}" \
+       > "$RESULTS/logs/$run.train.log" 2>&1; then
+    echo "   failed, see $RESULTS/logs/$run.train.log"; failed+=("$run"); continue
   fi
-  echo "== $family: test"
-  if ! $PY main.py --model "$family" --mode test "${COMMON[@]}" "${TEST_ONLY[@]}" \
-       > "$RESULTS/logs/$family.test.log" 2>&1; then
-    echo "   failed, see $RESULTS/logs/$family.test.log"; failed+=("$family"); continue
+  echo "== $run: test"
+  if ! $PY main.py --model "$family" --mode test --run_name "$run" "${COMMON[@]}" "${TEST_ONLY[@]}" \
+       > "$RESULTS/logs/$run.test.log" 2>&1; then
+    echo "   failed, see $RESULTS/logs/$run.test.log"; failed+=("$run"); continue
   fi
 done
 if $PY report.py summary "$RESULTS" > "$RESULTS/logs/report.log" 2>&1; then

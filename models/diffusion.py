@@ -3,8 +3,9 @@
 Denoiser: a UNet with a timestep embedding and self-attention at its two lowest resolutions.
     input  x_t (B, 2, H, W), noisy ab / 110, concatenated with L (B, 1, H, W) in [-1, 1],
            and the timestep t (B,) as integers in [0, T)
-    output the noise eps (B, 2, H, W) that was added (Ho et al. 2020). eps-prediction: the
-           standard DDPM objective, and DDIM (Song et al. 2021) is written in terms of it.
+    output (B, 2, H, W), by --prediction: v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans and
+           Ho 2022; the default), the noise eps that was added (Ho et al. 2020), or x0 itself. The
+           samplers turn any of them into the predicted x0 (NoiseSchedule.predict_x0).
 H and W must be multiples of 2**depth.
 
 Schedule: one object holding the betas and abar_t = prod(1 - beta) (in float64, stored float32),
@@ -149,23 +150,46 @@ class NoiseSchedule:
         abar = self.at(self.abar, t)
         return abar.sqrt() * x0.float() + (1 - abar).sqrt() * noise.float()
 
-    def predict_x0(self, x_t, t, eps):
-        """x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to the ab range [-1, 1]."""
+    def predict_x0(self, x_t, t, out, prediction: str = "eps"):
+        """x0 from the denoiser's output `out`, clipped to the ab range [-1, 1]:
+        eps: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (Ho et al. 2020, eq. 4 solved for x0);
+        v:   x0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v (Salimans and Ho 2022, section 4);
+        x0:  out itself."""
         abar = self.at(self.abar, t)
-        return ((x_t - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+        if prediction == "eps":
+            x0 = (x_t - (1 - abar).sqrt() * out) / abar.sqrt()
+        elif prediction == "v":
+            x0 = abar.sqrt() * x_t - (1 - abar).sqrt() * out
+        elif prediction == "x0":
+            x0 = out
+        else:
+            raise ValueError(f"unknown prediction {prediction!r}")
+        return x0.clamp(-1, 1)
+
+    def target(self, x0, t, noise, prediction: str = "eps"):
+        """What the denoiser learns to output for x_t = q_sample(x0, t, noise): the noise, v =
+        sqrt(abar_t) eps - sqrt(1 - abar_t) x0, or x0."""
+        if prediction == "eps":
+            return noise.float()
+        if prediction == "x0":
+            return x0.float()
+        abar = self.at(self.abar, t)
+        return abar.sqrt() * noise.float() - (1 - abar).sqrt() * x0.float()
 
 
 @torch.no_grad()
-def ddpm_sample(eps_fn, schedule: NoiseSchedule, L: torch.Tensor, generator=None) -> torch.Tensor:
+def ddpm_sample(net_fn, schedule: NoiseSchedule, L: torch.Tensor, generator=None, prediction: str = "eps"
+                ) -> torch.Tensor:
     """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2, with the posterior
-    q(x_{t-1} | x_t, x0) of eq. 6-7 around the predicted x0). eps_fn(x_t, L, t) -> eps."""
+    q(x_{t-1} | x_t, x0) of eq. 6-7 around the predicted x0). net_fn(x_t, L, t) -> the denoiser's
+    output, an eps, v or x0 as `prediction` says."""
     b, _, h, w = L.shape
     hinted = known_colours(L)
     x = _noise_like(torch.empty(b, 2, h, w, device=L.device), generator)
     betas, abar = schedule.betas.to(L.device), schedule.abar.to(L.device)
     for i in reversed(range(schedule.T)):
         t = torch.full((b,), i, device=L.device, dtype=torch.long)
-        x0 = _keep_hints(schedule.predict_x0(x, t, eps_fn(x, L, t).float()), hinted)
+        x0 = _keep_hints(schedule.predict_x0(x, t, net_fn(x, L, t).float(), prediction), hinted)
         abar_prev = abar[i - 1] if i > 0 else torch.ones((), device=L.device)
         coef_x0 = betas[i] * abar_prev.sqrt() / (1 - abar[i])
         coef_xt = (1 - abar_prev) * (1 - betas[i]).sqrt() / (1 - abar[i])
@@ -177,10 +201,11 @@ def ddpm_sample(eps_fn, schedule: NoiseSchedule, L: torch.Tensor, generator=None
 
 
 @torch.no_grad()
-def ddim_sample(eps_fn, schedule: NoiseSchedule, L: torch.Tensor, steps: int = 50, eta: float = 0.0,
-                generator=None) -> torch.Tensor:
+def ddim_sample(net_fn, schedule: NoiseSchedule, L: torch.Tensor, steps: int = 50, eta: float = 0.0,
+                generator=None, prediction: str = "eps") -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) on `steps` evenly spaced timesteps; eta = 0 is deterministic,
-    eta = 1 matches DDPM's variance."""
+    eta = 1 matches DDPM's variance. net_fn as for ddpm_sample; the eps of each step is the one
+    consistent with the (clipped) predicted x0, whatever the denoiser predicts."""
     b, _, h, w = L.shape
     hinted = known_colours(L)
     x = _noise_like(torch.empty(b, 2, h, w, device=L.device), generator)
@@ -189,8 +214,7 @@ def ddim_sample(eps_fn, schedule: NoiseSchedule, L: torch.Tensor, steps: int = 5
     times = times.round().long().unique_consecutive()
     for j, i in enumerate(times.tolist()):
         t = torch.full((b,), i, device=L.device, dtype=torch.long)
-        eps = eps_fn(x, L, t).float()
-        x0 = _keep_hints(schedule.predict_x0(x, t, eps), hinted)
+        x0 = _keep_hints(schedule.predict_x0(x, t, net_fn(x, L, t).float(), prediction), hinted)
         eps = (x - abar[i].sqrt() * x0) / (1 - abar[i]).sqrt()  # consistent with the clipped x0
         abar_prev = abar[times[j + 1]] if j + 1 < len(times) else torch.ones((), device=L.device)
         sigma = eta * ((1 - abar_prev) / (1 - abar[i]) * (1 - abar[i] / abar_prev)).clamp_min(0).sqrt()
@@ -218,6 +242,11 @@ def _noise_like(x: torch.Tensor, generator=None) -> torch.Tensor:
 class Config(HintInput, EncoderInput):
     diff_channels: int = setting(64, "channels of the denoiser's first level", minimum=1)
     diff_depth: int = setting(3, "halvings of the denoiser", minimum=1)
+    prediction: str = setting("v", "what the denoiser predicts: v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans "
+                              "and Ho 2022), the noise eps (Ho et al. 2020), or x0", choices=("v", "eps", "x0"))
+
+
+LEGACY = {"prediction": "eps"}  # what checkpoints saved before a setting existed were trained with
 
 
 SMOKE = {"diff_channels": 8, "diff_depth": 2}  # the tests' tiny network

@@ -90,3 +90,23 @@ def test_script_with_guided_runs_only_the_families_that_take_hints(tmp_path):
     train, test = [line for line in calls.read_text().splitlines() if line.startswith("main.py --model")]
     assert "--hint_counts" not in train and "--hint_counts 0,5" in test   # the hint curve: a test-mode option
     assert all("--guided" in line for line in calls.read_text().splitlines() if "--model" in line)
+
+
+def test_script_with_an_encoder_runs_the_families_that_take_one_into_folders_of_their_own(tmp_path):
+    """script.sh --encoder NAME: every family whose network takes a pretrained encoder (not the grey
+    baseline), each into FAMILY_NAME, so a batch with the encoder sits beside one without."""
+    import sys
+
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/bash\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "WANDB_MODE": "disabled"}
+    cmd = ["bash", str(ROOT / "script.sh"), "--results", str(tmp_path / "R"), "--families", "gray,unet,unetgan",
+           "--encoder", "inception_v3"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = [line.split()[:7] for line in calls.read_text().splitlines() if line.startswith("main.py --model")]
+    assert runs == [["main.py", "--model", family, "--mode", mode, "--run_name", f"{family}_inception_v3"]
+                    for family in ("unet", "unetgan") for mode in ("train", "test")]
+    assert all("--encoder inception_v3" in line for line in calls.read_text().splitlines() if "--model" in line)

@@ -1,7 +1,8 @@
 """Conditional diffusion for `unetddpm` and `unetddim`: one model, one checkpoint, two samplers.
 
 Training is identical for both names: t uniform in [0, T), x_t = q_sample(ab, t, eps), loss
-MSE(eps_theta(x_t, L, t), eps) (Ho et al. 2020). The trainer base's exponential moving average of
+MSE(f_theta(x_t, L, t), target) with the target the network's --prediction: v (Salimans and Ho
+2022, the default), eps (Ho et al. 2020) or x0. The trainer base's exponential moving average of
 the weights is on by default here (--ema_decay 0.999, warmed up) and used for sampling.
 `unetddpm` samples ancestrally over all T steps; `unetddim` with DDIM over --steps steps and --eta;
 either can load the other's checkpoint.
@@ -49,13 +50,14 @@ class DiffusionColorizer(Colorizer):
         with self.autocast():  # a pretrained encoder's features of L (--encoder): once for every step
             features = encoded.features(L) if encoded is not None else None
 
-        def eps(x_t, L, t):
+        def denoise(x_t, L, t):
             with self.autocast():
                 return self.net(x_t, L, t, features=features).float()
 
         if (sampler or self.sampler) == "ddpm":
-            return ddpm_sample(eps, self.schedule, L, generator)
-        return ddim_sample(eps, self.schedule, L, steps or self.steps, self.cfg.eta, generator)
+            return ddpm_sample(denoise, self.schedule, L, generator, self.network_cfg.prediction)
+        return ddim_sample(denoise, self.schedule, L, steps or self.steps, self.cfg.eta, generator,
+                           self.network_cfg.prediction)
 
     def predict_ab(self, L):
         return self.sample(L)
@@ -97,7 +99,7 @@ class DiffusionTrainer(Trainer):
         x_t = self.schedule.q_sample(ab, t, noise)  # float32 schedule arithmetic, outside autocast
         with self.autocast():
             pred = net(x_t, L, t)
-        return F.mse_loss(pred.float(), noise)
+        return F.mse_loss(pred.float(), self.schedule.target(ab, t, noise, self.network_cfg.prediction))
 
     def train_step(self, batch):
         loss = self.noise_loss(self.net, batch["ab"], batch["L"])

@@ -23,7 +23,7 @@ import torch
 import colorize_data as cd
 import metrics
 import public_data
-from models import config, hints
+from models import backbones, config, hints
 from trainers import REGISTRY, distributed, memory, semantic
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainingDiverged, TrainingStopped, save_grid
@@ -92,7 +92,8 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
                 values[k] = source[k]
     if saved is not None:
         fixed = set(config.names(family.network.Config))
-        saved_values = {**saved["args"], **saved.get("network", {})}  # "network": checkpoints since issue 15
+        saved_values = {**getattr(family.network, "LEGACY", {}),  # settings older checkpoints did not record
+                        **saved["args"], **saved.get("network", {})}  # "network": checkpoints since issue 15
         values = {**values, **saved_values}
         for k in given | keep_from_cli:
             if k in fixed and k in saved_values and getattr(args, k) != saved_values[k]:
@@ -106,6 +107,8 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
         if wrong:
             raise ckpt_io.CheckpointError(f"the checkpoint's saved settings are not valid ({'; '.join(wrong[:3])})")
     network_cfg, training_cfg = family.configs(merged)
+    if backbones.encoded(network_cfg):  # its weights, before any work (Unavailable: main says where they go)
+        backbones.check(network_cfg.encoder)
     merged = argparse.Namespace(**{**vars(merged), **dataclasses.asdict(training_cfg)})  # derived values included
     check_architecture(merged, family)
     if saved is not None:
