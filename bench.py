@@ -15,6 +15,10 @@ Columns, per family:
     sample img/s       diffusion families only: DDIM sampling with --steps steps
     1MP img/s          test-mode colorization of 1000x1000 images (ab upsampled, L kept)
     peak GiB           peak GPU memory of the training step
+
+Families' own flags pass through (`--encoder inception_v3`, ...). With a frozen --encoder on the CPU,
+compute img/s repeats one batch, whose encoder features are cached after the first step, so it
+leaves the encoder out; end-to-end img/s (an epoch of other images) includes it.
 """
 from __future__ import annotations
 

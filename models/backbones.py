@@ -191,15 +191,18 @@ def shared(name: str, device: str) -> Backbone:
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EncoderInput:
-    """Mixed into a network's Config: a pretrained encoder of the grey image, joined at the
-    network's bottleneck. A Config whose network cannot use one says why in ENCODER_REFUSED."""
+    """Mixed into a network's Config: a pretrained encoder of the grey image, joined to the network
+    (see Encoded)."""
     encoder: str = setting("none", "a pretrained encoder of the grey image joined to the network (models/"
                            "backbones.py): inception_v3 works offline; resnet34 and convnext_tiny download "
                            "torchvision's ImageNet weights once", choices=ENCODERS)
     encoder_size: int = setting(0, "the side (px) the encoder sees the grey image at (0: its own default: "
                                 "inception_v3 160, the others 128)", minimum=0)
-    encoder_fusion: str = setting("both", "what is joined: the encoder's spatial map and its global vector (both), "
-                                  "or the global vector only (as Deep Koalarization)", choices=("both", "global"))
+    encoder_fusion: str = setting("both", "what is joined at the bottleneck: the encoder's spatial map and its "
+                                  "global vector (both), the global vector only (as Deep Koalarization), or both "
+                                  "there and the spatial map at every level of a UNet's decoder too (skips; "
+                                  "networks without that decoder join at the bottleneck)",
+                                  choices=("both", "global", "skips"))
     encoder_finetune: bool = setting(False, "train the encoder too (at --encoder_lr_scale times the learning "
                                      "rate; it is then saved in every checkpoint); frozen by default")
 
@@ -208,78 +211,93 @@ def encoded(cfg) -> bool:
     return getattr(cfg, "encoder", "none") != "none"
 
 
-CACHE_BYTES = 2 * 2 ** 30  # the most a frozen encoder's cached features of training images take (CPU only)
+CACHE_BYTES = 3 * 2 ** 30  # the most a frozen encoder's cached features take (CPU only)
+
+
+def _mlp(c_in: int, c_out: int) -> nn.Sequential:
+    """1x1 convolution, ReLU, 1x1 convolution initialised at zero (so the join adds nothing at first)."""
+    mlp = nn.Sequential(nn.Conv2d(c_in, c_out, 1), nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 1))
+    nn.init.zeros_(mlp[2].weight)
+    nn.init.zeros_(mlp[2].bias)
+    return mlp
 
 
 class Encoded(nn.Module):
-    """The encoder's features of the grey image joined to a bottleneck x (B, C, h, w): the spatial
-    map averaged to (h, w) and the global vector broadcast over it, through a 1x1 convolution, a
-    ReLU and a 1x1 convolution initialised at zero, added to x, so that a network starts exactly as
-    it would without the encoder and learns how much to take from it.
+    """The encoder's features of the grey image joined to a network. At the bottleneck x (B, C, h,
+    w): the spatial map averaged to (h, w) and the global vector broadcast over it (or the global
+    vector alone, --encoder_fusion global), through a 1x1 convolution, a ReLU and a 1x1 convolution
+    initialised at zero, added to x. With --encoder_fusion skips, also at every level of a UNet's
+    decoder (`level` 1, 2, ... from the bottleneck up): the spatial map through its own 1x1, ReLU,
+    zero 1x1 at the encoder's resolution, resized to the level's and added. A network so starts
+    exactly as it would without the encoder and learns how much to take from it.
 
     A frozen encoder's features depend on the image alone, so on the CPU, where the encoder costs
-    more than the network, they are kept (already averaged to the bottleneck's size, about 20 KB an
-    image at 32 px) under a hash of the grey image, up to CACHE_BYTES: an image seen again (the
-    next epoch, the validation images every epoch) costs no encoder pass. The values are the same
-    as computed afresh; only the time changes."""
+    more than the network, they are kept under a hash of the grey image, up to CACHE_BYTES (about 60
+    KB an image at --encoder_size 96, 120 KB at 128): an image seen again (the next epoch, the
+    validation images every epoch) costs no encoder pass. The values are those computed afresh;
+    only the time changes."""
 
-    def __init__(self, cfg, channels: int):
+    def __init__(self, cfg, channels: int, levels: tuple = ()):
         super().__init__()
         self.name, self.fusion = cfg.encoder, cfg.encoder_fusion
         self.size = cfg.encoder_size or SPECS[cfg.encoder].size
         spec = SPECS[cfg.encoder]
-        width = spec.pooled + (spec.spatial if self.fusion == "both" else 0)
-        self.join = nn.Sequential(nn.Conv2d(width, channels, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(channels, channels, 1))
-        nn.init.zeros_(self.join[2].weight)
-        nn.init.zeros_(self.join[2].bias)
+        self.join = _mlp(spec.pooled + (0 if self.fusion == "global" else spec.spatial), channels)
+        self.levels = nn.ModuleList(_mlp(spec.spatial, c) for c in (levels if self.fusion == "skips" else ()))
         self.finetune = cfg.encoder_finetune
+        on_meta = torch.empty(0).device.type == "meta"  # built for shapes only (the memory estimate)
         if self.finetune:  # its own copy, trained and saved (the published weights, unless on the meta device)
-            self.backbone = build(self.name, pretrained=torch.empty(0).device.type != "meta")
+            self.backbone = build(self.name, pretrained=not on_meta)
+        elif on_meta:
+            shared(self.name, "meta")  # built now, so a forward pass measures only what the forward creates
         self._cache, self._cached_bytes = {}, 0
 
     def features(self, L: torch.Tensor) -> Features:
-        """The encoder's features of the grey image in L's first channel."""
+        """The encoder's features of the grey image in L's first channel (from the cache when a
+        frozen encoder on the CPU has seen the image)."""
         if self.finetune:
             return self.backbone(L[:, :1], self.size)
+        if L.device.type == "cpu":
+            return self._cached_features(L)
         encoder = shared(self.name, str(L.device))
         with torch.no_grad():
             return encoder(L[:, :1].detach(), self.size)
 
-    def inputs(self, f: Features, size) -> torch.Tensor:
-        """What the join takes at a bottleneck of `size` (h, w): (B, G [+ C], h, w)."""
-        parts = [f.pooled[:, :, None, None].expand(-1, -1, *size)]
-        if self.fusion == "both":
-            parts.insert(0, F.adaptive_avg_pool2d(f.spatial, size))
-        return torch.cat(parts, dim=1)
+    def _fresh(self, L: torch.Tensor) -> Features:
+        with torch.no_grad():
+            return shared(self.name, str(L.device))(L[:, :1].detach(), self.size)
 
-    def _cached_inputs(self, L: torch.Tensor, size) -> torch.Tensor:
+    def _cached_features(self, L: torch.Tensor) -> Features:
         import hashlib
 
         grey = L[:, :1].detach().float().contiguous().numpy()
-        keys = [hashlib.blake2b(row.tobytes() + repr(tuple(size)).encode(), digest_size=16).digest() for row in grey]
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in grey]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        new = {}
         if missing:
-            fresh = self.inputs(self.features(L[missing]), size).float()
-            for i, row in zip(missing, fresh):
-                if self._cached_bytes + row.numel() * 4 <= CACHE_BYTES:
-                    self._cache[keys[i]] = row.clone()
-                    self._cached_bytes += row.numel() * 4
-            new = dict(zip(missing, fresh))
-            return torch.stack([new[i] if i in new else self._cache[k] for i, k in enumerate(keys)])
-        return torch.stack([self._cache[k] for k in keys])
+            fresh = self._fresh(L[missing])
+            for j, i in enumerate(missing):
+                new[i] = (fresh.spatial[j], fresh.pooled[j])
+                size = (fresh.spatial[j].numel() + fresh.pooled[j].numel()) * fresh.pooled.element_size()
+                if self._cached_bytes + size <= CACHE_BYTES:
+                    self._cache[keys[i]] = (fresh.spatial[j].clone(), fresh.pooled[j].clone())
+                    self._cached_bytes += size
+        rows = [new[i] if i in new else self._cache[k] for i, k in enumerate(keys)]
+        return Features(torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]))
 
-    def forward(self, x: torch.Tensor, L: torch.Tensor, features: Features | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, L: torch.Tensor, features: Features | None = None, level: int = 0):
+        f = features if features is not None else self.features(L)
         size = tuple(x.shape[2:])
-        if features is not None:
-            inputs = self.inputs(features, size)
-        elif not self.finetune and L.device.type == "cpu":
-            inputs = self._cached_inputs(L, size)
-        else:
-            inputs = self.inputs(self.features(L), size)
-        return x + self.join(inputs.to(x.dtype))
+        if level:  # a decoder level: the spatial map, projected at its own resolution, then resized
+            out = self.levels[level - 1](f.spatial.to(x.dtype))
+            return x + F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        parts = [f.pooled[:, :, None, None].to(x.dtype).expand(-1, -1, *size)]
+        if self.fusion != "global":
+            parts.insert(0, F.adaptive_avg_pool2d(f.spatial.to(x.dtype), size))
+        return x + self.join(torch.cat(parts, dim=1))
 
 
-def join(cfg, channels: int) -> Encoded | None:
-    """A network's join for its settings (None without an encoder)."""
-    return Encoded(cfg, channels) if encoded(cfg) else None
+def join(cfg, channels: int, levels: tuple = ()) -> Encoded | None:
+    """A network's join for its settings (None without an encoder): at a bottleneck of `channels`,
+    and, with --encoder_fusion skips, at decoder levels of `levels` channels (bottleneck up)."""
+    return Encoded(cfg, channels, levels) if encoded(cfg) else None

@@ -43,7 +43,8 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, 1)
         if latent_dim:  # a latent code joins the features at the bottleneck (the VAE decoders)
             self.fuse = nn.Sequential(nn.Conv2d(widths[-1] + latent_dim, widths[-1], 1), nn.ReLU(inplace=True))
-        self.encoded = backbones.join(encoder_cfg, widths[-1]) if encoder_cfg is not None else None
+        self.encoded = (backbones.join(encoder_cfg, widths[-1], tuple(reversed(widths[:-1])))
+                        if encoder_cfg is not None else None)
 
     def encode(self, L: torch.Tensor, features=None):
         """Bottleneck features (B, C, h, w), with a pretrained encoder's features of the grey image
@@ -58,14 +59,18 @@ class UNet(nn.Module):
         return x, skips
 
     def forward(self, L: torch.Tensor, z: torch.Tensor | None = None, features=None) -> torch.Tensor:
+        if self.encoded is not None and self.encoded.levels and features is None:
+            features = self.encoded.features(L)  # once, for the bottleneck and every decoder level
         x, skips = self.encode(L, features)
         if self.latent_dim:
             z = x.new_zeros(x.shape[0], self.latent_dim) if z is None else z.to(x.dtype)
             x = self.fuse(torch.cat([x, z[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1))
-        for up, merge in zip(self.up, self.merge):
+        for level, (up, merge) in enumerate(zip(self.up, self.merge), 1):
             x = up(x)
             skip = skips.pop()
             x = merge(torch.cat([x, skip], dim=1) if self.skips else x)
+            if self.encoded is not None and self.encoded.levels:
+                x = self.encoded(x, L, features, level)
         return self.head(x)
 
 

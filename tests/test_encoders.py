@@ -52,13 +52,14 @@ def test_every_encoder_gives_a_map_at_a_sixteenth_and_a_vector(name, channels, p
     assert f.spatial.shape[:2] == (2, channels) and f.spatial.shape[2] in (6, 8) and f.pooled.shape == (2, pooled)
 
 
-def test_the_join_starts_as_the_network_without_it():
-    """The join's last convolution is zero at first: an --encoder network begins exactly where the
+@pytest.mark.parametrize("fusion", ["both", "skips"])
+def test_the_join_starts_as_the_network_without_it(fusion):
+    """The join's last convolutions are zero at first: an --encoder network begins exactly where the
     plain one does, and learns how much to take from the encoder."""
     family = REGISTRY["unet"]
     plain_cfg, _ = family.configs({"unet_channels": 8, "unet_depth": 2})
     encoded_cfg, _ = family.configs({"unet_channels": 8, "unet_depth": 2, "encoder": "inception_v3",
-                                     "encoder_size": 96})
+                                     "encoder_size": 96, "encoder_fusion": fusion})
     plain, encoded = family.network.build(plain_cfg).eval(), family.network.build(encoded_cfg).eval()
     encoded.load_state_dict({**encoded.state_dict(), **plain.state_dict()})
     L = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -72,9 +73,11 @@ def test_cached_features_are_the_computed_ones():
                                        "encoder_size": 96})
     join = backbones.Encoded(cfg, 32)
     L = torch.rand(3, 1, 16, 16) * 2 - 1
-    fresh = join.inputs(join.features(L), (4, 4))
-    assert torch.equal(join._cached_inputs(L, (4, 4)), fresh)
-    assert torch.equal(join._cached_inputs(L[[2, 0]], (4, 4)), fresh[[2, 0]])  # from the cache
+    fresh = join._fresh(L)
+    for rows in ([0, 1, 2], [2, 0]):  # computed, then from the cache
+        cached = join.features(L[rows])
+        assert torch.equal(cached.spatial, fresh.spatial[rows]) and torch.equal(cached.pooled, fresh.pooled[rows])
+    assert len(join._cache) == 3
 
 
 def test_a_run_with_an_encoder_trains_tests_colorizes_resumes_and_fine_tunes(tiny_data, tmp_path):
@@ -90,6 +93,9 @@ def test_a_run_with_an_encoder_trains_tests_colorizes_resumes_and_fine_tunes(tin
     photo = tiny_data / "test" / "img_000.png"
     assert main.main([*base, "--mode", "colorize", "--input", str(photo), "--output", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "img_000.png").is_file()
+    # fine-tuning another run from it (--init_from) takes its encoder with its network
+    assert main.main([*base, "--epochs", "1", "--run_name", "again", "--init_from", "unet"]) == 0
+    assert ckpt_io.load(tmp_path / "again" / "last.pt")["network"]["encoder"] == "inception_v3"
     # fine-tuned: the encoder is the network's own, saved, and learns at a tenth of the rate
     assert main.main([*flags, "--epochs", "1", "--run_name", "tuned", "--encoder_finetune"]) == 0
     tuned = ckpt_io.load(tmp_path / "tuned" / "last.pt")

@@ -25,7 +25,8 @@ class TooLarge(Exception):
 
 class _CountCreated(TorchDispatchMode):
     """Sums the bytes of every tensor an operator creates (views and in-place results share
-    memory with their inputs and are not counted)."""
+    memory with their inputs and are not counted), but not under no_grad: a frozen encoder's
+    activations (--encoder) are freed as it goes, autograd keeps none of them."""
 
     def __init__(self):
         super().__init__()
@@ -34,7 +35,7 @@ class _CountCreated(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         aliased = any(r.alias_info is not None for r in func._schema.returns)
-        if not aliased:
+        if not aliased and torch.is_grad_enabled():
             for t in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(t, torch.Tensor):
                     self.bytes += t.numel() * t.element_size()
