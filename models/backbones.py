@@ -87,6 +87,8 @@ class Backbone(nn.Module):
 
     def forward(self, L: torch.Tensor, size: int | None = None) -> Features:
         x = (_resize(grey_rgb(L), size or self.spec.size) - self.mean.to(L.dtype)) / self.std.to(L.dtype)
+        if x.device.type != "meta":  # channels_last: about 1.45x faster convolutions on the CPU too
+            x = x.contiguous(memory_format=torch.channels_last)
         return getattr(self, f"_{self.name}")(x)
 
     def _inception_v3(self, x):  # torch-fidelity's layers: (x - 128) / 128 of 0-255, i.e. (x - 0.5) / 0.5
@@ -183,7 +185,8 @@ def shared(name: str, device: str) -> Backbone:
     """The frozen encoder of this process on `device` (built once, in eval mode, no gradients)."""
     with torch.device("meta" if device == "meta" else "cpu"):  # meta: the architecture only, no memory
         encoder = build(name, pretrained=device != "meta")
-    return encoder.to(device).eval().requires_grad_(False)
+    encoder = encoder.to(device).eval().requires_grad_(False)
+    return encoder if device == "meta" else encoder.to(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ class EncoderInput:
                            "torchvision's ImageNet weights once", choices=ENCODERS)
     encoder_size: int = setting(0, "the side (px) the encoder sees the grey image at (0: its own default: "
                                 "inception_v3 160, the others 128)", minimum=0)
-    encoder_fusion: str = setting("both", "what is joined at the bottleneck: the encoder's spatial map and its "
+    encoder_fusion: str = setting("skips", "what is joined at the bottleneck: the encoder's spatial map and its "
                                   "global vector (both), the global vector only (as Deep Koalarization), or both "
                                   "there and the spatial map at every level of a UNet's decoder too (skips; "
                                   "networks without that decoder join at the bottleneck)",
