@@ -142,3 +142,25 @@ def test_diffusion_checkpoints_from_before_the_setting_are_eps_checkpoints(tiny_
         ckpt[part].pop("prediction")
     _, args, given = main.parse_args([*flags, "--mode", "test"])
     assert resolve(REGISTRY["unetddpm"], args, given, ckpt, {"model", "mode"}).network.prediction == "eps"
+
+
+def test_min_snr_weighting_is_the_x0_error_weighted_min_snr_gamma():
+    """--snr_gamma: whatever the denoiser predicts, its loss is the x0 error weighted min(SNR, gamma)
+    (Hang et al. 2023); checked for v against x0 recovered from the v output."""
+    family = REGISTRY["unetddpm"]
+    trainer = family.make({"diff_channels": 8, "diff_depth": 2, "timesteps": 20, "snr_gamma": 5.0,
+                           "image_size": 8}, "cpu", training=False)
+    net, schedule = trainer.model.eval(), trainer.schedule
+    ab, L = torch.rand(4, 2, 8, 8) * 0.2 - 0.1, torch.rand(4, 1, 8, 8) * 2 - 1
+    loss = trainer.noise_loss(net, ab, L, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, schedule.T, (4,), generator=g)
+    noise = torch.randn(ab.shape, generator=g)
+    x_t = schedule.q_sample(ab, t, noise)
+    with torch.no_grad():
+        v = net(x_t, L, t)
+    abar = schedule.at(schedule.abar, t)
+    x0 = abar.sqrt() * x_t - (1 - abar).sqrt() * v  # unclipped
+    snr = (abar / (1 - abar)).flatten()
+    expected = (((x0 - ab) ** 2).mean((1, 2, 3)) * snr.clamp(max=5.0)).mean()
+    assert torch.allclose(loss, expected, rtol=1e-4)

@@ -13,7 +13,6 @@ noise) plus colour metrics on a fixed handful of images (--val_images) sampled w
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from models.config import setting
 from models.diffusion import NoiseSchedule, ddim_sample, ddpm_sample
@@ -29,6 +28,9 @@ class DiffusionConfig(Sampling, TrainConfig):
                                minimum=0.0, maximum=1.0)
     schedule: str = setting("cosine", "noise schedule", choices=("cosine", "linear"))
     timesteps: int = setting(1000, "T, the diffusion steps of training", minimum=1)
+    snr_gamma: float = setting(0.0, "Min-SNR loss weighting (Hang et al. 2023): each timestep's loss weighted so "
+                               "that it counts as min(SNR, gamma) in x0 terms (5 in the paper); 0: unweighted",
+                               minimum=0.0)
     steps: int = setting(50, "sampling steps of DDIM (unetddim; unetddpm samples all T)", minimum=1)
     eta: float = setting(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", minimum=0.0, maximum=1.0)
     val_images: int = setting(16, "validation images sampled each validation", minimum=0)
@@ -99,7 +101,15 @@ class DiffusionTrainer(Trainer):
         x_t = self.schedule.q_sample(ab, t, noise)  # float32 schedule arithmetic, outside autocast
         with self.autocast():
             pred = net(x_t, L, t)
-        return F.mse_loss(pred.float(), self.schedule.target(ab, t, noise, self.network_cfg.prediction))
+        prediction = self.network_cfg.prediction
+        error = (pred.float() - self.schedule.target(ab, t, noise, prediction)) ** 2
+        if not self.cfg.snr_gamma:
+            return error.mean()
+        # Min-SNR-gamma: an x0 error weighted min(SNR, gamma); the eps and v errors are x0 errors
+        # times SNR and SNR + 1, so divide by those (Hang et al. 2023, eq. 7 and table 1)
+        snr = self.schedule.at(self.schedule.abar, t) / (1 - self.schedule.at(self.schedule.abar, t))
+        per = {"eps": snr, "v": snr + 1, "x0": torch.ones_like(snr)}[prediction]
+        return (error.mean((1, 2, 3)) * (snr.clamp(max=self.cfg.snr_gamma) / per).flatten()).mean()
 
     def train_step(self, batch):
         loss = self.noise_loss(self.net, batch["ab"], batch["L"])
