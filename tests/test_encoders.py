@@ -131,7 +131,8 @@ def test_samplers_return_x0_with_an_oracle_of_every_parameterization(prediction)
 
 
 def test_diffusion_checkpoints_from_before_the_setting_are_eps_checkpoints(tiny_data, tmp_path):
-    """Checkpoints written before --prediction existed predicted eps: test mode must read them so."""
+    """Checkpoints written before --prediction existed predicted eps (and before --snr_gamma, unweighted):
+    test mode must read them so."""
     from trainers.lifecycle import resolve
 
     flags = [*TINY, "--model", "unetddpm", "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "4",
@@ -140,8 +141,10 @@ def test_diffusion_checkpoints_from_before_the_setting_are_eps_checkpoints(tiny_
     ckpt = ckpt_io.load(tmp_path / "unetddpm" / "best.pt")
     for part in ("args", "network"):
         ckpt[part].pop("prediction")
+    ckpt["args"].pop("snr_gamma")  # nor --snr_gamma: they were trained unweighted
     _, args, given = main.parse_args([*flags, "--mode", "test"])
-    assert resolve(REGISTRY["unetddpm"], args, given, ckpt, {"model", "mode"}).network.prediction == "eps"
+    settings = resolve(REGISTRY["unetddpm"], args, given, ckpt, {"model", "mode"})
+    assert settings.network.prediction == "eps" and settings.training.snr_gamma == 0.0
 
 
 def test_min_snr_weighting_is_the_x0_error_weighted_min_snr_gamma():

@@ -28,8 +28,9 @@ class DiffusionConfig(Sampling, TrainConfig):
                                minimum=0.0, maximum=1.0)
     schedule: str = setting("cosine", "noise schedule", choices=("cosine", "linear"))
     timesteps: int = setting(1000, "T, the diffusion steps of training", minimum=1)
-    snr_gamma: float = setting(0.0, "Min-SNR loss weighting (Hang et al. 2023): each timestep's loss weighted so "
-                               "that it counts as min(SNR, gamma) in x0 terms (5 in the paper); 0: unweighted",
+    snr_gamma: float = setting(5.0, "Min-SNR loss weighting (Hang et al. 2023): each timestep's loss weighted so "
+                               "that it counts as min(SNR, gamma) in x0 terms (5, the paper's, chosen by "
+                               "validation: BENCHMARKS.md); 0: unweighted",
                                minimum=0.0)
     steps: int = setting(50, "sampling steps of DDIM (unetddim; unetddpm samples all T)", minimum=1)
     eta: float = setting(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", minimum=0.0, maximum=1.0)
@@ -77,6 +78,7 @@ class DDPMColorizer(DiffusionColorizer):
 
 
 class DiffusionTrainer(Trainer):
+    LEGACY = {"snr_gamma": 0.0}  # what runs saved before --snr_gamma existed were trained with
     Config = DiffusionConfig
     Colorizer = DiffusionColorizer
     compatible = ("unetddpm", "unetddim")

@@ -93,6 +93,7 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
     if saved is not None:
         fixed = set(config.names(family.network.Config))
         saved_values = {**getattr(family.network, "LEGACY", {}),  # settings older checkpoints did not record
+                        **getattr(family.trainer, "LEGACY", {}),
                         **saved["args"], **saved.get("network", {})}  # "network": checkpoints since issue 15
         values = {**values, **saved_values}
         for k in given | keep_from_cli:
