@@ -238,7 +238,8 @@ class Encoded(nn.Module):
     more than the network, they are kept under a hash of the grey image, up to CACHE_BYTES (about 60
     KB an image at --encoder_size 96, 120 KB at 128): an image seen again (the next epoch, the
     validation images every epoch) costs no encoder pass. The values are those computed afresh;
-    only the time changes."""
+    only the time changes. Where the training images differ every epoch (random crops of larger
+    photos), review_cache turns the cache off after the second epoch."""
 
     def __init__(self, cfg, channels: int, levels: tuple = ()):
         super().__init__()
@@ -254,13 +255,26 @@ class Encoded(nn.Module):
         elif on_meta:
             shared(self.name, "meta")  # built now, so a forward pass measures only what the forward creates
         self._cache, self._cached_bytes = {}, 0
+        self._caching, self._reviews, self._lookups, self._hits = True, 0, 0, 0
+
+    def review_cache(self) -> float | None:
+        """At the end of a training epoch: the share of this epoch's images found in the cache
+        (None when nothing was looked up). From the second epoch on, a share under 10% means the
+        images are new each time (random crops of larger photos): the cache is emptied and kept
+        off, since it would only hold memory."""
+        self._reviews += 1
+        share = self._hits / self._lookups if self._lookups else None
+        if self._reviews >= 2 and share is not None and share < 0.1 and self._caching:
+            self._caching, self._cache, self._cached_bytes = False, {}, 0
+        self._lookups = self._hits = 0
+        return share
 
     def features(self, L: torch.Tensor) -> Features:
         """The encoder's features of the grey image in L's first channel (from the cache when a
         frozen encoder on the CPU has seen the image)."""
         if self.finetune:
             return self.backbone(L[:, :1], self.size)
-        if L.device.type == "cpu":
+        if L.device.type == "cpu" and self._caching:
             return self._cached_features(L)
         encoder = shared(self.name, str(L.device))
         with torch.no_grad():
@@ -276,6 +290,7 @@ class Encoded(nn.Module):
         grey = L[:, :1].detach().float().contiguous().numpy()
         keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in grey]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        self._lookups, self._hits = self._lookups + len(keys), self._hits + len(keys) - len(missing)
         new = {}
         if missing:
             fresh = self._fresh(L[missing])
@@ -304,3 +319,10 @@ def join(cfg, channels: int, levels: tuple = ()) -> Encoded | None:
     """A network's join for its settings (None without an encoder): at a bottleneck of `channels`,
     and, with --encoder_fusion skips, at decoder levels of `levels` channels (bottleneck up)."""
     return Encoded(cfg, channels, levels) if encoded(cfg) else None
+
+
+def review_caches(model: nn.Module) -> float | None:
+    """Each Encoded module's review_cache at an epoch's end: the share of images its cache already
+    held, or None without a caching encoder."""
+    shares = [m.review_cache() for m in model.modules() if isinstance(m, Encoded)]
+    return next((s for s in shares if s is not None), None)

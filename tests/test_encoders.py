@@ -80,6 +80,25 @@ def test_cached_features_are_the_computed_ones():
     assert len(join._cache) == 3
 
 
+def test_the_cache_turns_itself_off_when_every_epoch_brings_new_images():
+    """Random crops of larger photos never repeat: from the second epoch's review on, a cache that
+    found (almost) nothing is emptied and stays off; images that repeat keep it."""
+    cfg, _ = REGISTRY["unet"].configs({"unet_channels": 8, "unet_depth": 2, "encoder": "inception_v3",
+                                       "encoder_size": 96})
+    repeating, fresh_each_time = backbones.Encoded(cfg, 32), backbones.Encoded(cfg, 32)
+    same = torch.rand(4, 1, 16, 16) * 2 - 1
+    for epoch in range(3):
+        repeating.features(same)
+        fresh_each_time.features(torch.rand(4, 1, 16, 16) * 2 - 1)
+        shares = repeating.review_cache(), fresh_each_time.review_cache()
+        assert shares == [(0.0, 0.0), (1.0, 0.0), (1.0, None)][epoch]  # None: off, nothing looked up
+    assert len(repeating._cache) == 4 and repeating._caching
+    assert fresh_each_time._cache == {} and not fresh_each_time._caching
+    before = torch.rand(2, 1, 16, 16) * 2 - 1  # still the right features, computed afresh
+    assert torch.equal(fresh_each_time.features(before).pooled, fresh_each_time._fresh(before).pooled)
+    assert fresh_each_time._cache == {}
+
+
 def test_a_run_with_an_encoder_trains_tests_colorizes_resumes_and_fine_tunes(tiny_data, tmp_path):
     flags = [*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--encoder", "inception_v3",
              "--encoder_size", "80"]

@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 import metrics
 from colorize_data import compose_rgb
+from models import backbones
 from models.config import setting
 from models.hints import GEOMETRIC_P, known_colours
 from trainers import checkpoint, distributed
@@ -438,6 +439,9 @@ class Trainer:
                 scalars["train/skipped_steps"] = self.skipped_steps
             for name, opt in self.optimizers.items():
                 scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
+            cached = backbones.review_caches(self.model)
+            if cached is not None:  # a frozen encoder's feature cache (CPU): the share of images it already held
+                scalars["train/encoder_cache_hits"] = cached
             self.on_epoch_end(scalars)
             self.log.scalars(scalars, self.step)
             val = {}
