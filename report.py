@@ -3,8 +3,9 @@ bold, bootstrap intervals), summary.png (every metric), compare.png (the same te
 run) and curves.png (training curves). Reads each run's structured outputs through RunFolder.
 
 Only comparable runs are ranked together: the same test images (data folder, split, image size,
-number of images and of FID images) and, among runs that learn, the same number of epochs. The
-largest such group is the comparison; any other run is listed apart, unranked, with what differs
+number of images and of FID images, and FID's Inception weights) and, among runs that learn, the
+same training data (folder and number of images) and number of epochs. The largest such group is
+the comparison; any other run is listed apart, unranked, with what differs
 (--mixed ranks every run in one table anyway, and says so).
 
     python report.py summary Results [--mixed]
@@ -42,24 +43,39 @@ def trained_epochs(r: dict):
     return None if r.get("weights") in (None, "none") else r.get("epochs") or r.get("epoch")
 
 
+def trained_on(r: dict) -> tuple | None:
+    """(training data folder, number of training images) of a run that learns, None for one that
+    does not; ("?", "?") where its metrics.json and run folder do not say."""
+    if trained_epochs(r) is None:
+        return None
+    return (r.get("train_data") or "?", r.get("train_images") or "?")
+
+
 def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
     """(the largest group of comparable runs, [(another run, what differs), ...])."""
     def base(r):
         return tuple(r.get(k, r.get("test_images")) if k == "test_set" else r.get(k) for k, _ in SAME_TEST)
 
-    def fid_images(r):  # None for a run that measured no FID
-        return r.get("fid_images") if r.get("fid") is not None and r.get("fid_images") else None
+    def fid(r):  # (images, weights), None for a run that measured no FID
+        return (r.get("fid_images"), r.get("fid_weights")) if r.get("fid") is not None and r.get("fid_images") else None
 
-    trained = [(base(r), trained_epochs(r)) for r in rows if trained_epochs(r) is not None]
-    keys = trained or [(base(r), None) for r in rows]
-    main_base, main_epochs = max(keys, key=keys.count)  # the most common setup (first on a tie)
-    fids = [fid_images(r) for r in rows if base(r) == main_base and fid_images(r)]
-    main_fid = max(fids, key=fids.count) if fids else None  # the FID count most of those runs used
+    trained = [(base(r), trained_epochs(r), trained_on(r)) for r in rows if trained_epochs(r) is not None]
+    keys = trained or [(base(r), None, None) for r in rows]
+    main_base, main_epochs, main_data = max(keys, key=keys.count)  # the most common setup (first on a tie)
+    fids = [fid(r) for r in rows if base(r) == main_base and fid(r)]
+    main_fid = max(fids, key=fids.count) if fids else None  # the FID setup most of those runs used
     group, apart = [], []
     for r in rows:
         differs = [words for (k, words), mine, theirs in zip(SAME_TEST, base(r), main_base) if mine != theirs]
-        if fid_images(r) and main_fid and fid_images(r) != main_fid:
-            differs.append(f"FID images ({fid_images(r)}, not {main_fid})")
+        if fid(r) and main_fid and fid(r)[0] != main_fid[0]:
+            differs.append(f"FID images ({fid(r)[0]}, not {main_fid[0]})")
+        elif fid(r) and main_fid and fid(r)[1] != main_fid[1]:
+            differs.append(f"FID weights ({fid(r)[1]}, not {main_fid[1]})")
+        data = trained_on(r)
+        if data is not None and main_data is not None and data[0] != main_data[0]:
+            differs.append(f"training data ({Path(str(data[0])).name}, not {Path(str(main_data[0])).name})")
+        elif data is not None and main_data is not None and data[1] != main_data[1]:
+            differs.append(f"training images ({data[1]}, not {main_data[1]})")
         if trained_epochs(r) not in (None, main_epochs):
             differs.append(f"epochs ({trained_epochs(r)}, not {main_epochs})")
         if differs:
@@ -92,7 +108,7 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
             best[key] = min(vals, key=lambda v: abs(v - target))
         else:
             best[key] = (min if rule == "min" else max)(vals)
-    head = (["run", "model", "data", "size", "epochs", "sampling", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
+    head = (["run", "model", "data", "size", "epochs", "trained on", "sampling", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
             + ["colourfulness (ground truth)", "training s", "training img/s"]
             + (["not comparable: differs in"] if why else []))
     body = []
@@ -100,7 +116,7 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
         epochs = trained_epochs(r)
         cells = [(str(x), False) for x in (r.get("run", "?"), r.get("model", "?"), Path(str(r.get("data") or "?")).name,
                                             r.get("image_size", "?"), "-" if epochs is None else epochs,
-                                            sampling_text(r), r.get("n_images", "?"))]
+                                            training_text(r), sampling_text(r), r.get("n_images", "?"))]
         for key, _, _ in SUMMARY_COLUMNS:
             v = r.get(key)
             text = "n/a" if v is None else f"{v:.4f}" if key in FOUR_DIGITS else f"{v:.2f}"
@@ -119,7 +135,7 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
 def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
     """The table in Markdown, best values in bold."""
     head, body = table(rows, rank, why)
-    copied = set(range(6)) | ({len(head) - 1} if why else set())  # texts from the run folders: made inert
+    copied = set(range(7)) | ({len(head) - 1} if why else set())  # texts from the run folders: made inert
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(f"**{t}**" if bold else md(t) if i in copied else t
                                 for i, (t, bold) in enumerate(cells)) + " |" for cells in body]
@@ -137,6 +153,16 @@ def html_table(rows: list[dict], rank: bool = True, why: list[str] | None = None
     return "\n".join(out + ["</table>"]) + "\n"
 
 
+def training_text(r: dict) -> str:
+    """"cifar10 x 10000, seed 0": the training data's folder name, its number of images and the
+    seed; "-" for a run with nothing to learn."""
+    data = trained_on(r)
+    if data is None:
+        return "-"
+    seed = r.get("seed")
+    return f"{Path(str(data[0])).name} x {data[1]}" + ("" if seed is None else f", seed {seed}")
+
+
 def sampling_text(r: dict) -> str:
     """How a run colorized the test images: a diffusion sampler and its steps, K samples."""
     parts = []
@@ -152,8 +178,9 @@ class BadRun(Exception):
 
 
 # what a metrics.json field must be; anything else is left out of the report (n/a) and said
-INTEGER_FIELDS = ("n_images", "image_size", "epoch", "epochs", "fid_images", "num_samples", "sampling_steps")
-TEXT_FIELDS = ("model", "data", "test_images", "test_set", "weights", "sampler", "fid_weights")
+INTEGER_FIELDS = ("n_images", "image_size", "epoch", "epochs", "fid_images", "num_samples", "sampling_steps",
+                  "train_images", "max_images", "seed")
+TEXT_FIELDS = ("model", "data", "test_images", "test_set", "weights", "sampler", "fid_weights", "train_data")
 NUMBER_FIELDS = tuple(k for k, _, _ in SUMMARY_COLUMNS) + ("colorfulness_gt", "kid_std", "seconds")
 
 
@@ -213,6 +240,8 @@ def load_run(run_dir: Path) -> dict:
             r["epochs"] = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
         except (OSError, ValueError, AttributeError, RecursionError):
             problems.append("args.json cannot be read")
+    if "train_data" not in raw and trained_epochs(r) is not None:  # older metrics.json files: the run's split
+        r.update(training_record(run_dir, r.get("weights")))
     table, why = read_per_image(run_dir)
     if why:
         problems.append(why)
@@ -229,6 +258,24 @@ def load_run(run_dir: Path) -> dict:
         problems.append("test_samples.pt cannot be read (left out of the pictures)")
     r["problems"] = problems
     return r
+
+
+def training_record(run_dir: Path, weights) -> dict:
+    """{"train_data", "train_images", "max_images", "seed"} from the split.json beside the tested
+    weights (else the run folder's), for metrics.json files written before test mode recorded
+    them; {} when there is none to read."""
+    from colorize_data import BadSplit, load_split
+
+    folder = Path(str(weights)).parent if weights else run_dir
+    for path in (RunFolder(folder).split, RunFolder(run_dir).split):
+        if path.is_file():
+            try:
+                split = load_split(path)
+            except BadSplit:
+                return {}
+            return {"train_data": split["root"], "train_images": len(split["train"]),
+                    "max_images": split.get("max_images"), "seed": split["seed"]}
+    return {}
 
 
 def read_samples(run_dir: Path) -> dict | None:
@@ -570,7 +617,8 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
                    + "\n![every metric, every run](summary.png)\n"
                    + ("\n![the same test images, every run](compare.png)\n" if compare else "")
                    + ("\n![training curves](curves.png)\n" if curves else ""))
-    keys = ["run", "model", "data", "test_images", "image_size", "epoch", "sampler", "sampling_steps",
+    keys = ["run", "model", "data", "test_images", "image_size", "epoch", "train_data", "train_images", "max_images",
+            "seed", "sampler", "sampling_steps",
             "num_samples", "n_images", "fid_images", "comparable"] + [k for k, _, _ in SUMMARY_COLUMNS] + \
         ["kid_std", "fid_weights", "delta_e_ci_low", "delta_e_ci_high", "ssim_ci_low", "ssim_ci_high",
          "colorfulness_gt", "train_seconds", "train_images_per_s"]
@@ -657,9 +705,17 @@ def setup_note(group: list[dict], mixed: bool) -> str:
     r = group[0]
     epochs = sorted({trained_epochs(x) for x in group} - {None})
     fid = f", FID and KID on {r['fid_images']} of them ({md(r.get('fid_weights'))})" if r.get("fid_images") else ""
+    data = next((trained_on(x) for x in group if trained_on(x) is not None), None)
+    seeds = sorted({x.get("seed") for x in group if trained_on(x) is not None and x.get("seed") is not None})
+    trained = ""
+    if epochs:
+        trained = f", trained {epochs[0]} epoch(s)"
+        if data is not None:
+            trained += f" on {data[1]} images of {md(data[0])}"
+        if seeds:
+            trained += f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
     return (f"Ranked together: {len(group)} run(s) tested on the same {r.get('n_images')} images "
-            f"({md(r.get('test_images'))}, {r.get('image_size')} px){fid}"
-            + (f", trained {epochs[0]} epoch(s)" if epochs else "") + ".\n\n")
+            f"({md(r.get('test_images'))}, {r.get('image_size')} px){fid}{trained}.\n\n")
 
 
 if __name__ == "__main__":

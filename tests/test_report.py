@@ -98,11 +98,54 @@ def test_only_comparable_runs_are_ranked_together(tmp_path):
         assert why in row and "**" not in row
         assert f"| {name} |" not in ranked
     with open(tmp_path / "summary.csv") as f:
-        comparable = {line.split(",")[0]: line.split(",")[11] for line in f.read().splitlines()[1:]}
+        lines = f.read().splitlines()
+        column = lines[0].split(",").index("comparable")
+        comparable = {line.split(",")[0]: line.split(",")[column] for line in lines[1:]}
     assert comparable == {"colorful": "True", "gray": "True", "unet": "True", "resnet": "True", "unet_64px": "False",
                           "unet_demo": "False", "unet_long": "False"}
     mixed = report.write_summary(tmp_path, mixed=True).read_text()
     assert "Set apart" not in mixed and "Mixed:" in mixed and "**3.00" in mixed
+
+
+def test_runs_trained_on_other_data_or_fewer_images_are_set_apart_and_the_groups_say_on_what(tmp_path):
+    """metrics.json records the training data, its size, --max_images and the seed; the report
+    ranks only runs trained alike, says which data, size and seeds the ranked group used, and
+    reads older metrics.json files' training data from the run's split.json."""
+    def trained(run_dir, data="/d/cifar10", n=10000, seed=0):
+        m = json.loads(RunFolder(run_dir).metrics.read_text())
+        RunFolder(run_dir).metrics.write_text(json.dumps({**m, "train_data": data, "train_images": n,
+                                                          "max_images": n, "seed": seed}))
+
+    trained(run_with_test_outputs(tmp_path, "unet", (200, 40, 40), delta_e=9.0))
+    trained(run_with_test_outputs(tmp_path, "resnet", (40, 200, 40), model="resnet", delta_e=9.5), seed=1)
+    run_with_test_outputs(tmp_path, "gray", (128, 128, 128), model="gray", delta_e=10.5)
+    trained(run_with_test_outputs(tmp_path, "unet_1k", (10, 10, 10), delta_e=5.0), n=1000)
+    trained(run_with_test_outputs(tmp_path, "unet_other", (10, 10, 10), delta_e=4.0), data="/d/Dataset")
+    old = run_with_test_outputs(tmp_path, "unet_old", (10, 10, 10), delta_e=8.0)  # no record: its split.json
+    RunFolder(old).split.write_text(json.dumps({"root": "/d/cifar10", "seed": 0, "max_images": 10000,
+                                                "train": [f"x{i}.png" for i in range(10000)], "val": [], "test": []}))
+    md = report.write_summary(tmp_path).read_text()
+    ranked, apart = md.split("## Set apart")
+    assert "trained 3 epoch(s) on 10000 images of /d/cifar10 (seeds 0, 1)" in ranked
+    assert "| unet | unet | cifar10 | 16 | 3 | cifar10 x 10000, seed 0 |" in ranked
+    assert "| gray |" in ranked and "| unet_old |" in ranked and "**8.00" in ranked
+    for name, why in (("unet_1k", "training images (1000, not 10000)"), ("unet_other", "training data (Dataset, not "
+                                                                                      "cifar10)")):
+        row = next(line for line in apart.splitlines() if line.startswith(f"| {name} |"))
+        assert why in row and "**" not in row
+
+
+def test_test_mode_records_what_the_weights_were_trained_on(tiny_data, tmp_path):
+    import conftest
+    import main
+
+    flags = [*conftest.TINY, "--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path),
+             "--max_images", "6", "--seed", "3"]
+    assert main.main([*flags, "--epochs", "1"]) == 0
+    assert main.main([*flags, "--mode", "test", "--input", ""]) == 0
+    m = json.loads((tmp_path / "unet" / "metrics.json").read_text())
+    assert m["train_data"] == str(Path(tiny_data).resolve()) and m["train_images"] == 6
+    assert m["max_images"] == 6 and m["seed"] == 3
 
 
 def test_a_run_without_fid_ranks_with_fid_runs_on_the_other_metrics(tmp_path):
@@ -117,10 +160,14 @@ def test_a_run_without_fid_ranks_with_fid_runs_on_the_other_metrics(tmp_path):
     edit(run_with_test_outputs(tmp_path, "unet_nofid", (10, 10, 10), delta_e=8.0), fid=None, kid=None,
          fid_images=0)
     edit(run_with_test_outputs(tmp_path, "unet_fid2", (10, 10, 10), delta_e=7.0, fid=10.0), fid_images=2)
+    edit(run_with_test_outputs(tmp_path, "unet_torchvision", (10, 10, 10), delta_e=7.0, fid=10.0),
+         fid_weights="torchvision")
     ranked, apart = report.write_summary(tmp_path).read_text().split("## Set apart")
     assert "| unet_nofid |" in ranked and "**8.00" in ranked and "**20.00**" in ranked
     row = next(line for line in apart.splitlines() if line.startswith("| unet_fid2 |"))
     assert "FID images (2, not 4)" in row
+    row = next(line for line in apart.splitlines() if line.startswith("| unet_torchvision |"))
+    assert "FID weights (torchvision, not None)" in row
 
 
 def test_a_set_apart_guided_run_keeps_its_hint_curve_marked_not_comparable(tmp_path):

@@ -231,6 +231,22 @@ def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[
     return cd.test_set(root)
 
 
+def training_record(split_file: Path, saved: dict | None) -> dict:
+    """What the tested weights were trained on, for metrics.json (the report ranks together only
+    runs trained alike): the data folder, the number of training images, --max_images and the
+    seed, from the run's split.json (else its saved settings); {} for a family with nothing to
+    learn."""
+    if saved is None:
+        return {}
+    if split_file.is_file():
+        split = cd.load_split(split_file)
+        return {"train_data": split["root"], "train_images": len(split["train"]),
+                "max_images": split.get("max_images"), "seed": split["seed"]}
+    given = saved["args"]
+    return {"train_data": given.get("data"), "train_images": None, "max_images": given.get("max_images"),
+            "seed": given.get("seed")}
+
+
 def train_batches(args, root: Path, split: dict, device):
     """In memory (decoded once) when the data set fits in --cache_gb, else streamed from disk."""
     rank, _, world = distributed.world_from_env()
@@ -477,7 +493,7 @@ def test(args, given, family, run_dir: Path) -> int:
               "epochs": saved["args"].get("epochs") if saved else 0,
               "data": str(Path(root).resolve()), "test_images": which,
               "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
-              "image_size": args.image_size, **colorizer.sampling(),
+              "image_size": args.image_size, **training_record(split_file, saved), **colorizer.sampling(),
               **summary, **({"hints": curve} if curve else {}), "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])
