@@ -140,3 +140,26 @@ def test_test_mode_reports_fid_and_kid_and_caches_the_true_images_features(tiny_
     assert main.main(flags + ["--run_name", "nofid", "--fid", "off"]) == 0
     off = json.loads((tmp_path / "nofid" / "metrics.json").read_text())
     assert off["fid"] is None and off["kid"] is None
+
+
+def test_kid_std_is_the_spread_over_proper_subsets_not_the_whole_set_again(monkeypatch):
+    """Up to 1,000 images every KID subset of 1,000 is the whole set, so their spread was about
+    2e-7 whatever the data: kid_std comes from random halves instead (None under 4 images); the
+    KID itself is still the whole set's."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    monkeypatch.setattr(FrechetInceptionDistance, "compute", lambda self: torch.tensor(0.0))  # FID: not tested here
+    realism = metrics.Realism(enabled=False)
+    realism.net = object()  # features given below: no Inception needed
+    g = torch.Generator().manual_seed(0)
+    realism.real = torch.randn(40, 2048, generator=g)
+    realism.fake_parts = [torch.randn(40, 2048, generator=g) * 1.3 + 0.2]
+    result = realism.compute()
+    assert result["kid_std"] > 0.02 * abs(result["kid"]) and result["kid_std"] > 1e-4, result
+    from torchmetrics.image.kid import KernelInceptionDistance
+    whole = KernelInceptionDistance(feature=metrics._Given(), subset_size=40, subsets=1)
+    whole.update(realism.real, real=True)
+    whole.update(realism.fake_parts[0], real=False)
+    assert abs(float(whole.compute()[0]) - result["kid"]) < 1e-6
+    realism.real, realism.fake_parts = realism.real[:3], [realism.fake_parts[0][:3]]
+    assert realism.compute()["kid_std"] is None
