@@ -277,3 +277,8 @@ def test_every_hint_count_samples_with_the_same_noise(tiny_data, tmp_path, monke
     assert run("--model", "unetddpm", "--mode", "test", "--hint_counts", "0,1,2", *flags) == 0
     curve = json.loads((res / "unetddpm" / "metrics.json").read_text())["hints"]
     assert curve[0]["delta_e"] > 0 and [r["delta_e"] for r in curve] == [curve[0]["delta_e"]] * 3
+    # also with --num_samples K, whose automatic evaluation draws K samples a batch (two batches here)
+    assert run("--model", "unetddpm", "--mode", "test", "--hint_counts", "0,1", "--num_samples", 3,
+               *flags, "--batch_size", 2) == 0
+    curve = json.loads((res / "unetddpm" / "metrics.json").read_text())["hints"]
+    assert curve[0]["delta_e"] == curve[1]["delta_e"]

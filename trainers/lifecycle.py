@@ -486,8 +486,8 @@ def test(args, given, family, run_dir: Path) -> int:
         print(f"note: the {settings.training.num_samples} samples per image are identical (mean delta E between them "
               f"{summary['diversity_delta_e']:.4f}): this model's colours do not depend on its latent code (a "
               f"collapsed posterior), so best-of-K is its one colorization")
-    curve = (hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary, args.seed)
-             if counts else None)
+    curve = (hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary, args.seed,
+                        settings.training.num_samples if colorizer.stochastic else 1) if counts else None)
     result = {"model": args.model, "run": run_dir.name, "weights": weights,
               "epoch": saved["epoch"] if saved else 0,  # the tested checkpoint's; "epochs": the run's budget
               "epochs": saved["args"].get("epochs") if saved else 0,
@@ -534,15 +534,18 @@ HINT_CURVE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc", "fid", "kid
 
 
 def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[int], automatic: dict,
-               seed: int) -> list[dict]:
+               seed: int, samples: int = 1) -> list[dict]:
     """--hint_counts: the test set evaluated again with n hints per image revealed from the true
     colours (models/hints.reveal, seeded by image) for each n; n = 0 is the automatic evaluation
     already made, which started from torch.manual_seed(seed): so does every count, so that a
     stochastic sampler (diffusion) draws the same noise at every count and the curve shows the
-    hints, not the noise. [{"count": n, delta_e, psnr, ssim, colorfulness, auc, fid, kid}, ...]"""
+    hints, not the noise. When that evaluation drew `samples` K > 1 colorizations per image, its
+    later batches used other noise than one colorization per image would: 0 hints is then
+    evaluated again, as every count is, with one.
+    [{"count": n, delta_e, psnr, ssim, colorfulness, auc, fid, kid}, ...]"""
     rows = []
     for n in counts:
-        if n == 0:
+        if n == 0 and samples == 1:
             summary = automatic
         else:
             print(f"evaluating with {n} hint(s) per image")
