@@ -208,7 +208,7 @@ def clean_metrics(raw: dict) -> tuple[dict, list[str]]:
         elif k in TEXT_FIELDS:
             r[k] = v if isinstance(v, str) else None
             ok = r[k] is not None
-        elif k == "hints":
+        elif k in ("hints", "hints_paste"):
             ok = isinstance(v, list) and all(
                 isinstance(h, dict) and isinstance(h.get("count"), int) and not isinstance(h.get("count"), bool)
                 and _finite(h.get("delta_e")) and _finite(h.get("psnr")) and (h.get("fid") is None or _finite(h["fid"]))
@@ -639,6 +639,13 @@ def _hinted(rows: list[dict], apart: list[dict]) -> list[tuple[dict, bool]]:
     return [(r, False) for r in rows if r.get("hints")] + [(r, True) for r in apart if r.get("hints")]
 
 
+def paste_curve(rows: list[dict], apart: list[dict] = ()) -> list[dict] | None:
+    """The hint curve of pasting the revealed hints into the grey image, no model (metrics.json's
+    "hints_paste"), of the first hinted run that has one: a ranked run's when any has it (every
+    ranked run was tested on the same images with the same hints)."""
+    return next((r["hints_paste"] for r, _ in _hinted(rows, apart) if r.get("hints_paste")), None)
+
+
 def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
     """The colour-hint curves of the runs tested with --hint_counts (Markdown): per run and number
     of hints revealed per image, delta E, PSNR and FID (0 hints: the automatic figures). Runs set
@@ -650,6 +657,11 @@ def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
     counts = sorted({h["count"] for r, _ in hinted for h in r["hints"]})
     lines = ["| run | " + " | ".join(f"{n} hint{'s' if n != 1 else ''}" for n in counts) + " |",
              "|---|" + "---|" * len(counts)]
+    paste = {h["count"]: h for h in paste_curve(rows, apart) or []}
+    if paste:
+        lines.append("| the hints pasted into grey, no model | " + " | ".join(
+            "-" if n not in paste else f"{paste[n]['delta_e']:.2f} / {paste[n]['psnr']:.2f}" for n in counts) + " |")
+    gains = []
     for r, set_apart in hinted:
         by = {h["count"]: h for h in r["hints"]}
         cells = []
@@ -659,11 +671,23 @@ def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
                          + (f" / {h['fid']:.1f}" if h.get("fid") is not None else ""))
         name = f"{md(r['run'])} (set apart, not comparable)" if set_apart else md(r["run"])
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return ("\n## Colour hints\n\nUser-guided runs (--guided) tested with --hint_counts: n hints per image revealed "
+        mine = r.get("hints_paste") or (list(paste.values()) if not set_apart else [])
+        base = {h["count"]: h for h in mine}
+        if base:
+            gains.append(f"| {name} | " + " | ".join(
+                "-" if n not in by or n not in base else f"{base[n]['delta_e'] - by[n]['delta_e']:+.2f}"
+                for n in counts) + " |")
+    text = ("\n## Colour hints\n\nUser-guided runs (--guided) tested with --hint_counts: n hints per image revealed "
             "from the true colours at seeded positions (the same for every run). Each cell: delta E 2000 / PSNR "
             "(dB) / FID where measured; 0 hints is the automatic result. A run marked set apart is not comparable "
-            "with the ranked ones (see above); its curve only compares it with itself.\n\n" + "\n".join(lines)
-            + "\n\n![the hint curves](hints.png)\n")
+            "with the ranked ones (see above); its curve only compares it with itself. The first row is no model "
+            "at all: the same hints pasted into the grey image, no colour elsewhere.\n\n" + "\n".join(lines) + "\n")
+    if gains:
+        text += ("\nWhat the model adds above pasting the hints: delta E of the pasted hints minus the run's, at "
+                 "each count (positive: better than the hints alone).\n\n| run | "
+                 + " | ".join(f"{n} hint{'s' if n != 1 else ''}" for n in counts) + " |\n|---|" + "---|" * len(counts)
+                 + "\n" + "\n".join(gains) + "\n")
+    return text + "\n![the hint curves](hints.png)\n"
 
 
 def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | None:
@@ -679,6 +703,11 @@ def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | No
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = plt.get_cmap("tab20").colors
+    paste = paste_curve(rows, apart)
+    if paste:
+        for ax, key in zip(axes, ("delta_e", "psnr")):
+            ax.plot([h["count"] for h in paste], [h[key] for h in paste], "s:", color="grey",
+                    label="hints pasted into grey (no model)")
     for i, (r, set_apart) in enumerate(hinted):
         xs = [h["count"] for h in r["hints"]]
         label = f"{r['run']} (set apart)" if set_apart else r["run"]

@@ -9,6 +9,8 @@ import torch
 from conftest import write_images
 
 import main
+import metrics
+from colorize_data import compose_rgb, rgb_to_model
 from models import hints
 from trainers import REGISTRY
 
@@ -152,6 +154,8 @@ def test_one_hint_tells_the_colour_that_grey_cannot(tmp_path):
     plain = json.loads((tmp_path / "R" / "plain" / "metrics.json").read_text())
     curve = {r["count"]: r["delta_e"] for r in guided["hints"]}
     assert curve[0] == pytest.approx(guided["delta_e"])             # 0 hints: the automatic figures
+    paste = {r["count"]: r["delta_e"] for r in guided["hints_paste"]}  # the hints alone, no model
+    assert paste[1] < paste[0] and curve[1] < paste[1]
     assert plain["delta_e"] > 15 and curve[0] > 15                  # a* +-30 cannot be told from L
     assert curve[1] < 6                                             # one hint tells it
 
@@ -265,6 +269,20 @@ def test_hint_p_and_hint_none_set_the_training_hints_of_a_guided_run(capsys, mon
         with pytest.raises(SystemExit) as e:
             main.parse_args(["--model", "unet", *argv])
         assert e.value.code == 2 and why in capsys.readouterr().err
+
+
+def test_the_pasted_hints_row_is_the_grey_baseline_at_0_hints_and_improves_with_more():
+    """The no-model row of every hint curve: 0 hints is exactly the grey image, and each hint
+    pasted in lowers delta E (the revealed patches carry the true mean colour)."""
+    from trainers.evaluation import paste_hints
+
+    images = torch.from_numpy(np.stack(conftest.colour_crops(6, size=(32, 32), seed=4))).permute(0, 3, 1, 2).contiguous()
+    rows = {r["count"]: r for r in paste_hints(images, [0, 1, 10], batch_size=4)}
+    rgb = images.float() / 255
+    L, _ = rgb_to_model(rgb)
+    grey = metrics.delta_e_2000(compose_rgb(L, torch.zeros(6, 2, 32, 32)), rgb).mean().item()
+    assert rows[0]["delta_e"] == pytest.approx(grey, abs=1e-4) and rows[0]["colorfulness"] < 0.01
+    assert rows[0]["delta_e"] > rows[1]["delta_e"] > rows[10]["delta_e"]
 
 
 def test_every_hint_count_samples_with_the_same_noise(tiny_data, tmp_path, monkeypatch):

@@ -187,6 +187,14 @@ def test_a_set_apart_guided_run_keeps_its_hint_curve_marked_not_comparable(tmp_p
     hints_part = md.split("## Colour hints")[1]
     assert "| guided | 9.00 / 25.00 | 8.90 / 25.10 | 8.00 / 26.00 |" in hints_part
     assert "| guided_long (set apart, not comparable) | 8.00 / 25.00 | 7.90 / 25.10 | 7.00 / 26.00 |" in hints_part
+    # the hints pasted into grey with no model: a row of the table, a line of the chart, and each run's gain
+    m = json.loads(RunFolder(tmp_path / "guided").metrics.read_text())
+    m["hints_paste"] = [{"count": n, "delta_e": 10.0 - n / 20, "psnr": 24.0 + n / 20} for n in (0, 1, 10)]
+    RunFolder(tmp_path / "guided").metrics.write_text(json.dumps(m))
+    hints_part = report.write_summary(tmp_path).read_text().split("## Colour hints")[1]
+    assert "| the hints pasted into grey, no model | 10.00 / 24.00 | 9.95 / 24.05 | 9.50 / 24.50 |" in hints_part
+    gains = hints_part.split("What the model adds above pasting the hints")[1]
+    assert "| guided | +1.00 | +1.05 | +1.50 |" in gains and "guided_long" not in gains  # its own paste row: none
     assert (tmp_path / "hints.png").is_file()
     # with only the set-apart run guided, the curve is still drawn; with none, an old chart is removed
     shutil.rmtree(tmp_path / "guided")

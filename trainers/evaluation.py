@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 import metrics
-from colorize_data import compose_rgb
+from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
+from models import hints
 from trainers import distributed
 
 
@@ -74,3 +75,24 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
         pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
         grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep]]
     return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None)
+
+
+PASTE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc")
+
+
+@torch.no_grad()
+def paste_hints(images: torch.Tensor, counts: list[int], batch_size: int) -> list[dict]:
+    """The hint curve of no model at all: for each count n, the grey image with the n hints that
+    --hint_counts reveals (the same patches, models/hints.reveal, seeded by image index) pasted
+    in, and no colour elsewhere. What a hinted family gains above this is its own; the rest is
+    the revealed pixels themselves. [{"count": n, delta_e, psnr, ssim, colorfulness, auc}, ...]"""
+    rows = []
+    for n in counts:
+        acc = metrics.MetricAccumulator(None)
+        for i in range(0, len(images), batch_size):
+            rgb = uint8_to_float(images[i:i + batch_size])
+            L, ab = rgb_to_model(rgb)
+            acc.update(compose_rgb(L, hints.reveal(ab, n, first_index=i)[:, :2]), rgb)
+        summary = metrics.summarize(acc.per_image(), acc.per_bin)
+        rows.append({"count": n, **{k: summary.get(k) for k in PASTE_KEYS}})
+    return rows

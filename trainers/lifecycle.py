@@ -27,7 +27,7 @@ from models import backbones, config, hints
 from trainers import REGISTRY, distributed, memory, semantic
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainingDiverged, TrainingStopped, save_grid
-from trainers.evaluation import NonFiniteColorization, evaluate
+from trainers.evaluation import NonFiniteColorization, evaluate, paste_hints
 from trainers.inference import Colorizer, inference_weights
 from trainers.photos import OutputConflict, colorize_files, input_files
 from trainers.run_folder import RunFolder
@@ -494,7 +494,8 @@ def test(args, given, family, run_dir: Path) -> int:
               "data": str(Path(root).resolve()), "test_images": which,
               "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
               "image_size": args.image_size, **training_record(split_file, saved), **colorizer.sampling(),
-              **summary, **({"hints": curve} if curve else {}), "seconds": round(time.time() - t0, 2)}
+              **summary, **({"hints": curve, "hints_paste": paste_hints(images, counts, args.batch_size)} if curve else {}),
+              "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])
         if (labels >= 0).all():
