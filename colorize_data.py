@@ -11,6 +11,7 @@ Colour conventions (decided here, once):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -414,6 +415,18 @@ def test_set(root) -> tuple[list[str], str]:
 
 class BadSplit(Exception):
     """A split.json that cannot be used (damaged, or edited by hand); the message names it."""
+
+
+def fingerprints(root, rel_paths) -> list[str]:
+    """A short content hash of each file (blake2b of its bytes, 16 hex digits; "" for one that
+    cannot be read): the same picture under another folder or name has the same one."""
+    out = []
+    for rel in rel_paths:
+        try:
+            out.append(hashlib.blake2b((Path(root) / rel).read_bytes(), digest_size=8).hexdigest())
+        except OSError:
+            out.append("")
+    return out
 
 
 def load_split(path) -> dict:

@@ -59,8 +59,9 @@ def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str
     def fid(r):  # (images, weights), None for a run that measured no FID
         return (r.get("fid_images"), r.get("fid_weights")) if r.get("fid") is not None and r.get("fid_images") else None
 
-    trained = [(base(r), trained_epochs(r), trained_on(r)) for r in rows if trained_epochs(r) is not None]
-    keys = trained or [(base(r), None, None) for r in rows]
+    clean = [r for r in rows if not r.get("seen_in_training")] or rows  # a leaking test never sets the standard
+    trained = [(base(r), trained_epochs(r), trained_on(r)) for r in clean if trained_epochs(r) is not None]
+    keys = trained or [(base(r), None, None) for r in clean]
     main_base, main_epochs, main_data = max(keys, key=keys.count)  # the most common setup (first on a tie)
     fids = [fid(r) for r in rows if base(r) == main_base and fid(r)]
     main_fid = max(fids, key=fids.count) if fids else None  # the FID setup most of those runs used
@@ -78,6 +79,9 @@ def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str
             differs.append(f"training images ({data[1]}, not {main_data[1]})")
         if trained_epochs(r) not in (None, main_epochs):
             differs.append(f"epochs ({trained_epochs(r)}, not {main_epochs})")
+        seen = r.get("seen_in_training")
+        if seen:
+            differs.append(f"test images seen in training ({seen['train'] + seen['val']} of {seen['of']})")
         if differs:
             apart.append((r, ", ".join(differs)))
         else:
@@ -208,6 +212,10 @@ def clean_metrics(raw: dict) -> tuple[dict, list[str]]:
         elif k in TEXT_FIELDS:
             r[k] = v if isinstance(v, str) else None
             ok = r[k] is not None
+        elif k == "seen_in_training":
+            ok = isinstance(v, dict) and all(isinstance(v.get(x), int) and not isinstance(v.get(x), bool)
+                                             and v[x] >= 0 for x in ("train", "val", "of"))
+            r[k] = v if ok else None
         elif k in ("hints", "hints_paste"):
             ok = isinstance(v, list) and all(
                 isinstance(h, dict) and isinstance(h.get("count"), int) and not isinstance(h.get("count"), bool)

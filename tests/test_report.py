@@ -236,3 +236,27 @@ def test_index_page_renders_the_table_and_every_runs_images_in_chromium(tmp_path
     shutil.rmtree(tmp_path / "index_files")
     gone = screenshot("broken.png")
     assert gone["red"] < cell and gone["blue"] < cell and gone["text"] > 2000, gone
+
+
+def test_a_copied_test_folder_that_holds_training_images_is_flagged_and_set_apart(tiny_data, tmp_path, capsys):
+    """The run keeps content hashes of its training and validation files; a test folder elsewhere
+    whose files are among them (a copy of the data folder) is flagged in the output and in
+    metrics.json, and the report sets the run apart. Its own test split is not flagged."""
+    import conftest
+    import main
+
+    flags = [*conftest.TINY, "--model", "unet", "--results", str(tmp_path / "R")]
+    assert main.main([*flags, "--data", str(tiny_data), "--epochs", "1"]) == 0
+    assert main.main([*flags, "--data", str(tiny_data), "--mode", "test", "--input", ""]) == 0
+    assert "seen_in_training" not in json.loads((tmp_path / "R" / "unet" / "metrics.json").read_text())
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_data / "train", copy)  # another path, the same pictures: not a held-out set
+    capsys.readouterr()
+    assert main.main([*flags, "--data", str(copy), "--mode", "test", "--input", "", "--run_name", "leak",
+                      "--weights", str(tmp_path / "R" / "unet" / "best.pt")]) == 0
+    assert "WARNING: 10 of 10 test images are files this run trained on (9) or validated on (1)" in capsys.readouterr().out
+    seen = json.loads((tmp_path / "R" / "leak" / "metrics.json").read_text())["seen_in_training"]
+    assert seen == {"train": 9, "val": 1, "of": 10}
+    row = next(line for line in report.write_summary(tmp_path / "R").read_text().split("## Set apart")[1].splitlines()
+               if line.startswith("| leak |"))
+    assert "test images seen in training (10 of 10)" in row

@@ -231,6 +231,30 @@ def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[
     return cd.test_set(root)
 
 
+def seen_in_training(root: Path, names: list[str], run: RunFolder | None) -> dict | None:
+    """Test images whose content the weights were trained or validated on (the run's
+    fingerprints.json against the test files' bytes, wherever they lie): {"train": n, "val": m,
+    "of": len(names)} with a loud warning, or None when there are none (or the run kept no
+    fingerprints: runs trained before they existed)."""
+    if run is None or not run.fingerprints.is_file():
+        return None
+    try:
+        known = json.loads(run.fingerprints.read_text())
+        train, val = set(known["train"]) - {""}, set(known["val"]) - {""}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        print(f"note: {run.fingerprints} cannot be read: the test images are not checked against the training set")
+        return None
+    mine = cd.fingerprints(root, names)
+    seen = {"train": sum(f in train for f in mine), "val": sum(f in val and f not in train for f in mine),
+            "of": len(names)}
+    if not seen["train"] and not seen["val"]:
+        return None
+    print(f"WARNING: {seen['train'] + seen['val']} of {len(names)} test images are files this run trained on "
+          f"({seen['train']}) or validated on ({seen['val']}): the figures below are not a held-out test "
+          f"(recorded as seen_in_training in metrics.json; the report sets the run apart)")
+    return seen
+
+
 def training_record(split_file: Path, saved: dict | None) -> dict:
     """What the tested weights were trained on, for metrics.json (the report ranks together only
     runs trained alike): the data folder, the number of training images, --max_images and the
@@ -345,6 +369,9 @@ def train(args, given, family, run_dir: Path) -> int:
             stale.unlink()
         split = get_split(args, run_dir, root)
         write_unless_same(run.split, json.dumps(split, indent=1))
+        if not run.fingerprints.is_file() or not args.resume:  # what test mode checks a test set against
+            ckpt_io.write_text_atomic(run.fingerprints, json.dumps(
+                {"train": cd.fingerprints(root, split["train"]), "val": cd.fingerprints(root, split["val"])}))
         write_unless_same(run.args, json.dumps(vars(args), indent=1, default=str))
     distributed.barrier()
     if not main_process:
@@ -457,6 +484,7 @@ def test(args, given, family, run_dir: Path) -> int:
     split_file = RunFolder(Path(weights).parent if saved else run_dir).split
     names, which = test_images(root, split_file, saved["args"] if saved else None)
     print(f"testing on {which}: {len(names)} image(s)")
+    seen = seen_in_training(root, names, RunFolder(Path(weights).parent) if saved else None)
     images, paths = eval_images(args, root, names, "the test split")
     if not len(images):
         raise SystemExit(f"error: no readable test images under {root}")
@@ -494,7 +522,7 @@ def test(args, given, family, run_dir: Path) -> int:
               "data": str(Path(root).resolve()), "test_images": which,
               "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
               "image_size": args.image_size, **training_record(split_file, saved), **colorizer.sampling(),
-              **summary, **({"hints": curve, "hints_paste": paste_hints(images, counts, args.batch_size)} if curve else {}),
+              **({"seen_in_training": seen} if seen else {}), **summary, **({"hints": curve, "hints_paste": paste_hints(images, counts, args.batch_size)} if curve else {}),
               "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])

@@ -61,6 +61,12 @@ class RunFolder:
         return self.path / "split.json"
 
     @property
+    def fingerprints(self) -> Path:
+        """Content hashes of the run's training and validation files: test mode checks a test set
+        against them (colorize_data.fingerprints)."""
+        return self.path / "fingerprints.json"
+
+    @property
     def args(self) -> Path:
         return self.path / "args.json"
 
@@ -113,7 +119,7 @@ class RunFolder:
         return self.path / f".{mode}.lock"
 
     # what a run writes at its top level, by name; the folders below are its own only in part
-    OWN_FILES = ("last.pt", "best.pt", "split.json", "args.json", "history.jsonl", "val_metrics.json",
+    OWN_FILES = ("last.pt", "best.pt", "split.json", "fingerprints.json", "args.json", "history.jsonl", "val_metrics.json",
                  "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt")
     TEST_FILES = ("metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt")
     EPOCH = re.compile(r"epoch_\d{4,}\.pt")
