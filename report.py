@@ -112,7 +112,8 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
             best[key] = min(vals, key=lambda v: abs(v - target))
         else:
             best[key] = (min if rule == "min" else max)(vals)
-    head = (["run", "model", "data", "size", "epochs", "trained on", "sampling", "images"] + [h for _, h, _ in SUMMARY_COLUMNS]
+    head = (["run", "model", "data", "size", "epochs", "trained on", "sampling", "images"]
+            + [h for _, h, _ in SUMMARY_COLUMNS]
             + ["colourfulness (ground truth)", "training s", "training img/s"]
             + (["not comparable: differs in"] if why else []))
     body = []

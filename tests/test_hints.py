@@ -276,7 +276,8 @@ def test_the_pasted_hints_row_is_the_grey_baseline_at_0_hints_and_improves_with_
     pasted in lowers delta E (the revealed patches carry the true mean colour)."""
     from trainers.evaluation import paste_hints
 
-    images = torch.from_numpy(np.stack(conftest.colour_crops(6, size=(32, 32), seed=4))).permute(0, 3, 1, 2).contiguous()
+    crops = np.stack(conftest.colour_crops(6, size=(32, 32), seed=4))
+    images = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
     rows = {r["count"]: r for r in paste_hints(images, [0, 1, 10], batch_size=4)}
     rgb = images.float() / 255
     L, _ = rgb_to_model(rgb)

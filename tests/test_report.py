@@ -137,6 +137,7 @@ def test_runs_trained_on_other_data_or_fewer_images_are_set_apart_and_the_groups
 
 def test_test_mode_records_what_the_weights_were_trained_on(tiny_data, tmp_path):
     import conftest
+
     import main
 
     flags = [*conftest.TINY, "--model", "unet", "--data", str(tiny_data), "--results", str(tmp_path),
@@ -243,6 +244,7 @@ def test_a_copied_test_folder_that_holds_training_images_is_flagged_and_set_apar
     whose files are among them (a copy of the data folder) is flagged in the output and in
     metrics.json, and the report sets the run apart. Its own test split is not flagged."""
     import conftest
+
     import main
 
     flags = [*conftest.TINY, "--model", "unet", "--results", str(tmp_path / "R")]
@@ -254,7 +256,8 @@ def test_a_copied_test_folder_that_holds_training_images_is_flagged_and_set_apar
     capsys.readouterr()
     assert main.main([*flags, "--data", str(copy), "--mode", "test", "--input", "", "--run_name", "leak",
                       "--weights", str(tmp_path / "R" / "unet" / "best.pt")]) == 0
-    assert "WARNING: 10 of 10 test images are files this run trained on (9) or validated on (1)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "WARNING: 10 of 10 test images are files this run trained on (9) or validated on (1)" in out
     seen = json.loads((tmp_path / "R" / "leak" / "metrics.json").read_text())["seen_in_training"]
     assert seen == {"train": 9, "val": 1, "of": 10}
     row = next(line for line in report.write_summary(tmp_path / "R").read_text().split("## Set apart")[1].splitlines()

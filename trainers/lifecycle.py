@@ -522,7 +522,8 @@ def test(args, given, family, run_dir: Path) -> int:
               "data": str(Path(root).resolve()), "test_images": which,
               "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
               "image_size": args.image_size, **training_record(split_file, saved), **colorizer.sampling(),
-              **({"seen_in_training": seen} if seen else {}), **summary, **({"hints": curve, "hints_paste": paste_hints(images, counts, args.batch_size)} if curve else {}),
+              **({"seen_in_training": seen} if seen else {}), **summary,
+              **({"hints": curve, "hints_paste": paste_hints(images, counts, args.batch_size)} if curve else {}),
               "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         labels = semantic.labels_for(paths, judge[1])

@@ -119,8 +119,9 @@ class RunFolder:
         return self.path / f".{mode}.lock"
 
     # what a run writes at its top level, by name; the folders below are its own only in part
-    OWN_FILES = ("last.pt", "best.pt", "split.json", "fingerprints.json", "args.json", "history.jsonl", "val_metrics.json",
-                 "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt")
+    OWN_FILES = ("last.pt", "best.pt", "split.json", "fingerprints.json", "args.json", "history.jsonl",
+                 "val_metrics.json", "wandb_id.txt", "metrics.json", "per_image.csv", "test_grid.png",
+                 "test_samples.pt")
     TEST_FILES = ("metrics.json", "per_image.csv", "test_grid.png", "test_samples.pt")
     EPOCH = re.compile(r"epoch_\d{4,}\.pt")
     SAMPLE = re.compile(r"epoch_\d{4,}\.png")
