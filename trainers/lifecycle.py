@@ -370,6 +370,9 @@ def train(args, given, family, run_dir: Path) -> int:
         split = get_split(args, run_dir, root)
         write_unless_same(run.split, json.dumps(split, indent=1))
         if not run.fingerprints.is_file() or not args.resume:  # what test mode checks a test set against
+            if len(split["train"]) + len(split["val"]) > 20000:
+                print(f"hashing the {len(split['train']) + len(split['val'])} training and validation files (once per "
+                      f"run: test mode checks test sets against them)")
             ckpt_io.write_text_atomic(run.fingerprints, json.dumps(
                 {"train": cd.fingerprints(root, split["train"]), "val": cd.fingerprints(root, split["val"])}))
         write_unless_same(run.args, json.dumps(vars(args), indent=1, default=str))
