@@ -765,6 +765,9 @@ def setup_note(group: list[dict], mixed: bool) -> str:
 
 
 if __name__ == "__main__":
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):  # asked for: the usage and what it does, exit 0
+        print("usage: python report.py summary RESULTS_DIR [--mixed]\n\n" + __doc__.strip())
+        sys.exit(0)
     args = [a for a in sys.argv[1:] if a != "--mixed"]
     if len(args) != 2 or args[0] != "summary":
         sys.exit("usage: python report.py summary RESULTS_DIR [--mixed]")

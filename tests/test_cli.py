@@ -63,10 +63,11 @@ def test_bad_arguments_fail_before_any_work(argv, message, capsys):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_test_mode_without_checkpoint_says_what_to_do(tmp_path, tiny_data):
-    with pytest.raises(SystemExit, match="Train first"):
-        main.main(["--model", "unet", "--mode", "test", "--data", str(tiny_data), "--results", str(tmp_path),
-                   "--wandb", "disabled"])
+def test_test_mode_without_checkpoint_says_what_to_do(tmp_path, tiny_data, capsys):
+    """A refusal like every other: one line on stderr, exit 2."""
+    assert main.main(["--model", "unet", "--mode", "test", "--data", str(tiny_data), "--results", str(tmp_path),
+                      "--wandb", "disabled"]) == 2
+    assert "Train first" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -72,6 +72,10 @@ def test_summary_of_a_folder_without_tested_runs_is_a_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "report.py", "summary", str(tmp_path)], cwd=Path(report.__file__).parent,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "error: no */metrics.json under" in r.stderr and "Traceback" not in r.stderr
+    for asked in ("--help", "-h"):  # asked for help: the usage on stdout, exit 0
+        r = subprocess.run([sys.executable, "report.py", asked], cwd=Path(report.__file__).parent,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.startswith("usage: python report.py summary RESULTS_DIR")
 
 
 def test_only_comparable_runs_are_ranked_together(tmp_path):

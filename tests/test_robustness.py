@@ -341,8 +341,9 @@ def test_one_writer_per_run_folder(tiny_data, tmp_path, capsys):
     (run / ".train.lock").write_text(f"pid={os.getpid()}\nhost={socket.gethostname()}\nmode=train\n")
     # test while training
     assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--mode", "test"]) == 0
-    with pytest.raises(SystemExit, match="Train first"):  # no checkpoint...
-        main.main([*TINY, "--results", str(tmp_path / "new"), "--mode", "test"])
+    capsys.readouterr()
+    assert main.main([*TINY, "--results", str(tmp_path / "new"), "--mode", "test"]) == 2  # no checkpoint: a refusal
+    assert "Train first" in capsys.readouterr().err
     assert not (tmp_path / "new" / "unet").exists()  # ...and no empty folder left behind by the lock
 
 

@@ -602,8 +602,9 @@ def load_weights(args, family, run_dir: Path) -> tuple[dict | None, str]:
     path = ckpt_io.resolve_weights(run_dir, args.weights)
     if not path.is_file():
         have = sorted(p.name for p in run_dir.glob("*.pt")) if run_dir.is_dir() else []
-        raise SystemExit(f"error: no checkpoint {path}. Train first (python main.py --model {args.model} "
-                         f"--mode train) or pick --weights from: {', '.join(have) or 'none in ' + str(run_dir)}")
+        raise ckpt_io.CheckpointError(f"no checkpoint {path}. Train first (python main.py --model {args.model} "
+                                      f"--mode train) or pick --weights from: "
+                                      f"{', '.join(have) or 'none in ' + str(run_dir)}")
     return ckpt_io.load(path, family=(args.model, *family.trainer.compatible)), str(path)
 
 
