@@ -73,13 +73,20 @@ def number(kind, minimum=None, above=None):
     return parse
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a refusal is its one line and a pointer to --help, not the whole usage block
+    first (exit 2, as argparse)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(python main.py --help lists every option)\n")
+
+
 def common_parser(add_help: bool = True, conflict_handler: str = "error", family=None) -> argparse.ArgumentParser:
     """main.py's own options, and the training settings every family shares (TrainConfig, with
     `family`'s defaults when given)."""
-    p = argparse.ArgumentParser(description="Automatic image colorization: train and compare model families.",
-                                add_help=add_help, formatter_class=HelpFormatter,
-                                conflict_handler=conflict_handler,
-                                allow_abbrev=False)  # --encoder is not short for --encoder_lr_scale
+    p = Parser(description="Automatic image colorization: train and compare model families.",
+               add_help=add_help, formatter_class=HelpFormatter, conflict_handler=conflict_handler,
+               allow_abbrev=False)  # --encoder is not short for --encoder_lr_scale
     p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
     p.add_argument("--mode", choices=["train", "test", "colorize", "classifier"], default="train",
                    help="colorize: colorize --input with a trained run (no data, no metrics); classifier: train "

@@ -175,3 +175,15 @@ def test_the_same_finished_run_again_is_nothing_to_do_and_another_is_refused(tin
     assert (tmp_path / "unet" / "last.pt").stat().st_mtime_ns == stamp
     with pytest.raises(SystemExit, match="already holds a run"):
         main.main(flags + ["--learning_rate", "0.01"])
+
+
+def test_a_refusal_is_its_one_line_and_a_pointer_to_help_not_the_usage_block():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run([sys.executable, "main.py", "--epochs", "-1"], cwd=Path(main.__file__).parent,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "usage:" not in r.stderr
+    assert r.stderr.splitlines() == ["main.py: error: --epochs must be positive, got -1",
+                                     "(python main.py --help lists every option)"]
