@@ -243,7 +243,10 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
     # test mode: a given --input must exist too (--input "" colorizes nothing); the default may be absent
     if (args.mode == "colorize" or (args.mode == "test" and "input" in given and args.input)) \
             and not input_files(args.input)[0]:
-        what = "no such file or folder" if not any(c in args.input for c in "*?[") else "matches no image file"
+        spec = Path(args.input)
+        what = ("matches no image file" if any(c in args.input for c in "*?[") else
+                "a folder with no image file in it or below it" if spec.is_dir() else
+                "not an image file" if spec.exists() else "no such file or folder")
         parser.error(f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})")
     if args.run_name is not None and not plain_name(args.run_name):
         parser.error(f"--run_name {args.run_name!r}: a run name is one plain folder name under --results (no '/', "

@@ -61,6 +61,9 @@ def test_default_output_is_one_folder_per_weights_and_input(trained):
     assert (results / "unet" / "colorize" / "best-photos" / "old.png").exists()
     assert (results / "unet" / "colorize" / "last-photos" / "old.png").exists()
     assert not (results / "unet" / "metrics.json").exists()
+    assert colorize(results, "--model", "unet", "--input", f"{photos}/holiday/*.png") == 0  # a glob: not "best-*"
+    assert sorted(p.name for p in (results / "unet" / "colorize").iterdir()) == ["best-holiday-glob", "best-photos",
+                                                                                 "last-photos"]
 
 
 @pytest.mark.parametrize("what", ["missing", "empty", "glob"])
@@ -70,7 +73,9 @@ def test_nothing_to_colorize_is_an_error(trained, tmp_path, what, capsys):
     spec = {"missing": tmp_path / "no" / "such.png", "empty": tmp_path / "empty", "glob": f"{tmp_path}/*.jpg"}[what]
     with pytest.raises(SystemExit) as e:
         colorize(results, "--model", "unet", "--input", spec)
-    assert e.value.code == 2 and "--input" in capsys.readouterr().err
+    said = {"missing": "no such file or folder", "empty": "a folder with no image file in it or below it",
+            "glob": "matches no image file"}[what]  # an empty folder is not called missing
+    assert e.value.code == 2 and f"--input {spec}: {said}" in capsys.readouterr().err
 
 
 def test_unreadable_files_are_skipped_and_counted_and_none_readable_fails(trained, tmp_path, capsys):

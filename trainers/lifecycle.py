@@ -595,6 +595,17 @@ def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[
     return rows
 
 
+def input_name(spec: str) -> str:
+    """--input's part of the default output folder's name: a file's or folder's name without its
+    suffix; for a glob, the folder above its first wildcard and "-glob" ("scans/*.tif": "scans-glob"),
+    never the wildcard itself."""
+    parts = Path(spec).parts
+    wild = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if wild is None:
+        return Path(spec).stem or "input"
+    return f"{Path(parts[wild - 1]).name if wild > 0 and parts[wild - 1] != '/' else 'input'}-glob"
+
+
 def load_weights(args, family, run_dir: Path) -> tuple[dict | None, str]:
     """The checkpoint --weights names (None for a family with nothing to learn) and its path."""
     if not family.trainer.needs_training:
@@ -722,7 +733,7 @@ def colorize(args, given, family, run_dir: Path) -> int:
             raise UsageError(f"--hints {args.hints}: no such file")
     out_dir = Path(args.output) if args.output else RunFolder(run_dir).colorize_output(
         Path(weights).stem if saved else "none",
-        (Path(args.input).stem or "input") + (f"+{Path(args.hints).stem}" if args.hints else ""))
+        input_name(args.input) + (f"+{Path(args.hints).stem}" if args.hints else ""))
     paths = inputs_apart_from(paths, root, out_dir, args.input)
     if not paths:
         raise UsageError(f"--input {args.input}: every image there lies under --output {out_dir}")
