@@ -137,7 +137,7 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
                 lo, hi = r[f"{key}_ci"]
                 text += f" [{lo:.4f}, {hi:.4f}]" if key in FOUR_DIGITS else f" [{lo:.2f}, {hi:.2f}]"
             cells.append((text, v is not None and v == best.get(key)))
-        for key, fmt in (("colorfulness_gt", "{:.2f}"), ("train_seconds", "{:.0f}"), ("train_images_per_s", "{:.0f}")):
+        for key, fmt in (("colorfulness_gt", "{:.2f}"), ("train_seconds", "{:.0f}"), ("train_images_per_s", "{:.3g}")):
             cells.append(("n/a" if r.get(key) is None else fmt.format(r[key]), False))
         if why:
             cells.append((why[i], False))
@@ -453,9 +453,10 @@ def write_index(results_dir: Path, runs: list[Path], group: list[dict], apart: l
                      "trained for another number of epochs: not ranked, not in the charts.</p>\n"
                      + html_table([r for r, _ in apart], rank=False, why=[w for _, w in apart]))
     paragraphs = "".join(f"<p>{escape(p.strip())}</p>\n" for p in notes.split("\n\n") if p.strip())
+    title = "Colorization results" + ("" if results_dir.name.lower() == "results" else f": {results_dir.name}")
     page = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-            f"<title>Colorization results: {escape(results_dir.name)}</title>\n<style>\n{PAGE_STYLE}\n</style>"
-            f"</head>\n<body>\n<h1>Colorization results: {escape(results_dir.name)}</h1>\n{paragraphs}"
+            f"<title>{escape(title)}</title>\n<style>\n{PAGE_STYLE}\n</style>"
+            f"</head>\n<body>\n<h1>{escape(title)}</h1>\n{paragraphs}"
             + html_table(group) + set_apart + "\n".join(grid) + "\n"
             + "".join(f"<h2>{escape(t)}</h2>\n<img class=\"chart\" src=\"{escape(name)}\" alt=\"{escape(t)}\">\n"
                       for name, t in charts)
@@ -731,8 +732,13 @@ def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | No
         for ax, key in zip(axes, ("delta_e", "psnr")):
             ax.plot(xs, [h[key] for h in r["hints"]], "o--" if set_apart else "o-",
                     color=colours[i % len(colours)], label=label)
+    from matplotlib.ticker import NullLocator
+
+    counts = sorted({h["count"] for r, _ in hinted for h in r["hints"]})
     for ax, title in zip(axes, ("delta E 2000 (lower is better)", "PSNR, dB (higher is better)")):
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(counts, [str(n) for n in counts])  # the counts tested, as numbers (not 10^0, 10^1)
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("hints per image")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -267,3 +267,23 @@ def test_a_copied_test_folder_that_holds_training_images_is_flagged_and_set_apar
     row = next(line for line in report.write_summary(tmp_path / "R").read_text().split("## Set apart")[1].splitlines()
                if line.startswith("| leak |"))
     assert "test images seen in training (10 of 10)" in row
+
+
+def test_the_hint_chart_labels_the_counts_tested_and_the_page_title_is_not_results_twice(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self))
+    curve = [{"count": n, "delta_e": 9 - n / 10, "psnr": 25 + n / 10} for n in (0, 1, 10, 50)]
+    rows = [{"run": "guided", "hints": curve}]
+    report.plot_hints(rows, tmp_path / "hints.png")
+    labels = [t.get_text() for t in drawn[0].axes[0].get_xticklabels()]
+    assert labels == ["0", "1", "10", "50"]
+    results = tmp_path / "Results"
+    run_with_test_outputs(results, "unet", (200, 40, 40))
+    report.write_summary(results)
+    page = (results / "index.html").read_text()
+    assert "<title>Colorization results</title>" in page and "Results: Results" not in page
