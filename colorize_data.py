@@ -429,6 +429,13 @@ def fingerprints(root, rel_paths) -> list[str]:
     return out
 
 
+def trained_on(split: dict) -> dict:
+    """What a run's split says it was trained on, as metrics.json records it: the data folder,
+    the number of training images, --max_images and the seed."""
+    return {"train_data": split["root"], "train_images": len(split["train"]),
+            "max_images": split.get("max_images"), "seed": split["seed"]}
+
+
 def load_split(path) -> dict:
     """A run's split.json, checked: {"root": folder, "seed": int, "train"/"val"/"test": [relative
     paths]}; BadSplit otherwise (no path in it may leave its folder)."""

@@ -244,7 +244,7 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
     if (args.mode == "colorize" or (args.mode == "test" and "input" in given and args.input)) \
             and not input_files(args.input)[0]:
         spec = Path(args.input)
-        what = ("matches no image file" if any(c in args.input for c in "*?[") else
+        what = ("matches no image file" if photos.is_glob(args.input) else
                 "a folder with no image file in it or below it" if spec.is_dir() else
                 "not an image file" if spec.exists() else "no such file or folder")
         parser.error(f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})")

@@ -281,17 +281,15 @@ def training_record(run_dir: Path, weights) -> dict:
     """{"train_data", "train_images", "max_images", "seed"} from the split.json beside the tested
     weights (else the run folder's), for metrics.json files written before test mode recorded
     them; {} when there is none to read."""
-    from colorize_data import BadSplit, load_split
+    from colorize_data import BadSplit, load_split, trained_on
 
     folder = Path(str(weights)).parent if weights else run_dir
     for path in (RunFolder(folder).split, RunFolder(run_dir).split):
         if path.is_file():
             try:
-                split = load_split(path)
+                return trained_on(load_split(path))
             except BadSplit:
                 return {}
-            return {"train_data": split["root"], "train_images": len(split["train"]),
-                    "max_images": split.get("max_images"), "seed": split["seed"]}
     return {}
 
 

@@ -24,7 +24,7 @@ import colorize_data as cd
 import metrics
 import public_data
 from models import backbones, config, hints
-from trainers import REGISTRY, distributed, memory, semantic
+from trainers import REGISTRY, distributed, memory, photos, semantic
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainingDiverged, TrainingStopped, save_grid
 from trainers.evaluation import NonFiniteColorization, evaluate, paste_hints
@@ -263,9 +263,7 @@ def training_record(split_file: Path, saved: dict | None) -> dict:
     if saved is None:
         return {}
     if split_file.is_file():
-        split = cd.load_split(split_file)
-        return {"train_data": split["root"], "train_images": len(split["train"]),
-                "max_images": split.get("max_images"), "seed": split["seed"]}
+        return cd.trained_on(cd.load_split(split_file))
     given = saved["args"]
     return {"train_data": given.get("data"), "train_images": None, "max_images": given.get("max_images"),
             "seed": given.get("seed")}
@@ -595,17 +593,6 @@ def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[
     return rows
 
 
-def input_name(spec: str) -> str:
-    """--input's part of the default output folder's name: a file's or folder's name without its
-    suffix; for a glob, the folder above its first wildcard and "-glob" ("scans/*.tif": "scans-glob"),
-    never the wildcard itself."""
-    parts = Path(spec).parts
-    wild = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
-    if wild is None:
-        return Path(spec).stem or "input"
-    return f"{Path(parts[wild - 1]).name if wild > 0 and parts[wild - 1] != '/' else 'input'}-glob"
-
-
 def load_weights(args, family, run_dir: Path) -> tuple[dict | None, str]:
     """The checkpoint --weights names (None for a family with nothing to learn) and its path."""
     if not family.trainer.needs_training:
@@ -733,7 +720,7 @@ def colorize(args, given, family, run_dir: Path) -> int:
             raise UsageError(f"--hints {args.hints}: no such file")
     out_dir = Path(args.output) if args.output else RunFolder(run_dir).colorize_output(
         Path(weights).stem if saved else "none",
-        input_name(args.input) + (f"+{Path(args.hints).stem}" if args.hints else ""))
+        photos.input_name(args.input) + (f"+{Path(args.hints).stem}" if args.hints else ""))
     paths = inputs_apart_from(paths, root, out_dir, args.input)
     if not paths:
         raise UsageError(f"--input {args.input}: every image there lies under --output {out_dir}")

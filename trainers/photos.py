@@ -32,6 +32,24 @@ class NonFiniteOutput(RuntimeError):
     """The model produced NaN or infinite colours (broken weights): nothing is written for it."""
 
 
+def is_glob(spec: str) -> bool:
+    """Whether --input is a glob pattern (holds *, ? or [), as the glob module reads one."""
+    import glob
+
+    return glob.has_magic(spec)
+
+
+def input_name(spec: str) -> str:
+    """--input's part of the default output folder's name: a file's or folder's name without its
+    suffix; for a glob, the folder above its first wildcard and "-glob" ("scans/*.tif": "scans-glob"),
+    never the wildcard itself."""
+    parts = Path(spec).parts
+    wild = next((i for i, part in enumerate(parts) if is_glob(part)), None)
+    if wild is None:
+        return Path(spec).stem or "input"
+    return f"{Path(parts[wild - 1]).name if wild > 0 and parts[wild - 1] != '/' else 'input'}-glob"
+
+
 def input_files(spec: str) -> tuple[list[Path], Path]:
     """--input: a file, a folder (searched recursively) or a glob pattern -> (image files, the
     folder output names are made relative to). Empty list when nothing matches."""
