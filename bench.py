@@ -16,6 +16,11 @@ Columns, per family:
     1MP img/s          test-mode colorization of 1000x1000 images (ab upsampled, L kept)
     peak GiB           peak GPU memory of the training step
 
+A family that fails is a row of n/a with its error printed, and the others go on; --rows FILE also
+appends each row as a JSON line as soon as it is measured (a run killed at a time limit keeps
+them), and --deadline SECONDS skips the families left when that much wall time has passed.
+`--suite gpu` runs the GPU suite instead (bench_suite.py: every owed GPU figure in one command).
+
 Families' own flags pass through (`--encoder inception_v3`, ...). With a frozen --encoder on the CPU,
 compute img/s repeats one batch, whose encoder features are cached after the first step, so it
 leaves the encoder out; end-to-end img/s (an epoch of other images) includes it.
@@ -24,9 +29,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
+import json
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -52,16 +60,20 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def timed(fn, iters: int, device, warmup: int = 2) -> float:
-    """Seconds per call of fn, after warm-up calls (compilation, cuDNN autotuning)."""
+def timed(fn, iters: int, device, warmup: int = 2, max_seconds: float = 0) -> float:
+    """Seconds per call of fn, after warm-up calls (compilation, cuDNN autotuning); with
+    max_seconds, fewer calls (at least one) once that long has passed."""
     for _ in range(warmup):
         fn()
     sync(device)
-    t0 = time.perf_counter()
-    for _ in range(iters):
+    t0, done = time.perf_counter(), 0
+    while done < iters:
         fn()
+        done += 1
+        if max_seconds and time.perf_counter() - t0 > max_seconds:
+            break
     sync(device)
-    return (time.perf_counter() - t0) / iters
+    return (time.perf_counter() - t0) / done
 
 
 def flops_per_image(trainer, batch) -> float:
@@ -126,7 +138,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
         with colorizer.autocast():
             cd.colorize_full_resolution(colorizer.predict_ab, megapixel, args.image_size)
 
-    row["mp"] = 1 / timed(colorize, opts.iters, device)
+    row["mp"] = 1 / timed(colorize, opts.iters, device, warmup=1, max_seconds=2)  # diffusion: a chain per image
     return row
 
 
@@ -141,7 +153,41 @@ def table(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure(names, opts, images) -> list[dict]:
+    """A row per family; a failure is a row with its error, a family past --deadline one marked skipped."""
+    rows, start = [], time.perf_counter()
+    for name in names:
+        if opts.deadline and time.perf_counter() - start > opts.deadline:
+            row = {"family": name, "error": f"skipped: --deadline {opts.deadline:g} s reached"}
+        else:
+            try:
+                row = bench_family(name, opts, images)
+            except Exception as e:  # one family's failure is its row, the others still run
+                traceback.print_exc()
+                row = {"family": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        if opts.rows:
+            with open(opts.rows, "a") as f:
+                f.write(json.dumps({**row, "compile": opts.compile, "image_size": opts.image_size,
+                                    "batch_size": opts.batch_size}) + "\n")
+    return rows
+
+
+def failures(rows) -> str:
+    failed = [r for r in rows if r.get("error")]
+    return "".join(f"\n- {r['family']}: {r['error']}" for r in failed) + ("\n" if failed else "")
+
+
 def main(argv=None) -> str:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--suite" in argv:  # the GPU suite (and its --dry-run, and --suite pack)
+        import bench_suite
+
+        sys.exit(bench_suite.main(argv))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", default="all", help="comma-separated names, or all")
     p.add_argument("--device", default="auto")
@@ -155,7 +201,12 @@ def main(argv=None) -> str:
     p.add_argument("--amp", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--write", default="BENCHMARKS.md", help="append the table here ('' to only print)")
+    p.add_argument("--rows", default=None, help="also append each row to this file as a JSON line, as measured")
+    p.add_argument("--deadline", type=float, default=0, help="skip the families left after this many seconds (0: none)")
+    p.add_argument("--compile_backend", default=None, help=argparse.SUPPRESS)  # the suite's dry run: 'eager'
     opts, opts.extra = p.parse_known_args(argv)
+    if opts.compile_backend:  # dynamo's tracing without code generation (seconds, not minutes, on a CPU)
+        torch.compile = functools.partial(torch.compile, backend=opts.compile_backend)
     names = list(REGISTRY) if opts.families == "all" else opts.families.split(",")
     n = opts.images or 8 * opts.batch_size
     if opts.data:
@@ -164,13 +215,13 @@ def main(argv=None) -> str:
     else:
         g = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (n, 3, opts.image_size, opts.image_size), dtype=torch.uint8, generator=g)
-    rows = [bench_family(name, opts, images) for name in names]
+    rows = measure(names, opts, images)
     device = cli.pick_device(opts.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     text = (f"\n### bench.py, {datetime.date.today().isoformat()}, {where}\n\n"
-            f"`python bench.py {shlex.join(argv if argv is not None else sys.argv[1:])}`; torch {torch.__version__}; "
+            f"`python bench.py {shlex.join(argv)}`; torch {torch.__version__}; "
             f"{len(images)} in-memory images {'from ' + opts.data if opts.data else '(random)'} at "
-            f"{opts.image_size} px, batch {opts.batch_size}\n\n" + table(rows))
+            f"{opts.image_size} px, batch {opts.batch_size}\n\n" + table(rows) + failures(rows))
     print(text)
     if opts.write:
         with open(Path(opts.write), "a") as f:

