@@ -79,8 +79,9 @@ def test_standard_weights_are_preferred_and_loaded_without_unpickling(tmp_path, 
 
 @pytest.mark.slow
 def test_known_answers_identical_noisy_and_grey():
-    """Identical sets: FID about 0. More colour noise (on ab, L kept): a larger FID, monotonically.
-    Grey against colour: far from 0. KID moves with FID."""
+    """Identical sets: FID about 0. Colour noise (on ab, L kept): a larger FID. Grey against colour:
+    far from 0 and further than the noise. KID moves with FID. (Three FIDs: each is a 2048-d
+    eigenproblem of about 3 s here.)"""
     real = photos(8, size=32)
     realism = metrics.Realism()
     if not realism.available:
@@ -98,16 +99,12 @@ def test_known_answers_identical_noisy_and_grey():
     lab = rgb_to_lab(x)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(x.shape[0], 2, *x.shape[2:], generator=g)
-    fids, kids = [], []
-    for sigma in (5, 25):
-        noisy = lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] + sigma * noise], 1)).clamp(0, 1)
-        s = score(noisy)
-        fids.append(s["fid"])
-        kids.append(s["kid"])
-    assert 1 < fids[0] < fids[1], fids
+    noisy = score(lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] + 5 * noise], 1)).clamp(0, 1))
+    fids, kids = [same["fid"], noisy["fid"]], [same["kid"], noisy["kid"]]
+    assert fids[0] + 1 < fids[1], fids  # identical, then noisy
     assert kids[0] < kids[1], kids
     grey = lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], 1)).clamp(0, 1)
-    assert score(grey)["fid"] > max(30.0, fids[0]), score(grey)
+    assert score(grey)["fid"] > max(30.0, fids[1]), score(grey)
 
 
 def test_test_mode_reports_fid_and_kid_and_caches_the_true_images_features(tiny_data, tmp_path, monkeypatch):

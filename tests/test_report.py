@@ -64,18 +64,23 @@ def run_with_test_outputs(root, name, colour, size=16, epochs=3, model="unet", d
     return run_dir
 
 
-def test_summary_of_a_folder_without_tested_runs_is_a_one_line_error(tmp_path):
-    """As after a script.sh batch whose every run failed: a message, not a stack trace."""
-    import sys
+def test_summary_of_a_folder_without_tested_runs_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """As after a script.sh batch whose every run failed: a message, not a stack trace. (report.py's
+    command line run in this process, as `python report.py` runs it.)"""
+    import runpy
+
+    def command_line(*argv):
+        monkeypatch.setattr("sys.argv", ["report.py", *argv])
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(report.__file__, run_name="__main__")
+        return stop.value.code
 
     (tmp_path / "logs").mkdir()
-    r = subprocess.run([sys.executable, "report.py", "summary", str(tmp_path)], cwd=Path(report.__file__).parent,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "error: no */metrics.json under" in r.stderr and "Traceback" not in r.stderr
+    code = command_line("summary", str(tmp_path))  # a message for sys.exit: printed on stderr, exit 1
+    assert isinstance(code, str) and code.startswith("error: no */metrics.json under")
     for asked in ("--help", "-h"):  # asked for help: the usage on stdout, exit 0
-        r = subprocess.run([sys.executable, "report.py", asked], cwd=Path(report.__file__).parent,
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0 and r.stdout.startswith("usage: python report.py summary RESULTS_DIR")
+        assert command_line(asked) == 0
+        assert capsys.readouterr().out.startswith("usage: python report.py summary RESULTS_DIR")
 
 
 def test_only_comparable_runs_are_ranked_together(tmp_path):
