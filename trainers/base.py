@@ -345,13 +345,17 @@ class Trainer:
             self._lpips = metrics.LPIPS(self.device, enabled=self.cfg.lpips == "auto")
         return self._lpips
 
+    def validation_colorizer(self):
+        """What validation colorizes with: the trainer's colorizer (diffusion: a short DDIM of it)."""
+        return self.colorizer
+
     def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1,
-                 collect: bool = False) -> Evaluation:
-        """trainers/evaluation.evaluate with this trainer's colorizer; non-finite colorizations stop
-        the run (TrainingDiverged)."""
+                 collect: bool = False, colorizer=None) -> Evaluation:
+        """trainers/evaluation.evaluate with this trainer's colorizer (or the one given);
+        non-finite colorizations stop the run (TrainingDiverged)."""
         self.model.eval()
         try:
-            return evaluate(self.colorizer, images, batch_size, self.lpips, keep, num_samples, collect)
+            return evaluate(colorizer or self.colorizer, images, batch_size, self.lpips, keep, num_samples, collect)
         except NonFiniteColorization as e:
             raise TrainingDiverged(f"{e} (step {self.step}). The last good checkpoint, if any, is intact in "
                                    f"{self.run_dir or 'the run folder'}") from None
@@ -494,7 +498,8 @@ class Trainer:
         # epochs) and leaves training's untouched: a run resumed after a validation is the same run
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(0)
-            result = self.evaluate(val_images, self.cfg.batch_size, keep=self.cfg.num_images)
+            result = self.evaluate(val_images, self.cfg.batch_size, keep=self.cfg.num_images,
+                                   colorizer=self.validation_colorizer())
         val, grid = result.summary, result.grid
         self.log.scalars({f"val/{k}": v for k, v in val.items() if k != "n_images"}, self.step)
         if grid and self.run_dir:

@@ -10,7 +10,9 @@ either can load the other's checkpoint.
 Validation is cheap on purpose: the noise-prediction loss on the validation split (fixed t and
 noise) plus colour metrics on a fixed handful of images (--val_images) sampled with a short DDIM
 (--val_steps). The whole test split is sampled only in test mode."""
+import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -38,16 +40,39 @@ class DiffusionConfig(Sampling, TrainConfig):
     val_steps: int = setting(20, "DDIM steps of those validation samples", minimum=1)
 
 
+@dataclass(frozen=True)
+class DDIM:
+    """DDIM over `steps` of the T steps: eta 0 deterministic, 1 DDPM-like (Song et al. 2021)."""
+    steps: int
+    eta: float = 0.0
+    name: ClassVar[str] = "ddim"
+
+
+@dataclass(frozen=True)
+class DDPM:
+    """Ancestral sampling over all T steps (Ho et al. 2020)."""
+    name: ClassVar[str] = "ddpm"
+
+
 class DiffusionColorizer(Colorizer):
-    """Samples ab from noise with the denoiser: DDIM over --steps steps (and --eta), or DDPM over
-    all T. `sampler` and `steps` are this object's: validation samples with a short DDIM."""
-    sampler = "ddim"
+    """Samples ab from noise with the denoiser, the way its `sampler` (a DDIM or DDPM value) says:
+    unetddim's is DDIM(--steps, --eta), unetddpm's DDPM(). with_sampler gives a copy that samples
+    another way (validation: a short DDIM), this one unchanged."""
 
     @classmethod
     def parts(cls, net, cfg, network_cfg, device, extra, echo=print):
-        return {"schedule": NoiseSchedule(cfg.timesteps, cfg.schedule), "steps": cfg.steps}
+        return {"schedule": NoiseSchedule(cfg.timesteps, cfg.schedule), "sampler": cls.default_sampler(cfg)}
 
-    def sample(self, L, sampler=None, steps=None, generator=None):
+    @staticmethod
+    def default_sampler(cfg):
+        return DDIM(cfg.steps, cfg.eta)
+
+    def with_sampler(self, sampler) -> "DiffusionColorizer":
+        other = copy.copy(self)
+        other.sampler = sampler
+        return other
+
+    def sample(self, L, generator=None):
         L = L.float()
         encoded = getattr(self.net, "encoded", None)
         with self.autocast():  # a pretrained encoder's features of L (--encoder): once for every step
@@ -57,24 +82,26 @@ class DiffusionColorizer(Colorizer):
             with self.autocast():
                 return self.net(x_t, L, t, features=features).float()
 
-        if (sampler or self.sampler) == "ddpm":
+        if isinstance(self.sampler, DDPM):
             return ddpm_sample(denoise, self.schedule, L, generator, self.network_cfg.prediction)
-        return ddim_sample(denoise, self.schedule, L, steps or self.steps, self.cfg.eta, generator,
+        return ddim_sample(denoise, self.schedule, L, self.sampler.steps, self.sampler.eta, generator,
                            self.network_cfg.prediction)
 
     def predict_ab(self, L):
         return self.sample(L)
 
     def sampling(self) -> dict:
-        steps = self.cfg.timesteps if self.sampler == "ddpm" else self.steps
-        return {**super().sampling(), "sampler": self.sampler, "sampling_steps": steps}
+        steps = self.cfg.timesteps if isinstance(self.sampler, DDPM) else self.sampler.steps
+        return {**super().sampling(), "sampler": self.sampler.name, "sampling_steps": steps}
 
     def sample_ab(self, L, k):
         return torch.stack([self.sample(L) for _ in range(k)])
 
 
 class DDPMColorizer(DiffusionColorizer):
-    sampler = "ddpm"
+    @staticmethod
+    def default_sampler(cfg):
+        return DDPM()
 
 
 class DiffusionTrainer(Trainer):
@@ -129,29 +156,26 @@ class DiffusionTrainer(Trainer):
                 b = self.prepare(val_images[i:i + self.cfg.batch_size])
                 losses.append(self.noise_loss(self.eval_model, b["ab"], b["L"], g) * len(b["ab"]))
             val_loss = float(torch.stack(losses).sum()) / len(val_images)
-        handful = val_images[: self.cfg.val_images]
-        c = self.colorizer
-        sampler, steps = c.sampler, c.steps
-        c.sampler, c.steps = "ddim", self.cfg.val_steps  # a short DDIM, whatever the family
-        try:
-            val = super().validate(handful)
-        finally:
-            c.sampler, c.steps = sampler, steps
+        val = super().validate(val_images[: self.cfg.val_images])
         val["loss"] = val_loss
         self.log.scalars({"val/loss": val_loss}, self.step)
         return val
+
+    def validation_colorizer(self):
+        return self.colorizer.with_sampler(DDIM(self.cfg.val_steps, self.cfg.eta))  # short, whatever the family
 
     def benchmark_sampling(self, batch_size: int, iters: int) -> float:
         """DDIM sampling images/s at the trainer's image size (bench.py)."""
         import time
 
         L = torch.zeros(batch_size, 1, self.cfg.image_size, self.cfg.image_size, device=self.device)
-        self.colorizer.sample(L, "ddim")
+        ddim = self.colorizer.with_sampler(DDIM(self.cfg.steps, self.cfg.eta))
+        ddim.sample(L)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
         for _ in range(max(1, iters // 10)):
-            self.colorizer.sample(L, "ddim")
+            ddim.sample(L)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return batch_size * max(1, iters // 10) / (time.perf_counter() - t0)
