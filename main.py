@@ -254,7 +254,7 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
     run_dir = Path(args.results) / (args.run_name or args.model)
     if args.mode == "train" and args.resume and not (RunFolder(run_dir).last).is_file():
         parser.error(f"--resume: there is no {run_dir / 'last.pt'} to resume")
-    if args.mode in ("test", "colorize") and args.weights not in ("best", "last") and not args.weights.isdigit() \
+    if args.mode in ("test", "colorize") and not ckpt_io.names_run_checkpoint(args.weights) \
             and not Path(args.weights).is_file():
         parser.error(f"--weights {args.weights}: no such checkpoint file (or use best, last, an epoch number)")
     for flag, folder in (("results", args.results), ("output", args.output if args.mode == "colorize" else None)):

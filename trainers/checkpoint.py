@@ -133,14 +133,19 @@ def check_shapes(build, args, ckpt: dict) -> None:
                               f"{saved.get(wrong[0])} saved, {expected.get(wrong[0])} expected)")
 
 
+def names_run_checkpoint(weights: str) -> bool:
+    """Whether --weights names one of the run's own checkpoints (best, last, an epoch number), not a file."""
+    return weights in ("best", "last") or weights.isdigit()
+
+
 def resolve_weights(run_dir, weights: str) -> Path:
     """--weights: 'best', 'last', an epoch number (epoch_N.pt) or the path of a checkpoint file."""
+    if not names_run_checkpoint(weights):
+        return Path(weights)
     run = RunFolder(run_dir)
-    if weights in ("best", "last"):
-        return run.best if weights == "best" else run.last
     if weights.isdigit():
         return run.epoch_checkpoint(int(weights))
-    return Path(weights)
+    return run.best if weights == "best" else run.last
 
 
 class RunLocked(CheckpointError):
