@@ -8,7 +8,7 @@
 
 The command line (main.py's own options, the common training settings and the family's, all
 generated from typed configs), its validation before any work, and dispatch to
-trainers/lifecycle.py (train, test, classifier) under one lock per run folder and mode.
+runs/ (train, test, colorize, classifier) under one lock per run folder and mode.
 """
 from __future__ import annotations
 
@@ -27,19 +27,15 @@ import torch
 import colorize_data as cd
 import public_data
 from models import backbones, config
+from runs.classifier import classifier
+from runs.colorize import colorize
+from runs.settings import UsageError, check_architecture, pick_device
+from runs.test import test
+from runs.train import train
 from trainers import REGISTRY, distributed, memory, photos
 from trainers import checkpoint as ckpt_io
 from trainers.base import TrainConfig, TrainingDiverged
-from trainers.lifecycle import (
-    UsageError,
-    check_architecture,
-    classifier,
-    colorize,
-    input_files,
-    pick_device,
-    test,
-    train,
-)
+from trainers.photos import input_files
 from trainers.run_folder import RunFolder
 
 DEFAULT_MODEL = "unet"

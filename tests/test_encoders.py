@@ -152,7 +152,7 @@ def test_samplers_return_x0_with_an_oracle_of_every_parameterization(prediction)
 def test_diffusion_checkpoints_from_before_the_setting_are_eps_checkpoints(tiny_data, tmp_path):
     """Checkpoints written before --prediction existed predicted eps (and before --snr_gamma, unweighted):
     test mode must read them so."""
-    from trainers.lifecycle import resolve
+    from runs.settings import resolve
 
     flags = [*TINY, "--model", "unetddpm", "--diff_channels", "8", "--diff_depth", "2", "--timesteps", "4",
              "--val_images", "1", "--val_steps", "1", "--data", str(tiny_data), "--results", str(tmp_path)]

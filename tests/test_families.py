@@ -163,8 +163,8 @@ def test_the_colorizer_from_a_checkpoint_is_the_one_validation_uses(name, tiny_d
     """Test mode builds the family's Colorizer from the checkpoint alone: one network (the EMA
     weights when the run kept an average, no second copy), no optimizer, no discriminator; it
     colorizes exactly as the trainer's own colorizer does after resuming that checkpoint."""
+    from runs.settings import resolve
     from trainers.inference import Colorizer
-    from trainers.lifecycle import resolve
 
     flags = family_flags(name) + ["--data", tiny_data, "--results", tmp_path, "--lpips", "off",
                                   "--fid", "off", "--ema_decay", "0.9"]

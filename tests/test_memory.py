@@ -25,9 +25,9 @@ def test_an_image_size_that_cannot_fit_is_refused_before_any_data_is_loaded(tiny
                                                                               capsys):
     from trainers import memory
     monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * 2**30)  # a 2 GiB machine
-    from trainers import lifecycle
+    from runs import train as run_train
 
-    monkeypatch.setattr(lifecycle, "train_batches", lambda *a: pytest.fail("data loaded before the memory check"))
+    monkeypatch.setattr(run_train, "train_batches", lambda *a: pytest.fail("data loaded before the memory check"))
     assert main.main([*TINY, "--data", str(tiny_data), "--results", str(tmp_path), "--image_size", "2048",
                       "--unet_channels", "32", "--unet_depth", "4"]) == 2
     err = capsys.readouterr().err

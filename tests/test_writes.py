@@ -156,9 +156,9 @@ def test_a_test_killed_while_colorizing_leaves_no_metrics_json(tiny_data, tmp_pa
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    from trainers import lifecycle
+    from runs import test as run_test
 
-    monkeypatch.setattr(lifecycle, "colorize_folder", killed)
+    monkeypatch.setattr(run_test, "colorize_folder", killed)
     with pytest.raises(KeyboardInterrupt):
         main.main([*flags, "--mode", "test"])
     assert not (tmp_path / "unet" / "metrics.json").exists()
