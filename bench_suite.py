@@ -4,29 +4,15 @@
     python bench.py --suite gpu --out DIR             # on the GPU, with .gpu/ carried (about 7 minutes)
     python bench.py --suite gpu --dry-run --out DIR   # every step on the CPU at tiny sizes (in the tests)
 
-`pack` writes what the GPU machine lacks, within the device tool's 64 MiB: the CPU benchmark
-protocol's images (CIFAR-10 at 32 px: the same 10,000 training, 1,000 validation and 3,000 test
-files that `--max_images 10000 --seed 0` picks, as train/, val/ and test/ folders in one tar), the
-FID network's weights as an fp16 state dict (the frozen `--encoder inception_v3` needs them too) and
-torch-fidelity's source (the network's layers). FID and KID computed from the fp16 copy carry its
-name (models/inception.py), so they are never ranked with the CPU's; BENCHMARKS.md gives how far
-the copy's FID is from the full weights'.
-
-`gpu` then, stopping itself within --budget seconds (default 450):
-  1. the CPU protocol trained for --epochs (default 10; the CPU rows have 2) for unet, unetgan,
-     colorful, cvae_mdn, unetddpm (and unetddim tested on its checkpoint), and unet and unetgan with
-     --encoder inception_v3, each tested with FID and KID on 1,000 test images as the CPU rows are,
-     after the semantic classifier; one process per run, a run past its share of the time stopped
-     (a checkpoint written, then tested) and marked so, a failure logged and the next one started;
-  2. bench.py's table at 256 px, batch 256, for every family, and `unet` with --compile;
-  3. the report (summary.md, summary.png, compare.png, curves.png) of the runs.
-Into --out: suite.md (everything, ready for BENCHMARKS.md), suite.json, the report's four files and
-logs.tar.gz (each step's log and each run's metrics.json); run folders stay in --work. Without
-lpips or wandb (LPIPS is reported as n/a), and without a network.
+`pack` writes what the GPU machine lacks, within the device tool's 64 MiB (the protocol's images,
+the FID Inception in fp16, torch-fidelity's source); `gpu` trains the CPU protocol for --epochs and
+tests it with FID, runs bench.py at 256 px for every family, then the report, within --budget
+seconds, one process per step. What it writes and why: docs/gpu.md.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -56,6 +42,8 @@ RUNS = [("unet", "unet", [], 1.0), ("unetgan", "unetgan", [], 1.6), ("colorful",
 SMALL = ["--unet_channels", "8", "--unet_depth", "2", "--colorful_width", "8", "--resnet_width", "8",
          "--diff_channels", "8", "--diff_depth", "2"]  # the dry run's networks
 DRY_RUN_FID = "unet_inception_v3"
+RECORDED = ("model", "epoch", "epochs", "delta_e", "ssim", "psnr", "fid", "kid", "colorfulness", "semantic_accuracy",
+            "best_of_k_delta_e", "diversity_delta_e", "num_samples", "fid_weights")  # suite.json, of each run
 PACKAGES = ("torch", "torchvision", "numpy", "skimage", "PIL", "matplotlib", "torchmetrics", "torch_fidelity",
             "scipy", "tqdm", "lpips", "wandb")
 
@@ -64,9 +52,7 @@ class SuiteError(Exception):
     """The suite cannot start (no GPU, nothing carried, ...); the message says what to do."""
 
 
-# ----------------------------------------------------------------------------------------------
 # pack: here, before the device call
-# ----------------------------------------------------------------------------------------------
 def pack(source: Path, carry: Path, n_train: int = 10_000, n_test: int = 0, seed: int = 0) -> str:
     """Write carry/: the protocol's images (one tar), the fp16 Inception and torch-fidelity's source."""
     import colorize_data as cd
@@ -139,9 +125,7 @@ def tiny_source(root: Path) -> Path:
     return root
 
 
-# ----------------------------------------------------------------------------------------------
 # gpu: the steps, each in its own process
-# ----------------------------------------------------------------------------------------------
 class Suite:
     def __init__(self, opts):
         self.opts, self.start = opts, time.monotonic()
@@ -228,19 +212,15 @@ class Suite:
 
         if not self.opts.dry_run and not torch.cuda.is_available():
             raise SuiteError("no GPU here: the suite is for a GPU (--dry-run runs its steps on the CPU)")
-        missing = [f for f in (DATA_TAR, INCEPTION_FILE) if not (carry / f).is_file()]
-        if missing:
-            raise SuiteError(f"{carry} lacks {', '.join(missing)}: run `python bench.py --suite pack` here first, "
-                             f"and carry {carry.name}")
+        if missing := [f for f in (DATA_TAR, INCEPTION_FILE) if not (carry / f).is_file()]:
+            raise SuiteError(f"{carry} lacks {', '.join(missing)}: run `python bench.py --suite pack` first, carry it")
         self.env["COLORIZE_INCEPTION_FILE"] = str((carry / INCEPTION_FILE).resolve())
         if importlib.util.find_spec("torch_fidelity") is None and (carry / "site").is_dir():
             self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str((carry / "site").resolve()),
                                                                    self.env.get("PYTHONPATH")]))
-        packages = {}
-        for name in PACKAGES:
-            spec = importlib.util.find_spec(name)
-            where = "carried" if spec is None and name == "torch_fidelity" and (carry / "site").is_dir() else None
-            packages[name] = where or (_version(name) if spec else None)
+        carried = {"torch_fidelity"} if (carry / "site").is_dir() else set()
+        packages = {name: _version(name) if importlib.util.find_spec(name) else "carried" if name in carried else None
+                    for name in PACKAGES}
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not self.opts.dry_run else "CPU"
         return {"date": datetime.date.today().isoformat(), "device": gpu, "torch": torch.__version__,
                 "python": sys.version.split()[0], "packages": packages, "budget_s": self.opts.budget,
@@ -285,30 +265,23 @@ class Suite:
 
     def bench(self) -> None:
         o = self.opts
-        left = self.left() - (30 if not o.dry_run else 15)  # the report and the writing
-        size = ["--image_size", "256", "--batch_size", "256", "--iters", "10", "--steps", "50"]
-        if o.dry_run:
-            size = ["--image_size", "32", "--batch_size", "4", "--images", "8", "--iters", "1", "--steps", "2",
-                    "--timesteps", "10", *SMALL]
+        size = ["--image_size", "32", "--batch_size", "4", "--images", "8", "--iters", "1", "--steps", "2",
+                "--timesteps", "10", *SMALL] if o.dry_run else ["--image_size", "256", "--batch_size", "256",
+                                                                 "--iters", "10", "--steps", "50"]
         common = ["bench.py", "--device", o.device, *size, "--write", str(self.work / "bench.md"),
                   "--rows", str(self.work / "bench_rows.jsonl")]
-        table = max(left * 0.7, 0)
+        table = max((self.left() - (15 if o.dry_run else 30)) * 0.7, 0)  # the rest: compile, report, writing
         self.child("bench", [*common, "--deadline", f"{max(table - 30, 1):.0f}"], table)
-        backend = ["--compile_backend", "eager"] if o.dry_run else []
-        self.child("bench_compile", [*common, "--families", "unet", "--compile", *backend], max(self.left() - 25, 0))
+        self.child("bench_compile", [*common, "--families", "unet", "--compile",
+                                     *(["--compile_backend", "eager"] if o.dry_run else [])], max(self.left() - 25, 0))
 
     def write(self) -> int:
         """suite.md, suite.json, the report's files and logs.tar.gz into --out; 0 when every step passed."""
         rows = [json.loads(line) for line in _lines(self.work / "bench_rows.jsonl")]
-        runs = {}
-        for metrics in sorted(self.results.glob("*/metrics.json")):
-            m = json.loads(metrics.read_text())
-            runs[metrics.parent.name] = {k: m.get(k) for k in ("model", "epoch", "epochs", "delta_e", "ssim", "psnr",
-                                                                "fid", "kid", "colorfulness", "semantic_accuracy",
-                                                                "best_of_k_delta_e", "diversity_delta_e",
-                                                                "num_samples", "fid_weights")}
-        wall = round(time.monotonic() - self.start, 1)
-        record = {**self.facts, "wall_s": wall, "steps": self.steps, "bench": rows, "runs": runs}
+        runs = {f.parent.name: {k: v for k, v in json.loads(f.read_text()).items() if k in RECORDED}
+                for f in sorted(self.results.glob("*/metrics.json"))}
+        record = {**self.facts, "wall_s": round(time.monotonic() - self.start, 1), "steps": self.steps,
+                  "bench": rows, "runs": runs}
         (self.out / "suite.json").write_text(json.dumps(record, indent=1))
         for name in ("summary.md", "summary.png", "compare.png", "curves.png"):
             if (self.results / name).is_file():
@@ -323,8 +296,8 @@ class Suite:
     def markdown(self, record: dict) -> str:
         f = record
         cmd = "python bench.py --suite gpu" + (" --dry-run" if f["dry_run"] else "") + f" --out {self.out.name}"
-        lines = [f"## GPU suite, {f['date']}, {f['device']}" + (" (dry run: tiny sizes, no figure)" if f["dry_run"]
-                                                                  else ""), "",
+        dry = " (dry run: tiny sizes, no figure)" if f["dry_run"] else ""
+        lines = [f"## GPU suite, {f['date']}, {f['device']}{dry}", "",
                  f"`{cmd}`; torch {f['torch']}, Python {f['python']}; wall {f['wall_s']:.0f} s of a "
                  f"{f['budget_s']:.0f} s budget; packages: "
                  + ", ".join(f"{k} {v or 'missing'}" for k, v in f["packages"].items()), "",
@@ -343,11 +316,9 @@ class Suite:
 def _version(name: str) -> str:
     from importlib import metadata
 
-    dist = {"skimage": "scikit-image", "PIL": "pillow", "torch_fidelity": "torch-fidelity"}.get(name, name)
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "present"
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        return metadata.version({"skimage": "scikit-image", "PIL": "pillow"}.get(name, name).replace("_", "-"))
+    return "present"
 
 
 def _lines(path: Path) -> list[str]:
@@ -355,15 +326,12 @@ def _lines(path: Path) -> list[str]:
 
 
 def _last_error(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(("error", "Error", "RuntimeError", "Traceback"))
-              or "Error:" in line]
-    return (errors[-1] if errors else lines[-1] if lines else "no output")[:300]
+    lines = [line for line in text.splitlines() if line.strip()] or ["no output"]
+    errors = [line for line in lines if line.startswith(("error", "Error", "Traceback")) or "Error:" in line]
+    return (errors or lines)[-1][:300]
 
 
-# ----------------------------------------------------------------------------------------------
 # job: one run's training (stopped at its share of the time) and tests, in a process of its own
-# ----------------------------------------------------------------------------------------------
 def job(spec: dict) -> int:
     import main as cli
 
@@ -405,8 +373,7 @@ def main(argv: list[str]) -> int:
             return 0
         if not opts.out:
             p.error("--suite gpu needs --out DIR")
-        unknown = set(filter(None, opts.runs.split(","))) - {r[0] for r in RUNS}
-        if unknown:
+        if unknown := set(filter(None, opts.runs.split(","))) - {r[0] for r in RUNS}:
             p.error(f"--runs: unknown {', '.join(sorted(unknown))}; known: {', '.join(r[0] for r in RUNS)}")
         opts.device = "cpu" if opts.dry_run else "cuda"
         opts.tiny = ["--batch_size", "4", "--workers", "1", "--fid_images", "8", "--timesteps", "4",
