@@ -54,7 +54,7 @@ from models.config import setting
 from models.hints import GEOMETRIC_P, known_colours
 from trainers import checkpoint, distributed
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
-from trainers.inference import Colorizer, amp_dtype, inference_weights
+from trainers.inference import Colorizer, amp_dtype
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog
 
@@ -510,125 +510,15 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "format_version": checkpoint.FORMAT_VERSION,
-            "family": self.family,
-            "args": {k: v for k, v in self.record.items() if isinstance(v, (str, int, float, bool, type(None)))},
-            "network": dataclasses.asdict(self.network_cfg) if self.network_cfg is not None else {},
-            "training": dataclasses.asdict(self.cfg),
-            "epoch": self.epoch,
-            "step": self.step,
-            "batch_in_epoch": self.batch_in_epoch,
-            "epoch_batch_size": self.epoch_batch_size,
-            "skipped_steps": self.skipped_steps,
-            "rng": {"torch": torch.get_rng_state(),
-                    **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})},
-            "best_metric": self.best_metric,
-            "best_by": self.cfg.best_by,
-            "best_phase": self.best_phase_of_record,
-            "model": self.model.state_dict(),
-            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
-            "extra": self.extra_state(),
-        }
+        return checkpoint.trainer_state(self)
 
     def load_state_dict(self, ckpt: dict) -> None:
-        """The weights (and EMA, extra state) always; when training, also where the run stands:
-        optimizers, schedulers, random state, the unfinished epoch."""
-        training = self.training
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:  # e.g. a checkpoint from code whose defaults built another network
-            detail = str(e).strip().splitlines()
-            raise checkpoint.CheckpointError(
-                f"the checkpoint's weights do not fit the network built from its saved arguments "
-                f"({detail[1].strip() if len(detail) > 1 else detail[0]})") from None
-        self.epoch, self.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
-        self.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
-        began_with = ckpt.get("training", {}).get("batch_size", ckpt["args"].get("batch_size", self.cfg.batch_size))
-        self.epoch_batch_size = ckpt.get("epoch_batch_size", began_with) if self.batch_in_epoch else self.cfg.batch_size
-        self.skipped_steps = ckpt.get("skipped_steps", 0)
-        same_metric = ckpt.get("best_by", "delta_e") == self.cfg.best_by
-        self.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
-        self.best_phase_of_record = ckpt.get("best_phase", "")
-        if self.ema is not None:  # older diffusion checkpoints kept it in "extra"; none at all: the weights
-            self.ema.load_state_dict(inference_weights(ckpt))
-        if training:
-            try:  # a crafted or damaged file: a clear error, not a trace from deep inside torch
-                rng = ckpt.get("rng", {})
-                if "torch" in rng:
-                    torch.set_rng_state(rng["torch"])
-                if "cuda" in rng and self.device.type == "cuda":
-                    torch.cuda.set_rng_state(rng["cuda"], self.device)
-                for group in ("optimizers", "schedulers", "scalers"):
-                    for k, obj in getattr(self, group).items():
-                        if k in ckpt.get(group, {}):
-                            obj.load_state_dict(ckpt[group][k])
-            except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-                raise checkpoint.CheckpointError(f"the checkpoint's training state (random state, optimizer or "
-                                                 f"schedule) cannot be restored: {type(e).__name__}: "
-                                                 f"{str(e).splitlines()[0] if str(e) else ''}") from None
-            for s in self.schedulers.values():  # resumed with another --epochs: stretch the cosine
-                if isinstance(s, torch.optim.lr_scheduler.CosineAnnealingLR) and s.T_max != self.total_steps:
-                    s.T_max = max(1, self.total_steps)
-                    for group, lr in zip(s.optimizer.param_groups, s._get_closed_form_lr()):
-                        group["lr"] = lr
-        self.load_extra_state(ckpt.get("extra", {}))
+        """The weights (and EMA, extra state) always; when training, also where the run stands."""
+        checkpoint.restore(self, ckpt)
 
     def selection_score(self, val: dict) -> float:
-        """The --best_by validation metric as a score to minimise (delta E when it is missing)."""
-        key = self.cfg.best_by
-        if val and val.get(key) is None and key != "delta_e":
-            if not getattr(self, "_said_best_by", False):
-                self.echo(f"note: no validation {key} (is it off?); best.pt is picked by delta_e")
-                self._said_best_by = True
-            key = "delta_e"
-        value = val.get(key) if val else None
-        if value is None:
-            return math.inf
-        return value if key in ("delta_e", "lpips") else -value
+        return checkpoint.selection_score(self, val)
 
     def save_checkpoints(self, val: dict, only_last: bool = False) -> None:
-        """last.pt always; best.pt when the --best_by validation metric improves within the current
-        best_phase() (the first checkpoint of a new phase always replaces it; a phase of None never
-        writes it), or without validation when there is none yet; epoch_N.pt every --save_every
-        epochs. Only the first process writes."""
-        tensors = [(k, v) for m in (*self.modules, self.ema) if m is not None
-                   for k, v in m.state_dict().items() if v.is_floating_point()]
-        finite = torch.stack([v.isfinite().all() for _, v in tensors]).tolist() if tensors else []  # one host read
-        bad = [k for (k, _), ok in zip(tensors, finite) if not ok]
-        if bad:  # never write such a checkpoint: it would pass for a model
-            raise TrainingDiverged(f"the weights became non-finite ({', '.join(bad[:3])}) at step {self.step}; "
-                                   f"no checkpoint written. The last good one, if any, is intact in "
-                                   f"{self.run_dir or 'the run folder'}")
-        if only_last:  # a run stopped mid-epoch, or a --checkpoint_minutes checkpoint
-            self._last_checkpoint = time.time()
-            if self.run_dir is not None:
-                checkpoint.save_atomic(self.state_dict(), RunFolder(self.run_dir).last)
-            distributed.barrier()
-            return
-        phase, improved = self.best_phase(), False
-        if phase is not None:
-            score = self.selection_score(val)
-            # a new phase's first checkpoint replaces best.pt whatever its score; so does every
-            # checkpoint of a run that has never been validated (the latest is then the best guess)
-            if phase != self.best_phase_of_record or score < self.best_metric or score == self.best_metric == math.inf:
-                self.best_metric, self.best_phase_of_record, improved = score, phase, True
-            else:
-                improved = self.run_dir is not None and not RunFolder(self.run_dir).best.exists()
-        self._last_checkpoint = time.time()
-        if self.run_dir is not None:
-            state, run = self.state_dict(), RunFolder(self.run_dir)
-            checkpoint.save_atomic(state, run.last)
-            state = state if self.cfg.full_checkpoints else checkpoint.lean(state)  # best.pt, epoch_N.pt
-            if improved:
-                checkpoint.save_atomic(state, run.best)
-            every = self.cfg.save_every
-            if every and self.epoch and self.epoch % every == 0:
-                checkpoint.save_atomic(state, run.epoch_checkpoint(self.epoch))
-                if self.cfg.keep:  # a long run must not fill the disk
-                    for old in run.epoch_checkpoints()[:-self.cfg.keep]:
-                        old.unlink()
-        distributed.barrier()
+        """last.pt, best.pt and epoch_N.pt as trainers/checkpoint.save decides."""
+        checkpoint.save(self, val, only_last)

@@ -9,14 +9,18 @@ A checkpoint is one dict:
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import pickle
+import time
 import zipfile
 from pathlib import Path
 
 import torch
 
 from colorize_data import replace_atomically
+from trainers import distributed
 from trainers.run_folder import RunFolder
 
 FORMAT_VERSION = 1
@@ -237,3 +241,141 @@ class RunLock:
             self.held = False
             self._tidy()
         return False
+
+
+# ----------------------------------------------------------------------------------------------
+# A trainer's checkpoints: what they hold, how they are restored, when best.pt is replaced
+# ----------------------------------------------------------------------------------------------
+def trainer_state(trainer) -> dict:
+    """Everything a trainer is: its settings, where the run stands, weights, average, optimizers."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "family": trainer.family,
+        "args": {k: v for k, v in trainer.record.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "network": dataclasses.asdict(trainer.network_cfg) if trainer.network_cfg is not None else {},
+        "training": dataclasses.asdict(trainer.cfg),
+        "epoch": trainer.epoch,
+        "step": trainer.step,
+        "batch_in_epoch": trainer.batch_in_epoch,
+        "epoch_batch_size": trainer.epoch_batch_size,
+        "skipped_steps": trainer.skipped_steps,
+        "rng": {"torch": torch.get_rng_state(),
+                **({"cuda": torch.cuda.get_rng_state(trainer.device)} if trainer.device.type == "cuda" else {})},
+        "best_metric": trainer.best_metric,
+        "best_by": trainer.cfg.best_by,
+        "best_phase": trainer.best_phase_of_record,
+        "model": trainer.model.state_dict(),
+        **({"ema": trainer.ema.state_dict()} if trainer.ema is not None else {}),
+        "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in trainer.schedulers.items()},
+        "scalers": {k: s.state_dict() for k, s in trainer.scalers.items()},
+        "extra": trainer.extra_state(),
+    }
+
+
+def restore(trainer, ckpt: dict) -> None:
+    """The weights (and EMA, extra state) always; when training, also where the run stands:
+    optimizers, schedulers, random state, the unfinished epoch."""
+    training = trainer.training
+    try:
+        trainer.model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # e.g. a checkpoint from code whose defaults built another network
+        detail = str(e).strip().splitlines()
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit the network built from its saved arguments "
+            f"({detail[1].strip() if len(detail) > 1 else detail[0]})") from None
+    trainer.epoch, trainer.step = ckpt.get("epoch", 0), ckpt.get("step", 0)
+    trainer.batch_in_epoch = ckpt.get("batch_in_epoch", 0) if training else 0
+    began_with = ckpt.get("training", {}).get("batch_size", ckpt["args"].get("batch_size", trainer.cfg.batch_size))
+    trainer.epoch_batch_size = (ckpt.get("epoch_batch_size", began_with) if trainer.batch_in_epoch
+                                else trainer.cfg.batch_size)
+    trainer.skipped_steps = ckpt.get("skipped_steps", 0)
+    same_metric = ckpt.get("best_by", "delta_e") == trainer.cfg.best_by
+    trainer.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
+    trainer.best_phase_of_record = ckpt.get("best_phase", "")
+    from trainers.inference import inference_weights  # (it imports this module)
+
+    if trainer.ema is not None:  # older diffusion checkpoints kept it in "extra"; none at all: the weights
+        trainer.ema.load_state_dict(inference_weights(ckpt))
+    if training:
+        try:  # a crafted or damaged file: a clear error, not a trace from deep inside torch
+            rng = ckpt.get("rng", {})
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and trainer.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], trainer.device)
+            for group in ("optimizers", "schedulers", "scalers"):
+                for k, obj in getattr(trainer, group).items():
+                    if k in ckpt.get(group, {}):
+                        obj.load_state_dict(ckpt[group][k])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"the checkpoint's training state (random state, optimizer or "
+                                             f"schedule) cannot be restored: {type(e).__name__}: "
+                                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        for s in trainer.schedulers.values():  # resumed with another --epochs: stretch the cosine
+            if isinstance(s, torch.optim.lr_scheduler.CosineAnnealingLR) and s.T_max != trainer.total_steps:
+                s.T_max = max(1, trainer.total_steps)
+                for group, lr in zip(s.optimizer.param_groups, s._get_closed_form_lr()):
+                    group["lr"] = lr
+    trainer.load_extra_state(ckpt.get("extra", {}))
+
+
+def selection_score(trainer, val: dict) -> float:
+    """The --best_by validation metric as a score to minimise (delta E when it is missing)."""
+    key = trainer.cfg.best_by
+    if val and val.get(key) is None and key != "delta_e":
+        if not getattr(trainer, "_said_best_by", False):
+            trainer.echo(f"note: no validation {key} (is it off?); best.pt is picked by delta_e")
+            trainer._said_best_by = True
+        key = "delta_e"
+    value = val.get(key) if val else None
+    if value is None:
+        return math.inf
+    return value if key in ("delta_e", "lpips") else -value
+
+
+def save(trainer, val: dict, only_last: bool = False) -> None:
+    """last.pt always; best.pt when the --best_by validation metric improves within the current
+    best_phase() (the first checkpoint of a new phase always replaces it; a phase of None never
+    writes it), or without validation when there is none yet; epoch_N.pt every --save_every
+    epochs. Only the first process writes."""
+    from trainers.base import TrainingDiverged  # (it imports this module)
+
+    tensors = [(k, v) for m in (*trainer.modules, trainer.ema) if m is not None
+               for k, v in m.state_dict().items() if v.is_floating_point()]
+    finite = torch.stack([v.isfinite().all() for _, v in tensors]).tolist() if tensors else []  # one host read
+    bad = [k for (k, _), ok in zip(tensors, finite) if not ok]
+    if bad:  # never write such a checkpoint: it would pass for a model
+        raise TrainingDiverged(f"the weights became non-finite ({', '.join(bad[:3])}) at step {trainer.step}; "
+                               f"no checkpoint written. The last good one, if any, is intact in "
+                               f"{trainer.run_dir or 'the run folder'}")
+    if only_last:  # a run stopped mid-epoch, or a --checkpoint_minutes checkpoint
+        trainer._last_checkpoint = time.time()
+        if trainer.run_dir is not None:
+            save_atomic(trainer.state_dict(), RunFolder(trainer.run_dir).last)
+        distributed.barrier()
+        return
+    phase, improved = trainer.best_phase(), False
+    if phase is not None:
+        score = trainer.selection_score(val)
+        # a new phase's first checkpoint replaces best.pt whatever its score; so does every
+        # checkpoint of a run that has never been validated (the latest is then the best guess)
+        if (phase != trainer.best_phase_of_record or score < trainer.best_metric
+                or score == trainer.best_metric == math.inf):
+            trainer.best_metric, trainer.best_phase_of_record, improved = score, phase, True
+        else:
+            improved = trainer.run_dir is not None and not RunFolder(trainer.run_dir).best.exists()
+    trainer._last_checkpoint = time.time()
+    if trainer.run_dir is not None:
+        state, run = trainer.state_dict(), RunFolder(trainer.run_dir)
+        save_atomic(state, run.last)
+        state = state if trainer.cfg.full_checkpoints else lean(state)  # best.pt, epoch_N.pt
+        if improved:
+            save_atomic(state, run.best)
+        every = trainer.cfg.save_every
+        if every and trainer.epoch and trainer.epoch % every == 0:
+            save_atomic(state, run.epoch_checkpoint(trainer.epoch))
+            if trainer.cfg.keep:  # a long run must not fill the disk
+                for old in run.epoch_checkpoints()[:-trainer.cfg.keep]:
+                    old.unlink()
+    distributed.barrier()
