@@ -35,7 +35,6 @@ best.pt, test and colorizing (`self.eval_model` in training; test mode loads onl
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import time
@@ -53,6 +52,7 @@ from models import backbones
 from models.config import setting
 from models.hints import GEOMETRIC_P, known_colours
 from trainers import checkpoint, distributed
+from trainers.average import MovingAverage
 from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
 from trainers.inference import Colorizer, amp_dtype
 from trainers.run_folder import RunFolder
@@ -151,6 +151,31 @@ def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -
     checkpoint.write_atomic(path, lambda f: canvas.save(f, format="png"))
 
 
+class _Tally:
+    """What an epoch's steps add up to: loss sums and images per term (a term may be absent some
+    steps), images seen, the last losses, and the first step whose losses were not finite (kept
+    on the device: the host looks every SYNC_EVERY steps)."""
+
+    def __init__(self, device, start: int):
+        self.t0, self.start, self.seen = time.time(), start, 0
+        self.sums, self.counts = {}, defaultdict(int)
+        self.losses = {}  # a resumed epoch may have no batch left (stopped in its last one)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, losses: dict, n: int, step: int) -> None:
+        # everything stays on the device (no host-to-device copies either: plain numbers stay on the host)
+        on_device = [v.detach().float().reshape(()) for v in losses.values() if torch.is_tensor(v)]
+        if on_device:
+            finite = torch.stack(on_device).isfinite().all()
+            self.first_bad = torch.where((self.first_bad < 0) & ~finite, step, self.first_bad)
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v)) * n
+            self.counts[k] += n
+
+    def means(self) -> dict:
+        return {f"train/{k}": float(v) / self.counts[k] for k, v in self.sums.items()}
+
+
 class Trainer:
     Config = TrainConfig
     Colorizer = Colorizer   # how the family colorizes (trainers/inference.py)
@@ -182,8 +207,7 @@ class Trainer:
         self._colorizer = None
         self.modules: list = []  # every network wrap() placed on the device (the model, a critic, ...)
         self.model, self.net = self.wrap(model)
-        self.ema_decay = cfg.ema_decay
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if self.ema_decay > 0 else None
+        self.average = MovingAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.run_dir = Path(run_dir) if run_dir and self.is_main else None
         self.log = log or RunLog()
         self.echo = echo if self.is_main else (lambda *a, **k: None)
@@ -249,16 +273,13 @@ class Trainer:
         """The network that inference uses: the moving average of the weights when there is one."""
         return self.ema if self.ema is not None else self.model
 
-    @torch.no_grad()
+    @property
+    def ema(self) -> torch.nn.Module | None:
+        """The moving average of the weights (trainers/average.py), when the run keeps one."""
+        return self.average.module if self.average is not None else None
+
     def update_ema(self) -> None:
-        """One EMA update, with the decay warmed up: after n updates min(decay, (1 + n) / (10 + n)),
-        so the random initial weights are forgotten quickly (a constant 0.999 would still hold
-        0.999^n of them: 0.91 after 90 steps). Buffers (BatchNorm statistics) are copied."""
-        n = self.step - 1  # updates before this one
-        decay = min(self.ema_decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1.0 - decay)
-        for e, b in zip(self.ema.buffers(), self.model.buffers()):
-            e.copy_(b)
+        self.average.update(self.model, self.step - 1)  # the updates before this one
 
     def wrap(self, module: torch.nn.Module):
         """(module, net): the module on the device (channels_last on CUDA, SyncBatchNorm with
@@ -376,89 +397,95 @@ class Trainer:
             return self._train_epochs(batches, val_images)
 
     def _train_epochs(self, batches, val_images: torch.Tensor | None) -> dict:
-        args = self.cfg
         last_val = {}
-        for epoch in range(self.epoch + 1, args.epochs + 1):
-            t0, seen, start = time.time(), 0, self.batch_in_epoch
-            self.epoch_batch_size = self._epoch_batch_size(batches, epoch)
-            self.model.train()
-            sums, counts = {}, defaultdict(int)  # a term may be absent some steps
-            losses = {}  # a resumed epoch may have no batch left (stopped in its last one)
-            first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-            bar = tqdm(batches.epoch(epoch, self.batch_in_epoch), total=len(batches), initial=self.batch_in_epoch,
-                       desc=f"{self.family} epoch {epoch}/{args.epochs}", leave=False, dynamic_ncols=True,
-                       mininterval=1.0, disable=not self.is_main)
-            for index, images in bar:
-                self._skipped_now = False
-                # --nan_policy skip: a skipped step must not leave its batch in BatchNorm's statistics
-                buffers = [(b, b.clone()) for m in self.modules for b in m.buffers()] if self.nan_skip else []
-                losses = self.train_step(self.training_batch(images))
-                if self._skipped_now:
-                    for b, before in buffers:
-                        b.copy_(before)
-                self.step += 1
-                if self.ema is not None:
-                    self.update_ema()
-                self.batch_in_epoch = index + 1
-                for s in self.schedulers.values():
-                    s.step()
-                n = len(images)
-                seen += n
-                if self._skipped_now:  # --nan_policy skip: counted, left out of the averages
-                    self.skipped_steps += 1
-                    continue
-                # everything stays on the device; the host looks every SYNC_EVERY steps
-                # (no host-to-device copies here either: plain numbers stay on the host)
-                on_device = [v.detach().float().reshape(()) for v in losses.values() if torch.is_tensor(v)]
-                if on_device:
-                    finite = torch.stack(on_device).isfinite().all()
-                    first_bad = torch.where((first_bad < 0) & ~finite, self.step, first_bad)
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v)) * n
-                    counts[k] += n
-                if self.step % SYNC_EVERY == 0:
-                    self._check_finite(first_bad, losses, epoch)
-                    bar.set_postfix({k: f"{float(v):.4f}" for k, v in losses.items()})
-                stop, due = self._agreed_flags()
-                if stop or due:  # a checkpoint mid-epoch, that --resume continues exactly
-                    self._check_finite(first_bad, losses, epoch)
-                    self.save_checkpoints({}, only_last=True)
-                if stop:
-                    raise TrainingStopped(f"stopped at step {self.step}, {self.batch_in_epoch} of {len(batches)} "
-                                          f"batches into epoch {epoch}; checkpoint written")
-            self._check_finite(first_bad, losses, epoch)
-            if not seen and not start:
-                skipped = getattr(batches, "skipped", {})
-                raise NoTrainingData(f"epoch {epoch} made no training step: no training image could be used"
-                                     + (f" ({skipped.get(1, 0)} unreadable and {skipped.get(2, 0)} grey file(s) "
-                                        f"skipped)" if skipped else "") + "; no checkpoint written")
-            if self.epoch_batch_size != args.batch_size:
-                batches.set_batch_size(args.batch_size)
-            self.epoch, self.batch_in_epoch, self.epoch_batch_size = epoch, 0, args.batch_size
-            elapsed = time.time() - t0
-            scalars = distributed.all_mean({f"train/{k}": float(v) / counts[k] for k, v in sums.items()})
-            scalars.update({"epoch": epoch, "train/images_per_s": seen * self.world / max(elapsed, 1e-9),
-                            "train/epoch_seconds": elapsed})
-            if self.nan_skip:
-                scalars["train/skipped_steps"] = self.skipped_steps
-            for name, opt in self.optimizers.items():
-                scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
-            cached = backbones.review_caches(self.model)
-            if cached is not None:  # a frozen encoder's feature cache (CPU): the share of images it already held
-                scalars["train/encoder_cache_hits"] = cached
-            self.on_epoch_end(scalars)
-            self.log.scalars(scalars, self.step)
-            val = {}
-            if val_images is not None and len(val_images) and (epoch % args.val_every == 0 or epoch == args.epochs):
-                val = last_val = self.validate(val_images)
-            self.echo(f"epoch {epoch}/{args.epochs}: " + ", ".join(
-                f"{k.split('/', 1)[1]} {v:.4f}" for k, v in scalars.items() if k.startswith("train/") and "lr" not in k)
-                + "".join(f", val {k} {v:.4f}" for k, v in val.items() if k in ("delta_e", "ssim")))
-            self.save_checkpoints(val)
+        for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
+            tally = self._train_epoch(batches, epoch)
+            val = self._close_epoch(batches, epoch, tally, val_images)
+            if val is not None:
+                last_val = val
         if self.nan_skip and self.skipped_steps * 2 > self.step:
             raise TrainingDiverged(f"{self.skipped_steps} of {self.step} steps were skipped for a non-finite loss "
                                    f"(--nan_policy skip): this run did not really train; lower --learning_rate?")
         return last_val
+
+    def _train_epoch(self, batches, epoch: int) -> _Tally:
+        """The epoch's steps (from where a stopped run left it), added up."""
+        tally = _Tally(self.device, self.batch_in_epoch)
+        self.epoch_batch_size = self._epoch_batch_size(batches, epoch)
+        self.model.train()
+        bar = tqdm(batches.epoch(epoch, self.batch_in_epoch), total=len(batches), initial=self.batch_in_epoch,
+                   desc=f"{self.family} epoch {epoch}/{self.cfg.epochs}", leave=False, dynamic_ncols=True,
+                   mininterval=1.0, disable=not self.is_main)
+        for index, images in bar:
+            self._step(index, images, tally, epoch, bar, len(batches))
+        self._check_finite(tally.first_bad, tally.losses, epoch)
+        return tally
+
+    def _step(self, index: int, images: torch.Tensor, tally: _Tally, epoch: int, bar, n_batches: int) -> None:
+        """One optimisation step and what follows it: the average, the schedules, the tally, the
+        periodic look at the losses, a stop or a --checkpoint_minutes checkpoint."""
+        self._skipped_now = False
+        # --nan_policy skip: a skipped step must not leave its batch in BatchNorm's statistics
+        buffers = [(b, b.clone()) for m in self.modules for b in m.buffers()] if self.nan_skip else []
+        losses = tally.losses = self.train_step(self.training_batch(images))
+        if self._skipped_now:
+            for b, before in buffers:
+                b.copy_(before)
+        self.step += 1
+        if self.ema is not None:
+            self.update_ema()
+        self.batch_in_epoch = index + 1
+        for s in self.schedulers.values():
+            s.step()
+        tally.seen += len(images)
+        if self._skipped_now:  # --nan_policy skip: counted, left out of the averages
+            self.skipped_steps += 1
+            return
+        tally.add(losses, len(images), self.step)
+        if self.step % SYNC_EVERY == 0:
+            self._check_finite(tally.first_bad, losses, epoch)
+            bar.set_postfix({k: f"{float(v):.4f}" for k, v in losses.items()})
+        stop, due = self._agreed_flags()
+        if stop or due:  # a checkpoint mid-epoch, that --resume continues exactly
+            self._check_finite(tally.first_bad, losses, epoch)
+            self.save_checkpoints({}, only_last=True)
+        if stop:
+            raise TrainingStopped(f"stopped at step {self.step}, {self.batch_in_epoch} of {n_batches} "
+                                  f"batches into epoch {epoch}; checkpoint written")
+
+    def _close_epoch(self, batches, epoch: int, tally: _Tally, val_images) -> dict | None:
+        """The epoch's scalars logged, validation when due, checkpoints; its validation metrics,
+        or None when it did not validate."""
+        args = self.cfg
+        if not tally.seen and not tally.start:
+            skipped = getattr(batches, "skipped", {})
+            raise NoTrainingData(f"epoch {epoch} made no training step: no training image could be used"
+                                 + (f" ({skipped.get(1, 0)} unreadable and {skipped.get(2, 0)} grey file(s) "
+                                    f"skipped)" if skipped else "") + "; no checkpoint written")
+        if self.epoch_batch_size != args.batch_size:
+            batches.set_batch_size(args.batch_size)
+        self.epoch, self.batch_in_epoch, self.epoch_batch_size = epoch, 0, args.batch_size
+        elapsed = time.time() - tally.t0
+        scalars = distributed.all_mean(tally.means())
+        scalars.update({"epoch": epoch, "train/images_per_s": tally.seen * self.world / max(elapsed, 1e-9),
+                        "train/epoch_seconds": elapsed})
+        if self.nan_skip:
+            scalars["train/skipped_steps"] = self.skipped_steps
+        for name, opt in self.optimizers.items():
+            scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
+        cached = backbones.review_caches(self.model)
+        if cached is not None:  # a frozen encoder's feature cache (CPU): the share of images it already held
+            scalars["train/encoder_cache_hits"] = cached
+        self.on_epoch_end(scalars)
+        self.log.scalars(scalars, self.step)
+        val = None
+        if val_images is not None and len(val_images) and (epoch % args.val_every == 0 or epoch == args.epochs):
+            val = self.validate(val_images)
+        self.echo(f"epoch {epoch}/{args.epochs}: " + ", ".join(
+            f"{k.split('/', 1)[1]} {v:.4f}" for k, v in scalars.items() if k.startswith("train/") and "lr" not in k)
+            + "".join(f", val {k} {v:.4f}" for k, v in (val or {}).items() if k in ("delta_e", "ssim")))
+        self.save_checkpoints(val or {})
+        return val
 
     def _epoch_batch_size(self, batches, epoch: int) -> int:
         """The batch size of this epoch: --batch_size, except for an epoch a resumed run stopped in
