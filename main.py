@@ -187,80 +187,119 @@ def other_families_flags(unknown: list[str]):
 
 
 def validate(parser, args, family, given: set = frozenset()) -> None:
-    """Reject bad arguments before any work starts, saying what is valid."""
+    """Reject bad arguments before any work starts, saying what is valid: the first problem that
+    the checks below find, in their order (what the typed configs declare is checked by them:
+    config.problems)."""
+    for check in (_numbers, _configs, _device_and_architecture, _hints, _data, _input, _run, _folders, _processes):
+        problem = check(args, family, given)
+        if problem:
+            parser.error(problem)
+
+
+def _numbers(args, family, given) -> str | None:
     for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers"):
         v = getattr(args, name)
         if v < (0 if name in ("num_images", "workers") else 1):
-            parser.error(f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}")
+            return f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}"
     if not (0 <= args.checkpoint_minutes < math.inf):
-        parser.error(f"--checkpoint_minutes must be 0 (off) or more, got {args.checkpoint_minutes}")
+        return f"--checkpoint_minutes must be 0 (off) or more, got {args.checkpoint_minutes}"
     if not (0 < args.learning_rate < math.inf):  # NaN fails this too
-        parser.error(f"--learning_rate must be positive and finite, got {args.learning_rate}")
-    for problem in (config.problems(config.from_values(family.network.Config, args))
-                    + config.problems(config.from_values(family.trainer.Config, args))):  # widths, ranges, NaN, ...
-        parser.error(problem)
+        return f"--learning_rate must be positive and finite, got {args.learning_rate}"
+    return None
+
+
+def _processes(args, family, given) -> str | None:
+    world = distributed.world_from_env()[2]
+    if args.batch_size % world:
+        return (f"--batch_size {args.batch_size} must be a multiple of the number of processes ({world}): "
+                f"it is the global batch, split evenly over them")
+    return None
+
+
+def _configs(args, family, given) -> str | None:
+    problems = (config.problems(config.from_values(family.network.Config, args))
+                + config.problems(config.from_values(family.trainer.Config, args)))  # widths, ranges, NaN, ...
+    return problems[0] if problems else None
+
+
+def _device_and_architecture(args, family, given) -> str | None:
     try:
         pick_device(args.device)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.mode == "train" and not args.resume:  # else the architecture comes from a checkpoint: checked then
-        try:
+        if args.mode == "train" and not args.resume:  # else the architecture comes from a checkpoint: checked then
             check_architecture(args, family)
-        except UsageError as e:
-            parser.error(str(e))
+    except (ValueError, UsageError) as e:
+        return str(e)
+    return None
+
+
+def _hints(args, family, given) -> str | None:
     for name in sorted({"hint_p", "hint_none"} & given):
         if not (getattr(args, "guided", False) or args.resume or args.init_from):  # those: guided if the run was
-            parser.error(f"--{name} sets the simulated hints of --guided training; add --guided")
+            return f"--{name} sets the simulated hints of --guided training; add --guided"
     if not (0 < args.hint_p <= 1):
-        parser.error(f"--hint_p must be in (0, 1] (the paper's 1/8 = 0.125), got {args.hint_p}")
+        return f"--hint_p must be in (0, 1] (the paper's 1/8 = 0.125), got {args.hint_p}"
     if not (0 <= args.hint_none < 1):
-        parser.error(f"--hint_none must be in [0, 1) (a share of the training images), got {args.hint_none}")
+        return f"--hint_none must be in [0, 1) (a share of the training images), got {args.hint_none}"
     if args.hints is not None and args.mode != "colorize":
-        parser.error("--hints FILE goes with --mode colorize (test mode reveals hints with --hint_counts)")
-    if args.hint_counts is not None:
-        if args.mode != "test":
-            parser.error("--hint_counts goes with --mode test")
-        try:
-            args.hint_counts = sorted({int(c) for c in args.hint_counts.split(",") if c.strip()})
-        except ValueError:
-            parser.error(f"--hint_counts {args.hint_counts}: expected whole numbers separated by commas, e.g. 0,1,5")
-        if not args.hint_counts or args.hint_counts[0] < 0:
-            parser.error("--hint_counts: expected numbers of hints, 0 or more, e.g. 0,1,2,5,10")
+        return "--hints FILE goes with --mode colorize (test mode reveals hints with --hint_counts)"
+    if args.hint_counts is None:
+        return None
+    if args.mode != "test":
+        return "--hint_counts goes with --mode test"
+    try:
+        args.hint_counts = sorted({int(c) for c in args.hint_counts.split(",") if c.strip()})
+    except ValueError:
+        return f"--hint_counts {args.hint_counts}: expected whole numbers separated by commas, e.g. 0,1,5"
+    if not args.hint_counts or args.hint_counts[0] < 0:
+        return "--hint_counts: expected numbers of hints, 0 or more, e.g. 0,1,2,5,10"
+    return None
+
+
+def _data(args, family, given) -> str | None:
     named = public_data.is_name(args.data)
     if args.data is not None and not named and not Path(args.data).is_dir():
-        parser.error(public_data.unknown(args.data) if public_data.looks_like_a_name(args.data)
-                     else f"--data {args.data}: no such folder")
+        return (public_data.unknown(args.data) if public_data.looks_like_a_name(args.data)
+                else f"--data {args.data}: no such folder")
     if args.data is not None and not named and not cd.has_images(args.data):
-        parser.error(f"--data {args.data}: no images ({', '.join(cd.IMAGE_EXTENSIONS)}) in it or below it")
+        return f"--data {args.data}: no images ({', '.join(cd.IMAGE_EXTENSIONS)}) in it or below it"
     if args.resume and args.mode != "train":
-        parser.error("--resume goes with --mode train")
+        return "--resume goes with --mode train"
     if args.init_from and (args.mode != "train" or args.resume):
-        parser.error("--init_from starts a new run: it goes with --mode train, without --resume")
+        return "--init_from starts a new run: it goes with --mode train, without --resume"
+    return None
+
+
+def _input(args, family, given) -> str | None:
     # test mode: a given --input must exist too (--input "" colorizes nothing); the default may be absent
-    if (args.mode == "colorize" or (args.mode == "test" and "input" in given and args.input)) \
-            and not input_files(args.input)[0]:
-        spec = Path(args.input)
-        what = ("matches no image file" if photos.is_glob(args.input) else
-                "a folder with no image file in it or below it" if spec.is_dir() else
-                "not an image file" if spec.exists() else "no such file or folder")
-        parser.error(f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})")
+    if not (args.mode == "colorize" or (args.mode == "test" and "input" in given and args.input)) \
+            or input_files(args.input)[0]:
+        return None
+    spec = Path(args.input)
+    what = ("matches no image file" if photos.is_glob(args.input) else
+            "a folder with no image file in it or below it" if spec.is_dir() else
+            "not an image file" if spec.exists() else "no such file or folder")
+    return f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})"
+
+
+def _run(args, family, given) -> str | None:
     if args.run_name is not None and not plain_name(args.run_name):
-        parser.error(f"--run_name {args.run_name!r}: a run name is one plain folder name under --results (no '/', "
-                     f"not '.', '..' or hidden, not {', '.join(RESERVED_NAMES)})")
+        return (f"--run_name {args.run_name!r}: a run name is one plain folder name under --results (no '/', "
+                f"not '.', '..' or hidden, not {', '.join(RESERVED_NAMES)})")
     run_dir = Path(args.results) / (args.run_name or args.model)
     if args.mode == "train" and args.resume and not (RunFolder(run_dir).last).is_file():
-        parser.error(f"--resume: there is no {run_dir / 'last.pt'} to resume")
+        return f"--resume: there is no {run_dir / 'last.pt'} to resume"
     if args.mode in ("test", "colorize") and not ckpt_io.names_run_checkpoint(args.weights) \
             and not Path(args.weights).is_file():
-        parser.error(f"--weights {args.weights}: no such checkpoint file (or use best, last, an epoch number)")
+        return f"--weights {args.weights}: no such checkpoint file (or use best, last, an epoch number)"
+    return None
+
+
+def _folders(args, family, given) -> str | None:
     for flag, folder in (("results", args.results), ("output", args.output if args.mode == "colorize" else None)):
         problem = folder is not None and unwritable(folder)
         if problem:
-            parser.error(f"--{flag} {folder}: {problem}")
-    world = distributed.world_from_env()[2]
-    if args.batch_size % world:
-        parser.error(f"--batch_size {args.batch_size} must be a multiple of the number of processes ({world}): "
-                     f"it is the global batch, split evenly over them")
+            return f"--{flag} {folder}: {problem}"
+    return None
 
 
 RESERVED_NAMES = ("logs", "classifier", "index_files")  # what script.sh and report.py keep beside the runs
