@@ -35,22 +35,9 @@ def finished_same_run(args, given: set, run: RunFolder) -> bool:
 
 def train(args, given, family, run_dir: Path) -> int:
     run = RunFolder(run_dir)
-    saved = None
-    if args.resume:
-        saved = ckpt_io.load(run.last, family=(args.model, *family.trainer.compatible))
-        check_resume_flags(args, saved["args"], given)
-        missing = [k for k in ("optimizers", "rng") if not saved.get(k)]
-        if family.trainer.needs_training and (saved.get("lean") or missing):
-            raise UsageError(f"--resume: {run.last} holds no optimizer, schedule or random state (a lean checkpoint, "
-                             f"such as best.pt or epoch_N.pt copied over it), so the run cannot go on as it was. "
-                             f"Start a new run from its weights instead: --init_from {run.last} --run_name NEW")
-    elif run.last.exists() and not args.overwrite:
-        if finished_same_run(args, given, run):  # e.g. the README's first command, run again
-            print(f"note: {run_dir} already holds this run, finished ({args.epochs if 'epochs' in given else 'all'} "
-                  f"epochs): nothing to train. --overwrite trains it again, --run_name starts another")
-            return 0
-        raise SystemExit(f"error: {run_dir} already holds a run. Pass --resume to continue it, --overwrite to "
-                         f"start afresh, or --run_name for a new run")
+    saved, finished = previous_run(args, given, family, run)
+    if finished:
+        return 0
     init, init_path = (None, None)
     if args.init_from and not args.resume:  # a resumed run was initialised when it started
         init, init_path = load_init(args.init_from, args.results)
@@ -65,30 +52,7 @@ def train(args, given, family, run_dir: Path) -> int:
     root = data_root(args, prepare=main_process)
     distributed.barrier()  # the demo data set, if any, is built by the first process
     args.data = str(root)
-    if main_process:
-        if args.overwrite and not args.resume:
-            clear_run(run_dir)
-        elif not args.resume and run.training_leftovers():  # a run killed before its first checkpoint
-            left = run.training_leftovers()
-            for p in left:
-                p.unlink()
-            print(f"note: removed what a run killed before its first checkpoint left in {run_dir} "
-                  f"({', '.join(sorted({p.name if p.parent == run_dir else p.parent.name + '/' for p in left}))})")
-        if run.history.is_symlink():
-            raise ckpt_io.WriteError(f"{run.history} is a symbolic link: refusing to write the run's log through it "
-                                     f"(remove it; the run's own log is a plain file)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
-            stale.unlink()
-        split = get_split(args, run_dir, root)
-        write_unless_same(run.split, json.dumps(split, indent=1))
-        if not run.fingerprints.is_file() or not args.resume:  # what test mode checks a test set against
-            if len(split["train"]) + len(split["val"]) > 20000:
-                print(f"hashing the {len(split['train']) + len(split['val'])} training and validation files (once per "
-                      f"run: test mode checks test sets against them)")
-            ckpt_io.write_text_atomic(run.fingerprints, json.dumps(
-                {"train": cd.fingerprints(root, split["train"]), "val": cd.fingerprints(root, split["val"])}))
-        write_unless_same(run.args, json.dumps(vars(args), indent=1, default=str))
+    split = prepare_folder(args, run, root) if main_process else None
     distributed.barrier()
     if not main_process:
         split = cd.load_split(run.split)
@@ -115,6 +79,64 @@ def train(args, given, family, run_dir: Path) -> int:
         if main_process:
             trim_history(run, trainer.step)
         say(f"resuming {run_dir} after epoch {trainer.epoch} (step {trainer.step})")
+    return fit(args, trainer, batches, val, run, wandb_run, say)
+
+
+def previous_run(args, given, family, run: RunFolder) -> tuple[dict | None, bool]:
+    """(the checkpoint --resume continues, or None; whether this very run is already finished).
+    A folder that holds another run is refused unless --resume or --overwrite."""
+    if args.resume:
+        saved = ckpt_io.load(run.last, family=(args.model, *family.trainer.compatible))
+        check_resume_flags(args, saved["args"], given)
+        missing = [k for k in ("optimizers", "rng") if not saved.get(k)]
+        if family.trainer.needs_training and (saved.get("lean") or missing):
+            raise UsageError(f"--resume: {run.last} holds no optimizer, schedule or random state (a lean checkpoint, "
+                             f"such as best.pt or epoch_N.pt copied over it), so the run cannot go on as it was. "
+                             f"Start a new run from its weights instead: --init_from {run.last} --run_name NEW")
+        return saved, False
+    if run.last.exists() and not args.overwrite:
+        if finished_same_run(args, given, run):  # e.g. the README's first command, run again
+            print(f"note: {run.path} already holds this run, finished ({args.epochs if 'epochs' in given else 'all'} "
+                  f"epochs): nothing to train. --overwrite trains it again, --run_name starts another")
+            return None, True
+        raise SystemExit(f"error: {run.path} already holds a run. Pass --resume to continue it, --overwrite to "
+                         f"start afresh, or --run_name for a new run")
+    return None, False
+
+
+def prepare_folder(args, run: RunFolder, root: Path) -> dict:
+    """The first process's part: the run folder cleared (--overwrite) or cleaned of a killed run's
+    leftovers, then its split, fingerprints and arguments written; returns the split."""
+    run_dir = run.path
+    if args.overwrite and not args.resume:
+        clear_run(run_dir)
+    elif not args.resume and run.training_leftovers():  # a run killed before its first checkpoint
+        left = run.training_leftovers()
+        for p in left:
+            p.unlink()
+        print(f"note: removed what a run killed before its first checkpoint left in {run_dir} "
+              f"({', '.join(sorted({p.name if p.parent == run_dir else p.parent.name + '/' for p in left}))})")
+    if run.history.is_symlink():
+        raise ckpt_io.WriteError(f"{run.history} is a symbolic link: refusing to write the run's log through it "
+                                 f"(remove it; the run's own log is a plain file)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
+        stale.unlink()
+    split = get_split(args, run_dir, root)
+    write_unless_same(run.split, json.dumps(split, indent=1))
+    if not run.fingerprints.is_file() or not args.resume:  # what test mode checks a test set against
+        if len(split["train"]) + len(split["val"]) > 20000:
+            print(f"hashing the {len(split['train']) + len(split['val'])} training and validation files (once per "
+                  f"run: test mode checks test sets against them)")
+        ckpt_io.write_text_atomic(run.fingerprints, json.dumps(
+            {"train": cd.fingerprints(root, split["train"]), "val": cd.fingerprints(root, split["val"])}))
+    write_unless_same(run.args, json.dumps(vars(args), indent=1, default=str))
+    return split
+
+
+def fit(args, trainer, batches, val, run: RunFolder, wandb_run, say) -> int:
+    """Train to the end (0), or until stopped by a signal (130, a checkpoint written) or diverged (2)."""
+    run_dir = run.path
     resume_hint = f"python main.py --model {args.model} --mode train --resume" + (
         f" --run_name {run_dir.name}" if run_dir.name != args.model else "") + (
         f" --results {args.results}" if args.results != "Results" else "")
@@ -132,14 +154,13 @@ def train(args, given, family, run_dir: Path) -> int:
     finally:
         if wandb_run is not None:
             wandb_run.finish()
-    if last_val and main_process:
+    if last_val and trainer.is_main:
         ckpt_io.write_text_atomic(run.val_metrics,
                                   json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
     say(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
         f"test with: python main.py --model {args.model} --mode test"
         + (f" --run_name {run_dir.name}" if run_dir.name != args.model else ""))
     return 0
-
 
 
 def clear_run(run_dir: Path) -> None:
