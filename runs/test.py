@@ -33,17 +33,7 @@ def test(args, given, family, run_dir: Path) -> int:
     saved, weights = load_weights(args, family, run_dir)
     settings = resolve(family, args, given, saved, {"model", "mode", "weights"})
     args = settings.args
-    usable = args.data is None or public_data.is_name(args.data) or Path(args.data).is_dir()
-    root = data_root(args) if usable else None
-    if root is None:
-        raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
-    split_file = RunFolder(Path(weights).parent if saved else run_dir).split
-    names, which = test_images(root, split_file, saved["args"] if saved else None)
-    print(f"testing on {which}: {len(names)} image(s)")
-    seen = seen_in_training(root, names, RunFolder(Path(weights).parent) if saved else None)
-    images, paths = eval_images(args, root, names, "the test split")
-    if not len(images):
-        raise SystemExit(f"error: no readable test images under {root}")
+    root, split_file, names, which, seen, images, paths = test_data(args, saved, weights, run_dir)
     colorizer = load_colorizer(family, settings, saved, device)
     counts = getattr(args, "hint_counts", None) or []
     if counts and not colorizer.hinted:
@@ -66,40 +56,16 @@ def test(args, given, family, run_dir: Path) -> int:
     except NonFiniteColorization as e:
         raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
-    if summary.get("diversity_delta_e") is not None and summary["diversity_delta_e"] < 0.05:
-        print(f"note: the {settings.training.num_samples} samples per image are identical (mean delta E between them "
-              f"{summary['diversity_delta_e']:.4f}): this model's colours do not depend on its latent code (a "
-              f"collapsed posterior), so best-of-K is its one colorization")
+    note_identical_samples(summary, getattr(settings.training, "num_samples", 1))
     curve = (hint_curve(colorizer, images, args.batch_size, lpips, realism, counts, summary, args.seed,
                         settings.training.num_samples if colorizer.stochastic else 1) if counts else None)
-    result = {"model": args.model, "run": run_dir.name, "weights": weights,
-              "epoch": saved["epoch"] if saved else 0,  # the tested checkpoint's; "epochs": the run's budget
-              "epochs": saved["args"].get("epochs") if saved else 0,
-              "data": str(Path(root).resolve()), "test_images": which,
-              "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
-              "image_size": args.image_size, **training_record(split_file, saved), **colorizer.sampling(),
+    result = {**tested(args, run_dir, weights, saved, root, which, names, split_file), **colorizer.sampling(),
               **({"seen_in_training": seen} if seen else {}), **summary,
               **({"hints": curve, "hints_paste": paste_hints(images, counts, args.batch_size)} if curve else {}),
               "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
-        labels = semantic.labels_for(paths, judge[1])
-        if (labels >= 0).all():
-            result["semantic_accuracy"] = semantic.accuracy(judge[0], evaluation.predictions, labels, device)
-        else:
-            print(f"note: semantic accuracy left out: {int((labels < 0).sum())} of {len(labels)} test images are not "
-                  f"in a class folder the classifier knows ({', '.join(judge[1][:5])}, ...)")
-    table = io.StringIO()
-    w = csv.writer(table)
-    w.writerow(["image"] + list(per_image))
-    for i, p in enumerate(paths):
-        w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
-    ckpt_io.write_text_atomic(out.per_image, table.getvalue())
-    if grid:
-        save_grid(out.test_grid, *grid)
-        first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
-        as_uint8 = lambda x: (x * 255).round().to(torch.uint8)
-        ckpt_io.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
-                            out.test_samples)
+        result.update(semantic_score(judge, paths, evaluation.predictions, device))
+    write_per_image(out, paths, per_image, grid)
     n_done, n_bad = colorize_folder(colorizer, args, out.colorized, weights)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
     ckpt_io.write_text_atomic(out.metrics, json.dumps(result, indent=1))
@@ -114,6 +80,68 @@ def test(args, given, family, run_dir: Path) -> int:
         log_test_table(wandb_run, args, paths, images, evaluation.predictions, per_image)
         wandb_run.finish()
     return 0
+
+
+def note_identical_samples(summary: dict, k: int) -> None:
+    """A stochastic family whose K samples per image do not differ is said so (best-of-K is then its one)."""
+    if summary.get("diversity_delta_e") is not None and summary["diversity_delta_e"] < 0.05:
+        print(f"note: the {k} samples per image are identical (mean delta E between them "
+              f"{summary['diversity_delta_e']:.4f}): this model's colours do not depend on its latent code (a "
+              f"collapsed posterior), so best-of-K is its one colorization")
+
+
+def tested(args, run_dir: Path, weights, saved, root, which: str, names, split_file) -> dict:
+    """The head of metrics.json: which weights (and what they were trained on) were tested on which images."""
+    return {"model": args.model, "run": run_dir.name, "weights": weights,
+            "epoch": saved["epoch"] if saved else 0,  # the tested checkpoint's; "epochs": the run's budget
+            "epochs": saved["args"].get("epochs") if saved else 0,
+            "data": str(Path(root).resolve()), "test_images": which,
+            "test_set": hashlib.sha1("\n".join(map(str, names)).encode()).hexdigest()[:12],
+            "image_size": args.image_size, **training_record(split_file, saved)}
+
+
+def test_data(args, saved, weights, run_dir: Path):
+    """(root, the split file, test image names, what they are, what training saw of them, the
+    images, their paths) of a test; a missing folder or no readable image is a one-line error."""
+    usable = args.data is None or public_data.is_name(args.data) or Path(args.data).is_dir()
+    root = data_root(args) if usable else None
+    if root is None:
+        raise SystemExit(f"error: the data folder {args.data} of this run does not exist; pass --data")
+    split_file = RunFolder(Path(weights).parent if saved else run_dir).split
+    names, which = test_images(root, split_file, saved["args"] if saved else None)
+    print(f"testing on {which}: {len(names)} image(s)")
+    seen = seen_in_training(root, names, RunFolder(Path(weights).parent) if saved else None)
+    images, paths = eval_images(args, root, names, "the test split")
+    if not len(images):
+        raise SystemExit(f"error: no readable test images under {root}")
+    return root, split_file, names, which, seen, images, paths
+
+
+def semantic_score(judge, paths, predictions, device) -> dict:
+    """{"semantic_accuracy": the classifier's accuracy on the colorizations}, or nothing (with a
+    note) when some test images are in no class folder it knows."""
+    labels = semantic.labels_for(paths, judge[1])
+    if (labels >= 0).all():
+        return {"semantic_accuracy": semantic.accuracy(judge[0], predictions, labels, device)}
+    print(f"note: semantic accuracy left out: {int((labels < 0).sum())} of {len(labels)} test images are not "
+          f"in a class folder the classifier knows ({', '.join(judge[1][:5])}, ...)")
+    return {}
+
+
+def write_per_image(out: RunFolder, paths, per_image: dict, grid) -> None:
+    """per_image.csv, and the test grid with the samples the report's compare sheet reads."""
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(["image"] + list(per_image))
+    for i, p in enumerate(paths):
+        w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
+    ckpt_io.write_text_atomic(out.per_image, table.getvalue())
+    if grid:
+        save_grid(out.test_grid, *grid)
+        first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
+        as_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
+        ckpt_io.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
+                            out.test_samples)
 
 
 
