@@ -339,32 +339,14 @@ def save(trainer, val: dict, only_last: bool = False) -> None:
     best_phase() (the first checkpoint of a new phase always replaces it; a phase of None never
     writes it), or without validation when there is none yet; epoch_N.pt every --save_every
     epochs. Only the first process writes."""
-    from trainers.base import TrainingDiverged  # (it imports this module)
-
-    tensors = [(k, v) for m in (*trainer.modules, trainer.ema) if m is not None
-               for k, v in m.state_dict().items() if v.is_floating_point()]
-    finite = torch.stack([v.isfinite().all() for _, v in tensors]).tolist() if tensors else []  # one host read
-    bad = [k for (k, _), ok in zip(tensors, finite) if not ok]
-    if bad:  # never write such a checkpoint: it would pass for a model
-        raise TrainingDiverged(f"the weights became non-finite ({', '.join(bad[:3])}) at step {trainer.step}; "
-                               f"no checkpoint written. The last good one, if any, is intact in "
-                               f"{trainer.run_dir or 'the run folder'}")
+    refuse_non_finite(trainer)
     if only_last:  # a run stopped mid-epoch, or a --checkpoint_minutes checkpoint
         trainer._last_checkpoint = time.time()
         if trainer.run_dir is not None:
             save_atomic(trainer.state_dict(), RunFolder(trainer.run_dir).last)
         distributed.barrier()
         return
-    phase, improved = trainer.best_phase(), False
-    if phase is not None:
-        score = trainer.selection_score(val)
-        # a new phase's first checkpoint replaces best.pt whatever its score; so does every
-        # checkpoint of a run that has never been validated (the latest is then the best guess)
-        if (phase != trainer.best_phase_of_record or score < trainer.best_metric
-                or score == trainer.best_metric == math.inf):
-            trainer.best_metric, trainer.best_phase_of_record, improved = score, phase, True
-        else:
-            improved = trainer.run_dir is not None and not RunFolder(trainer.run_dir).best.exists()
+    improved = new_best(trainer, val)
     trainer._last_checkpoint = time.time()
     if trainer.run_dir is not None:
         state, run = trainer.state_dict(), RunFolder(trainer.run_dir)
@@ -379,3 +361,31 @@ def save(trainer, val: dict, only_last: bool = False) -> None:
                 for old in run.epoch_checkpoints()[:-trainer.cfg.keep]:
                     old.unlink()
     distributed.barrier()
+
+
+def refuse_non_finite(trainer) -> None:
+    """Never write a checkpoint of non-finite weights: it would pass for a model (one host read)."""
+    from trainers.base import TrainingDiverged  # (it imports this module)
+
+    tensors = [(k, v) for m in (*trainer.modules, trainer.ema) if m is not None
+               for k, v in m.state_dict().items() if v.is_floating_point()]
+    finite = torch.stack([v.isfinite().all() for _, v in tensors]).tolist() if tensors else []
+    bad = [k for (k, _), ok in zip(tensors, finite) if not ok]
+    if bad:
+        raise TrainingDiverged(f"the weights became non-finite ({', '.join(bad[:3])}) at step {trainer.step}; "
+                               f"no checkpoint written. The last good one, if any, is intact in "
+                               f"{trainer.run_dir or 'the run folder'}")
+
+
+def new_best(trainer, val: dict) -> bool:
+    """Whether this checkpoint becomes best.pt (and the trainer's record of the best, updated)."""
+    phase = trainer.best_phase()
+    if phase is None:
+        return False
+    score = trainer.selection_score(val)
+    # a new phase's first checkpoint replaces best.pt whatever its score; so does every
+    # checkpoint of a run that has never been validated (the latest is then the best guess)
+    if phase != trainer.best_phase_of_record or score < trainer.best_metric or score == trainer.best_metric == math.inf:
+        trainer.best_metric, trainer.best_phase_of_record = score, phase
+        return True
+    return trainer.run_dir is not None and not RunFolder(trainer.run_dir).best.exists()
