@@ -1,0 +1,1 @@
+"""The pieces of report.py: tables, the runs read, charts, the page."""

@@ -1,0 +1,185 @@
+"""The report's pictures: compare.png (the same test images, every run), summary.png (a bar
+chart per metric), curves.png (training curves) and hints.png (the hint curves).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from reporting.runs import _finite, shared_samples
+from reporting.tables import SUMMARY_COLUMNS, _hinted, paste_curve
+from trainers.run_folder import RunFolder
+
+
+def grey_of(rgb: torch.Tensor) -> torch.Tensor:
+    """What the colorizers were given: the L of RGB in [0, 1], shown without colour."""
+    from colorize_data import compose_rgb, rgb_to_model
+
+    return compose_rgb(rgb_to_model(rgb)[0], torch.zeros(len(rgb), 2, *rgb.shape[2:]))
+
+
+
+def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:
+    """Results/compare.png: the same test images (by path, those every run tested) in columns;
+    rows: the grey input, each run's (first) colorization, the ground truth; every run's own
+    image size scaled to one cell size, rows labelled. Read from each run's test_samples.pt."""
+    from PIL import Image, ImageDraw
+
+    samples, common = shared_samples(runs, columns)
+    if not common:
+        return None
+    truth = torch.stack([samples[0][1][p][1] for p in common]).float() / 255
+    rows = [("grey input", grey_of(truth))] + [(name, torch.stack([s[p][0] for p in common]).float() / 255)
+                                               for name, s in samples] + [("ground truth", truth)]
+    label, pad = 150, 2
+    canvas = Image.new("RGB", (label + len(common) * (cell + pad), len(rows) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (name, images) in enumerate(rows):
+        y = r * (cell + pad)
+        draw.text((4, y + cell // 2 - 6), name[:22], fill="black")
+        for c, img in enumerate(images):
+            tile = Image.fromarray((img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+            canvas.paste(tile.resize((cell, cell), Image.BILINEAR), (label + c * (cell + pad), y))
+    canvas.save(out)
+    return out
+
+
+
+def plot_summary(rows: list[dict], out: Path) -> Path:
+    """Results/summary.png: one bar chart per metric, a bar per run (95% intervals where known)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    shown = [(k, h, rule) for k, h, rule in SUMMARY_COLUMNS if any(r.get(k) is not None for r in rows)]
+    cols = 3
+    grid_rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(5 * cols, 0.4 * len(rows) * grid_rows + 2), squeeze=False)
+    names = [r["run"] for r in rows]
+    for ax, (key, header, rule) in zip(axes.flat, shown):
+        vals = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
+        err = None
+        if any(f"{key}_ci" in r for r in rows):
+            # (clamped at 0: a mean in float32 can sit a rounding error outside its float64 interval)
+            err = [[max(0.0, v - r[f"{key}_ci"][0]) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)],
+                   [max(0.0, r[f"{key}_ci"][1] - v) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)]]
+        ax.barh(names, vals, xerr=err, color="#4c72b0")
+        if key == "colorfulness":
+            gt = [r["colorfulness_gt"] for r in rows if r.get("colorfulness_gt") is not None]
+            if gt:
+                ax.axvline(sum(gt) / len(gt), color="#dd8452", label="ground truth")
+                ax.legend(loc="lower right", fontsize=8)
+        better = "lower" if rule == "min" else "closer to truth" if rule == "gt" else "higher"
+        ax.set_title(f"{header} ({better} is better)", fontsize=10)
+        ax.invert_yaxis()
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+
+NOT_LOSSES = {"train/images_per_s", "train/epoch_seconds", "train/kl_active_dims"}
+
+
+
+def plot_curves(runs: list[Path], out: Path) -> Path | None:
+    """Results/curves.png: validation delta E of every run on one chart (the comparison), then the
+    training losses of each run in its own panel (their scales differ from family to family)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = []
+    for d in runs:
+        if not RunFolder(d).history.exists():
+            continue
+        hist = [{k: v for k, v in h.items() if _finite(v)} for h in RunFolder(d).read_history()]  # numbers only
+        epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h and "step" in h}
+        losses = {k: [(h["epoch"], h[k]) for h in hist if "epoch" in h and k in h]
+                  for k in sorted({k for h in hist for k in h if k.startswith("train/")} - NOT_LOSSES)
+                  if not k.startswith("train/lr")}
+        val = [(epochs.get(h.get("step"), h.get("step")), h["val/delta_e"]) for h in hist if "val/delta_e" in h]
+        if val or any(losses.values()):
+            curves.append((d.name, losses, val))
+    if not curves:
+        return None
+    cols = min(4, len(curves) + 1)
+    rows = -(-(len(curves) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
+    axes = axes.flatten()
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: one per run, none shared up to 20 runs
+    for i, (name, _, val) in enumerate(curves):
+        if val:
+            axes[0].plot(*zip(*val), marker="o", markersize=4, label=name, color=colours[i % len(colours)])
+    axes[0].set(title="validation delta E 2000 (lower is better)", xlabel="epoch")
+    if axes[0].get_legend_handles_labels()[0]:  # no run validated: no legend (matplotlib would warn)
+        axes[0].legend(fontsize=7)
+    for ax, (name, losses, _) in zip(axes[1:], curves):
+        for key, points in losses.items():
+            if points:
+                ax.plot(*zip(*points), marker=".", label=key.removeprefix("train/"))
+        ax.set(title=f"{name}: training losses", xlabel="epoch")
+        if all(v > 0 for points in losses.values() for _, v in points):
+            ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    epochs = [e for _, losses, val in curves for e, _ in val + [p for ps in losses.values() for p in ps]]
+    last = int(math.ceil(max(epochs + [1])))
+    for ax in axes[:len(curves) + 1]:  # whole epochs, from 0.5 (one epoch is a dot at 1, not on a 0.96-1.04 axis)
+        ax.set_xticks(range(1, last + 1, max(1, -(-last // 10))))
+        ax.set_xlim(0.5, last + 0.5)
+    for ax in axes[len(curves) + 1:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+
+def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | None:
+    """RESULTS/hints.png: delta E and PSNR against the number of hints, a line per guided run (runs
+    set apart from the ranked group dashed, labelled as not comparable)."""
+    hinted = _hinted(rows, apart)
+    if not hinted:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.get_cmap("tab20").colors
+    paste = paste_curve(rows, apart)
+    if paste:
+        for ax, key in zip(axes, ("delta_e", "psnr")):
+            ax.plot([h["count"] for h in paste], [h[key] for h in paste], "s:", color="grey",
+                    label="hints pasted into grey (no model)")
+    for i, (r, set_apart) in enumerate(hinted):
+        xs = [h["count"] for h in r["hints"]]
+        label = f"{r['run']} (set apart)" if set_apart else r["run"]
+        for ax, key in zip(axes, ("delta_e", "psnr")):
+            ax.plot(xs, [h[key] for h in r["hints"]], "o--" if set_apart else "o-",
+                    color=colours[i % len(colours)], label=label)
+    from matplotlib.ticker import NullLocator
+
+    counts = sorted({h["count"] for r, _ in hinted for h in r["hints"]})
+    for ax, title in zip(axes, ("delta E 2000 (lower is better)", "PSNR, dB (higher is better)")):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(counts, [str(n) for n in counts])  # the counts tested, as numbers (not 10^0, 10^1)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("hints per image")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
