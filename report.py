@@ -26,7 +26,6 @@ from trainers.run_folder import RunFolder
 __all__ = ["write_summary", "bootstrap_ci", "compare_image", "plot_hints", "summary_table"]  # what others use
 
 
-
 def write_summary(results_dir, mixed: bool = False) -> Path:
     """RESULTS/summary.md and summary.csv (one row per run with a metrics.json), summary.png,
     compare.png and curves.png: the largest group of comparable runs ranked (every run with
@@ -117,7 +116,6 @@ def write_summary(results_dir, mixed: bool = False) -> Path:
                     r[f"{key}_ci_low"], r[f"{key}_ci_high"] = r[f"{key}_ci"]
             w.writerow(r)
     return out
-
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ def grey_of(rgb: torch.Tensor) -> torch.Tensor:
     return compose_rgb(rgb_to_model(rgb)[0], torch.zeros(len(rgb), 2, *rgb.shape[2:]))
 
 
-
 def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:
     """Results/compare.png: the same test images (by path, those every run tested) in columns;
     rows: the grey input, each run's (first) colorization, the ground truth; every run's own
@@ -41,10 +40,11 @@ def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96)
         draw.text((4, y + cell // 2 - 6), name[:22], fill="black")
         for c, img in enumerate(images):
             tile = Image.fromarray((img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
-            canvas.paste(tile.resize((cell, cell), Image.BILINEAR), (label + c * (cell + pad), y))
+            # small images (CIFAR's 32 px) enlarged as pixels, not blurred; larger ones reduced smoothly
+            resample = Image.NEAREST if tile.width <= cell else Image.LANCZOS
+            canvas.paste(tile.resize((cell, cell), resample), (label + c * (cell + pad), y))
     canvas.save(out)
     return out
-
 
 
 def plot_summary(rows: list[dict], out: Path) -> Path:
@@ -83,9 +83,7 @@ def plot_summary(rows: list[dict], out: Path) -> Path:
     return out
 
 
-
 NOT_LOSSES = {"train/images_per_s", "train/epoch_seconds", "train/kl_active_dims"}
-
 
 
 def plot_curves(runs: list[Path], out: Path) -> Path | None:
@@ -141,7 +139,6 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
 
 
 def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | None:

@@ -19,7 +19,6 @@ table.images img { width: 128px; height: 128px; image-rendering: pixelated; disp
 img.chart { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0 }"""
 
 
-
 def write_index(results_dir: Path, runs: list[Path], group: list[dict], apart: list, notes: str,
                 charts: list[str], first: int = 8) -> Path:
     """RESULTS/index.html, a static page (open it in a browser, no server): the table, the runs

@@ -17,24 +17,19 @@ class BadRun(Exception):
     """A run folder whose results cannot be read at all; the report lists it, with why, and goes on."""
 
 
-
 # what a metrics.json field must be; anything else is left out of the report (n/a) and said
 INTEGER_FIELDS = ("n_images", "image_size", "epoch", "epochs", "fid_images", "num_samples", "sampling_steps",
                   "train_images", "max_images", "seed")
 
 
-
 TEXT_FIELDS = ("model", "data", "test_images", "test_set", "weights", "sampler", "fid_weights", "train_data")
-
 
 
 NUMBER_FIELDS = tuple(k for k, _, _ in SUMMARY_COLUMNS) + ("colorfulness_gt", "kid_std", "seconds")
 
 
-
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
 
 
 def clean_metrics(raw: dict) -> tuple[dict, list[str]]:
@@ -72,7 +67,6 @@ def clean_metrics(raw: dict) -> tuple[dict, list[str]]:
         if v is not None and not ok:
             problems.append(f"{k} is {str(v)[:40]!r}" if not isinstance(v, float) else f"{k} is {v}")
     return r, problems
-
 
 
 def load_run(run_dir: Path) -> dict:
@@ -114,7 +108,6 @@ def load_run(run_dir: Path) -> dict:
     return r
 
 
-
 def training_record(run_dir: Path, weights) -> dict:
     """{"train_data", "train_images", "max_images", "seed"} from the split.json beside the tested
     weights (else the run folder's), for metrics.json files written before test mode recorded
@@ -129,7 +122,6 @@ def training_record(run_dir: Path, weights) -> dict:
             except BadSplit:
                 return {}
     return {}
-
 
 
 def read_samples(run_dir: Path) -> dict | None:
@@ -148,7 +140,6 @@ def read_samples(run_dir: Path) -> dict | None:
     return dict(zip(paths, zip(pred, truth)))
 
 
-
 def shared_samples(runs: list[Path], first: int) -> tuple[list, list[str]]:
     """([(run name, {test image path: (colorization, truth) uint8 (3, S, S)})], the first `first`
     paths that every run's test_samples.pt holds); runs without usable samples are left out."""
@@ -159,7 +150,6 @@ def shared_samples(runs: list[Path], first: int) -> tuple[list, list[str]]:
     if not common:
         print("note: the tested runs share no test image: no side-by-side images")
     return samples, common
-
 
 
 def read_per_image(run_dir: Path) -> tuple[dict, str | None]:
@@ -183,7 +173,6 @@ def read_per_image(run_dir: Path) -> tuple[dict, str | None]:
         return table, None
     except (OSError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
         return {}, f"per_image.csv cannot be used ({type(e).__name__}: {str(e)[:60]})"
-
 
 
 def per_image_metrics(run_dir: Path) -> dict:

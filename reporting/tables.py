@@ -16,9 +16,7 @@ SUMMARY_COLUMNS = [("delta_e", "delta E 2000", "min"), ("ssim", "SSIM", "max"), 
                    ("diversity_delta_e", "diversity", "max"), ("semantic_accuracy", "semantic acc.", "max")]
 
 
-
 FOUR_DIGITS = ("ssim", "lpips", "kid", "auc", "auc_rebalanced", "semantic_accuracy")
-
 
 
 # what two runs must share for their figures to be compared, and the words for a difference
@@ -29,13 +27,11 @@ SAME_TEST = [("data", "data"), ("test_set", "test split"), ("image_size", "image
              ("n_images", "number of test images")]
 
 
-
 def trained_epochs(r: dict):
     """The epochs a run was trained for (its budget, whichever epoch its best.pt came from), or
     None for one with nothing to learn (the grey baseline). Older metrics.json files without
     "epochs" give the tested checkpoint's epoch."""
     return None if r.get("weights") in (None, "none") else r.get("epochs") or r.get("epoch")
-
 
 
 def trained_on(r: dict) -> tuple | None:
@@ -46,14 +42,12 @@ def trained_on(r: dict) -> tuple | None:
     return (r.get("train_data") or "?", r.get("train_images") or "?")
 
 
-
 def leaks(r: dict) -> bool:
     """Whether more than 1% of a run's test images are files it trained or validated on (test
     mode's seen_in_training): such a run is set apart. A few byte-identical duplicates in a data
     set are flagged by test mode but do not set every run on it apart."""
     seen = r.get("seen_in_training")
     return bool(seen) and (seen["train"] + seen["val"]) > 0.01 * max(seen["of"], 1)
-
 
 
 def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
@@ -94,7 +88,6 @@ def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str
     return group, apart
 
 
-
 def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean over images."""
     g = torch.Generator().manual_seed(seed)
@@ -102,7 +95,6 @@ def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed:
     means = v[torch.randint(0, len(v), (n, len(v)), generator=g)].mean(1)
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
     return float(lo), float(hi)
-
 
 
 def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> tuple[list[str], list[list]]:
@@ -144,7 +136,6 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
     return head, body
 
 
-
 def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
     """The table in Markdown, best values in bold."""
     head, body = table(rows, rank, why)
@@ -153,7 +144,6 @@ def summary_table(rows: list[dict], rank: bool = True, why: list[str] | None = N
     lines += ["| " + " | ".join(f"**{t}**" if bold else md(t) if i in copied else t
                                 for i, (t, bold) in enumerate(cells)) + " |" for cells in body]
     return "\n".join(lines) + "\n"
-
 
 
 def html_table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> str:
@@ -167,7 +157,6 @@ def html_table(rows: list[dict], rank: bool = True, why: list[str] | None = None
     return "\n".join(out + ["</table>"]) + "\n"
 
 
-
 def training_text(r: dict) -> str:
     """"cifar10 x 10000, seed 0": the training data's folder name, its number of images and the
     seed; "-" for a run with nothing to learn."""
@@ -178,7 +167,6 @@ def training_text(r: dict) -> str:
     return f"{Path(str(data[0])).name} x {data[1]}" + ("" if seed is None else f", seed {seed}")
 
 
-
 def sampling_text(r: dict) -> str:
     """How a run colorized the test images: a diffusion sampler and its steps, K samples."""
     parts = []
@@ -187,7 +175,6 @@ def sampling_text(r: dict) -> str:
     if (r.get("num_samples") or 1) > 1:
         parts.append(f"K={r['num_samples']}")
     return ", ".join(parts) or "-"
-
 
 
 def md(text) -> str:
@@ -201,11 +188,9 @@ def md(text) -> str:
                    for i, c in enumerate(text))
 
 
-
 def _hinted(rows: list[dict], apart: list[dict]) -> list[tuple[dict, bool]]:
     """The runs with a hint curve, each with whether it is set apart: the ranked ones first."""
     return [(r, False) for r in rows if r.get("hints")] + [(r, True) for r in apart if r.get("hints")]
-
 
 
 def paste_curve(rows: list[dict], apart: list[dict] = ()) -> list[dict] | None:
@@ -213,7 +198,6 @@ def paste_curve(rows: list[dict], apart: list[dict] = ()) -> list[dict] | None:
     "hints_paste"), of the first hinted run that has one: a ranked run's when any has it (every
     ranked run was tested on the same images with the same hints)."""
     return next((r["hints_paste"] for r, _ in _hinted(rows, apart) if r.get("hints_paste")), None)
-
 
 
 def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
@@ -258,7 +242,6 @@ def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
                  + " | ".join(f"{n} hint{'s' if n != 1 else ''}" for n in counts) + " |\n|---|" + "---|" * len(counts)
                  + "\n" + "\n".join(gains) + "\n")
     return text + "\n![the hint curves](hints.png)\n"
-
 
 
 def setup_note(group: list[dict], mixed: bool) -> str:

@@ -29,7 +29,6 @@ def colorize_folder(colorizer, args, out_dir: Path, weights: str) -> tuple[int, 
     return done, len(bad)
 
 
-
 def maker_of(args, weights: str, samples: int = 1, hint_file: str | None = None) -> dict:
     """What makes a folder's colorizations (photos.OutputFolder's manifest): the family, the checkpoint
     file and the training step it holds, the sampling."""
@@ -43,7 +42,6 @@ def maker_of(args, weights: str, samples: int = 1, hint_file: str | None = None)
     return {"model": args.model, "weights": str(Path(weights).resolve()) if weights not in (None, "none") else None,
             "checkpoint": step, "image_size": args.image_size, "samples": samples,
             "hints": str(Path(hint_file).resolve()) if hint_file else None}
-
 
 
 def inputs_apart_from(paths: list[Path], root: Path, out_dir: Path, spec: str) -> list[Path]:
@@ -61,7 +59,6 @@ def inputs_apart_from(paths: list[Path], root: Path, out_dir: Path, spec: str) -
         print(f"note: left out {len(paths) - len(kept)} file(s) of --input under --output {out_dir} (earlier "
               f"colorizations)")
     return kept
-
 
 
 def colorize(args, given, family, run_dir: Path) -> int:

@@ -29,7 +29,6 @@ def data_root(args, prepare: bool = True) -> Path:
     return root
 
 
-
 def get_split(args, run_dir: Path, root: Path) -> dict:
     """The split saved with the run when it is of the same folder (and, for a fresh run, the same
     --seed; a resumed run keeps its split whatever --seed says), else a new one by --seed."""
@@ -57,7 +56,6 @@ def get_split(args, run_dir: Path, root: Path) -> dict:
     return cd.make_split(root, args.seed, max_images=args.max_images)
 
 
-
 def write_unless_same(path: Path, text: str) -> None:
     """Atomically, and not at all when the file already holds exactly this (a resume)."""
     try:
@@ -66,7 +64,6 @@ def write_unless_same(path: Path, text: str) -> None:
     except (OSError, UnicodeDecodeError):
         pass
     ckpt_io.write_text_atomic(path, text)
-
 
 
 def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[list[str], str]:
@@ -83,7 +80,6 @@ def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[
         split = cd.make_split(root, trained_on.get("seed", 0))
         return split["test"] or split["val"], f"the run's test split of {root} (seed {trained_on.get('seed', 0)})"
     return cd.test_set(root)
-
 
 
 def seen_in_training(root: Path, names: list[str], run: RunFolder | None) -> dict | None:
@@ -110,7 +106,6 @@ def seen_in_training(root: Path, names: list[str], run: RunFolder | None) -> dic
     return seen
 
 
-
 def training_record(split_file: Path, saved: dict | None) -> dict:
     """What the tested weights were trained on, for metrics.json (the report ranks together only
     runs trained alike): the data folder, the number of training images, --max_images and the
@@ -123,7 +118,6 @@ def training_record(split_file: Path, saved: dict | None) -> dict:
     given = saved["args"]
     return {"train_data": given.get("data"), "train_images": None, "max_images": given.get("max_images"),
             "seed": given.get("seed")}
-
 
 
 def train_batches(args, root: Path, split: dict, device):
@@ -148,7 +142,6 @@ def train_batches(args, root: Path, split: dict, device):
     # what names this data set for statistics cached across runs (colour-bin counts), hashed only if needed
     batches.data_id = (root, split["train"], (args.image_size, args.load_size, args.crop, args.seed, world))
     return batches
-
 
 
 def eval_images(args, root: Path, rel_paths, what: str):

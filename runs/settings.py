@@ -21,10 +21,8 @@ class UsageError(Exception):
     argparse does, exit 2)."""
 
 
-
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
 
 
 def pick_device(name: str) -> torch.device:
@@ -42,14 +40,12 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
-
 def check_architecture(args, family) -> None:
     """Arguments that must suit the network they describe (the checkpoint's, when one is loaded)."""
     multiple = family.network.size_multiple(config.from_values(family.network.Config, args))
     if args.image_size < 16 or args.image_size % multiple:
         raise UsageError(f"--image_size {args.image_size} does not suit {args.model}: it must be at least 16 "
                          f"and a multiple of {multiple}")
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +55,6 @@ class Settings:
     args: argparse.Namespace
     network: object
     training: object
-
 
 
 def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: set = frozenset(),
@@ -110,10 +105,8 @@ def resolve(family, args, given: set, saved: dict | None = None, keep_from_cli: 
     return Settings(merged, network_cfg, training_cfg)
 
 
-
 def family_name(args) -> str:
     return getattr(args, "model", "this family")
-
 
 
 def load_init(spec: str, results: str) -> tuple[dict, Path]:
@@ -130,7 +123,6 @@ def load_init(spec: str, results: str) -> tuple[dict, Path]:
     return ckpt_io.load(path), path
 
 
-
 # what a resumed run may change: its length, how it is watched and saved, where it runs. Anything
 # else (learning rate, seed, loss, a family's training flags, ...) would make it another run.
 RESUME_MAY_CHANGE = {"data_root", "checkpoint_minutes", "epochs", "batch_size", "val_every", "save_every", "num_images",
@@ -139,7 +131,6 @@ RESUME_MAY_CHANGE = {"data_root", "checkpoint_minutes", "epochs", "batch_size", 
                      "max_image_pixels", "input",
                      "results", "run_name", "data", "sync_bn", "overwrite", "steps", "num_samples",
                      "full_checkpoints", "keep"}
-
 
 
 def check_resume_flags(args, saved: dict, given: set) -> None:

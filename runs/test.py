@@ -144,9 +144,7 @@ def write_per_image(out: RunFolder, paths, per_image: dict, grid) -> None:
                             out.test_samples)
 
 
-
 HINT_CURVE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc", "fid", "kid")
-
 
 
 def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[int], automatic: dict,
@@ -176,7 +174,6 @@ def hint_curve(colorizer, images, batch_size: int, lpips, realism, counts: list[
                 colorizer.hint_count = 0
         rows.append({"count": n, **{k: summary.get(k) for k in HINT_CURVE_KEYS}})
     return rows
-
 
 
 def test_outputs(run_dir: Path, weights: str | None) -> RunFolder:

@@ -32,7 +32,6 @@ def finished_same_run(args, given: set, run: RunFolder) -> bool:
     return same and saved.get("epoch", 0) >= before.get("epochs", math.inf) and not saved.get("batch_in_epoch", 0)
 
 
-
 def train(args, given, family, run_dir: Path) -> int:
     run = RunFolder(run_dir)
     saved, finished = previous_run(args, given, family, run)
@@ -171,7 +170,6 @@ def clear_run(run_dir: Path) -> None:
         print(f"--overwrite: removed the previous run's {removed} file(s) and folder(s) from {run_dir}")
 
 
-
 def trim_history(run: RunFolder, step: int) -> None:
     """Drop what history.jsonl logged after the checkpoint being resumed (a run killed after an
     epoch's log line but before its checkpoint would otherwise log that epoch twice)."""
@@ -181,7 +179,6 @@ def trim_history(run: RunFolder, step: int) -> None:
     kept = [r for r in rows if r.get("step", 0) <= step]
     if len(kept) != len(run.history.read_text().splitlines()):
         ckpt_io.write_text_atomic(run.history, "".join(json.dumps(r) + "\n" for r in kept))
-
 
 
 class stop_on_signals:

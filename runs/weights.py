@@ -22,7 +22,6 @@ def load_weights(args, family, run_dir: Path) -> tuple[dict | None, str]:
     return ckpt_io.load(path, family=(args.model, *family.trainer.compatible)), str(path)
 
 
-
 def load_colorizer(family, settings: Settings, saved: dict | None, device) -> Colorizer:
     """The family's Colorizer from a checkpoint (no trainer, optimizer, critic or EMA twin); a
     family with nothing to learn (gray) from its settings alone."""
