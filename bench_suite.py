@@ -42,6 +42,7 @@ RUNS = [("unet", "unet", [], 1.0), ("unetgan", "unetgan", [], 1.6), ("colorful",
 SMALL = ["--unet_channels", "8", "--unet_depth", "2", "--colorful_width", "8", "--resnet_width", "8",
          "--diff_channels", "8", "--diff_depth", "2"]  # the dry run's networks
 DRY_RUN_FID = "unet_inception_v3"
+TEST_SECONDS = 20  # beyond a run's share before it is killed: its tests on a GPU
 RECORDED = ("model", "epoch", "epochs", "delta_e", "ssim", "psnr", "fid", "kid", "colorfulness", "semantic_accuracy",
             "best_of_k_delta_e", "diversity_delta_e", "num_samples", "fid_weights")  # suite.json, of each run
 PACKAGES = ("torch", "torchvision", "numpy", "skimage", "PIL", "matplotlib", "torchmetrics", "torch_fidelity",
@@ -135,7 +136,7 @@ class Suite:
         self.steps: list[dict] = []  # one per step: name, status, seconds, note
         self.env = dict(os.environ, WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
         self.min_seconds = 5.0  # a step given less is skipped (no process starts in less)
-        self.lock = threading.Lock()
+        self.lock, self.facts = threading.Lock(), None  # facts: what probe() found (outputs written once known)
 
     def left(self) -> float:
         return self.opts.budget - (time.monotonic() - self.start)
@@ -173,7 +174,7 @@ class Suite:
         print(f"[{time.monotonic() - self.start:6.0f} s] {name}: {step['status']} {step['note']}".rstrip(), flush=True)
         with self.lock:
             self.steps.append(step)
-            if hasattr(self, "facts"):
+            if self.facts is not None:
                 self.write()  # after every step: a suite killed from outside still leaves what it measured
         return step
 
@@ -233,7 +234,6 @@ class Suite:
         deadline = time.monotonic() + share
         self.child("classifier", ["main.py", "--mode", "classifier", "--epochs", str(o.epochs), *common],
                    min(60.0, 0.12 * share))
-        weights = sum(w for *_, w in RUNS)  # the kill's margin: about 20 s for the tests on a GPU
         runs = [r for r in RUNS if not o.runs or r[0] in o.runs.split(",")]
         for i, (run, family, extra, weight) in enumerate(runs):
             left = deadline - time.monotonic()
@@ -241,27 +241,18 @@ class Suite:
             # the dry run computes FID once (the carried weights' path), not the 2048-d eigenproblem per test
             fid = ["--fid", "off"] if o.dry_run and run != DRY_RUN_FID else []
             tests = [["--model", family, "--mode", "test", "--run_name", run, *extra, *common, *fid]]
-            for name, model, flags in self.also_tested(run):  # the same checkpoint, tested another way
+            for name, model, flags in also_tested(run, o.dry_run):  # the same checkpoint, tested another way
                 tests.append(["--model", model, "--mode", "test", "--run_name", name, "--weights",
                               str(self.results / run / "best.pt"), *common, *flags, *fid])
             train = ["--model", family, "--mode", "train", "--run_name", run, "--overwrite",
                      "--epochs", str(o.epochs), *extra, *common]
             spec = {"train": train, "tests": tests, "stop_after": max(mine * 0.75, 1.0)}
-            kill = min(max(mine, 0) + 2 * weights, self.left() - 60)  # a minute kept for the report
+            kill = min(max(mine, 0) + TEST_SECONDS, self.left() - 60)  # a minute kept for the report
             step = self.child(run, [Path(__file__).name, "job", json.dumps(spec)], kill)
             if step["status"] == "stopped":  # its metrics.json says "epochs": the budget, not what it trained
                 done = [json.loads(line).get("epoch", 0) for line in _lines(self.results / run / "history.jsonl")]
                 step["note"] = (f"stopped at its share of the time after epoch {int(max(done, default=0))} of "
                                 f"{o.epochs}: not a {o.epochs}-epoch figure, then tested")
-
-    def also_tested(self, run: str) -> list[tuple[str, str, list[str]]]:
-        """(run name, family, flags) of the owed list's other tests of a run's checkpoint: DDIM on
-        unetddpm's (10 steps as script.sh, and 50 as the diffusion target asks), colorful's plain
-        mean (temperature 1), cvae_mdn's best of 8."""
-        steps = "3" if self.opts.dry_run else "50"
-        return {"unetddpm": [("unetddim", "unetddim", []), (f"unetddim_{steps}", "unetddim", ["--steps", steps])],
-                "colorful": [("colorful_t1", "colorful", ["--temperature", "1"])],
-                "cvae_mdn": [("cvae_mdn_k8", "cvae_mdn", ["--num_samples", "8"])]}.get(run, [])
 
     def bench(self) -> None:
         o = self.opts
@@ -311,6 +302,15 @@ class Suite:
             lines += ["", f"### The CPU protocol trained {f['epochs']} epochs (report summary)", "",
                       summary.read_text().split("\n", 1)[1]]
         return "\n".join(lines) + "\n"
+
+
+def also_tested(run: str, dry_run: bool) -> list[tuple[str, str, list[str]]]:
+    """(run name, family, flags) of the owed list's other tests of a run's checkpoint: DDIM on unetddpm's
+    (10 steps as script.sh, 50 as the diffusion target asks), colorful at temperature 1, cvae_mdn's best of 8."""
+    steps = "3" if dry_run else "50"
+    return {"unetddpm": [("unetddim", "unetddim", []), (f"unetddim_{steps}", "unetddim", ["--steps", steps])],
+            "colorful": [("colorful_t1", "colorful", ["--temperature", "1"])],
+            "cvae_mdn": [("cvae_mdn_k8", "cvae_mdn", ["--num_samples", "8"])]}.get(run, [])
 
 
 def _version(name: str) -> str:
