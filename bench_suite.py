@@ -58,6 +58,8 @@ def pack(source: Path, carry: Path, n_train: int = 10_000, n_test: int = 0, seed
     """Write carry/: the protocol's images (one tar), the fp16 Inception and torch-fidelity's source."""
     import colorize_data as cd
 
+    if not ((source / "train").is_dir() and (source / "test").is_dir()):
+        raise SuiteError(f"--source {source}: not a CIFAR-10-like folder (train/ and test/ of class folders)")
     split = cd.make_split(source, seed, max_images=n_train)
     test = split["test"][:n_test] if n_test else split["test"]
     carry.mkdir(parents=True, exist_ok=True)
@@ -70,8 +72,7 @@ def pack(source: Path, carry: Path, n_train: int = 10_000, n_test: int = 0, seed
                     tar.addfile(info, f)
     _write_inception(carry / INCEPTION_FILE)
     site = carry / "site" / "torch_fidelity"
-    if site.exists():
-        shutil.rmtree(site)
+    shutil.rmtree(site, ignore_errors=True)
     origin = Path(importlib.util.find_spec("torch_fidelity").origin).parent
     shutil.copytree(origin, site, ignore=shutil.ignore_patterns("__pycache__"))
     size = _tree_mib() + sum(f.stat().st_size for f in carry.rglob("*") if f.is_file()) / 2 ** 20
@@ -250,7 +251,9 @@ class Suite:
             kill = min(max(mine, 0) + TEST_SECONDS, self.left() - 60)  # a minute kept for the report
             step = self.child(run, [Path(__file__).name, "job", json.dumps(spec)], kill)
             if step["status"] == "stopped":  # its metrics.json says "epochs": the budget, not what it trained
-                done = [json.loads(line).get("epoch", 0) for line in _lines(self.results / run / "history.jsonl")]
+                from trainers.run_folder import RunFolder
+
+                done = [row.get("epoch", 0) for row in RunFolder(self.results / run).read_history()]
                 step["note"] = (f"stopped at its share of the time after epoch {int(max(done, default=0))} of "
                                 f"{o.epochs}: not a {o.epochs}-epoch figure, then tested")
 
@@ -268,7 +271,8 @@ class Suite:
 
     def write(self) -> int:
         """suite.md, suite.json, the report's files and logs.tar.gz into --out; 0 when every step passed."""
-        rows = [json.loads(line) for line in _lines(self.work / "bench_rows.jsonl")]
+        rows_file = self.work / "bench_rows.jsonl"
+        rows = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.is_file() else []
         runs = {f.parent.name: {k: v for k, v in json.loads(f.read_text()).items() if k in RECORDED}
                 for f in sorted(self.results.glob("*/metrics.json"))}
         record = {**self.facts, "wall_s": round(time.monotonic() - self.start, 1), "steps": self.steps,
@@ -319,10 +323,6 @@ def _version(name: str) -> str:
     with contextlib.suppress(metadata.PackageNotFoundError):
         return metadata.version({"skimage": "scikit-image", "PIL": "pillow"}.get(name, name).replace("_", "-"))
     return "present"
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def _last_error(text: str) -> str:
