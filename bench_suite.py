@@ -181,11 +181,14 @@ class Suite:
 
     def run(self) -> int:
         o = self.opts
-        self.logs.mkdir(parents=True, exist_ok=True)
+        for stale in (self.results, self.logs):  # what a suite run into the same --work left
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in ("bench.md", "bench_rows.jsonl"):
+            (self.work / stale).unlink(missing_ok=True)
+        self.logs.mkdir(parents=True)
         self.out.mkdir(parents=True, exist_ok=True)
-        carry = Path(o.carry)
+        carry = self.work / "carry" if o.dry_run else Path(o.carry)
         if o.dry_run:
-            carry = self.work / "carry"
             source = Path(o.source) if o.source else tiny_source(self.work / "source")
             print(pack(source, carry, n_train=16, n_test=8))
         self.facts = self.probe(carry)
@@ -288,8 +291,7 @@ class Suite:
         (self.out / "suite.md").write_text(self.markdown(record))
         return 0 if all(s["status"] in ("ok", "stopped") for s in self.steps) else 1
 
-    def markdown(self, record: dict) -> str:
-        f = record
+    def markdown(self, f: dict) -> str:
         cmd = "python bench.py --suite gpu" + (" --dry-run" if f["dry_run"] else "") + f" --out {self.out.name}"
         dry = " (dry run: tiny sizes, no figure)" if f["dry_run"] else ""
         lines = [f"## GPU suite, {f['date']}, {f['device']}{dry}", "",
@@ -298,9 +300,7 @@ class Suite:
                  + ", ".join(f"{k} {v or 'missing'}" for k, v in f["packages"].items()), "",
                  "| step | status | seconds | note |", "|---|---|---|---|"]
         lines += [f"| {s['step']} | {s['status']} | {s['seconds']:.0f} | {s['note']} |" for s in f["steps"]]
-        bench = self.work / "bench.md"
-        if bench.is_file():
-            lines += [bench.read_text()]
+        lines += [(self.work / "bench.md").read_text()] if (self.work / "bench.md").is_file() else []
         summary = self.results / "summary.md"
         if summary.is_file():
             lines += ["", f"### The CPU protocol trained {f['epochs']} epochs (report summary)", "",
