@@ -42,6 +42,8 @@ import torch
 import colorize_data as cd
 import main as cli
 from trainers import REGISTRY
+from util import colour
+from util.batches import TrainBatches
 
 # dense bf16 tensor-core peaks, FLOP/s (vendor data sheets)
 PEAKS = {"H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,
@@ -93,7 +95,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
     device = cli.pick_device(args.device)
     torch.manual_seed(0)
     trainer = family.make(args, device, name=args.model)
-    batches = cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, 0, device)
+    batches = TrainBatches(images, args.batch_size, args.image_size, args.crop, 0, device)
     row = {"family": name}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -136,7 +138,7 @@ def bench_family(name, opts, images: torch.Tensor) -> dict:
     @torch.no_grad()
     def colorize():
         with colorizer.autocast():
-            cd.colorize_full_resolution(colorizer.predict_ab, megapixel, args.image_size)
+            colour.colorize_full_resolution(colorizer.predict_ab, megapixel, args.image_size)
 
     row["mp"] = 1 / timed(colorize, opts.iters, device, warmup=1, max_seconds=2)  # diffusion: a chain per image
     return row

@@ -37,6 +37,7 @@ from trainers import checkpoint as ckpt_io
 from trainers.base import TrainConfig, TrainingDiverged
 from trainers.photos import input_files
 from trainers.run_folder import RunFolder
+from util import files, images
 
 DEFAULT_MODEL = "unet"
 
@@ -143,7 +144,7 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
     p.add_argument("--log_checkpoints", action="store_true", help="upload best.pt and last.pt to wandb as an artifact")
     p.add_argument("--table_images", type=number(int, minimum=0), default=64,
                    help="test images in the wandb table of per-image results (images and metrics)")
-    p.add_argument("--max_image_pixels", type=number(int, minimum=1), default=cd.DEFAULT_MAX_IMAGE_PIXELS,
+    p.add_argument("--max_image_pixels", type=number(int, minimum=1), default=images.DEFAULT_MAX_IMAGE_PIXELS,
                    help="decompression-bomb guard: larger images are skipped")
     return p
 
@@ -260,8 +261,8 @@ def _data(args, family, given) -> str | None:
     if args.data is not None and not named and not Path(args.data).is_dir():
         return (public_data.unknown(args.data) if public_data.looks_like_a_name(args.data)
                 else f"--data {args.data}: no such folder")
-    if args.data is not None and not named and not cd.has_images(args.data):
-        return f"--data {args.data}: no images ({', '.join(cd.IMAGE_EXTENSIONS)}) in it or below it"
+    if args.data is not None and not named and not images.has_images(args.data):
+        return f"--data {args.data}: no images ({', '.join(images.IMAGE_EXTENSIONS)}) in it or below it"
     if args.resume and args.mode != "train":
         return "--resume goes with --mode train"
     if args.init_from and (args.mode != "train" or args.resume):
@@ -278,7 +279,7 @@ def _input(args, family, given) -> str | None:
     what = ("matches no image file" if photos.is_glob(args.input) else
             "a folder with no image file in it or below it" if spec.is_dir() else
             "not an image file" if spec.exists() else "no such file or folder")
-    return f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(cd.IMAGE_EXTENSIONS)})"
+    return f"--input {args.input}: {what} (a file, a folder or a glob of {', '.join(images.IMAGE_EXTENSIONS)})"
 
 
 def _run(args, family, given) -> str | None:
@@ -369,7 +370,7 @@ def main(argv=None) -> int:
                     locks.enter_context(ckpt_io.RunLock(run_dir, mode))
             return (train if args.mode == "train" else test)(args, given, family, run_dir)
     except (ckpt_io.CheckpointError, public_data.DataUnavailable, photos.OutputConflict, photos.NonFiniteOutput,
-            cd.BadSplit, backbones.Unavailable) as e:
+            cd.BadSplit, backbones.Unavailable, files.WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except UsageError as e:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from colorize_data import rgb_to_lab
+from util.colour import rgb_to_lab
 
 
 def delta_e_2000_lab(lab1: torch.Tensor, lab2: torch.Tensor, kL=1.0, kC=1.0, kH=1.0) -> torch.Tensor:
@@ -128,7 +128,7 @@ def _pretrained_lpips():
     fails; they are fetched here first, quietly, so a failure is one clear line."""
     import lpips
 
-    from colorize_data import fetch_quietly
+    from util.files import fetch_quietly
 
     where = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
     why = None if where.is_file() else fetch_quietly(ALEXNET_URL, where, hash_prefix=ALEXNET_FILE[-12:-4])
@@ -227,7 +227,7 @@ class Realism:
                            + self.weights.encode()).hexdigest()[:20]
         path = self.cache_dir / f"inception-{key}.pt" if self.cache_dir else None
         if path is not None:
-            from colorize_data import load_cache
+            from util.files import load_cache
 
             cached = load_cache(path, lambda c: self._cache_ok(c, key, len(images)))
             if cached is not None:
@@ -238,7 +238,7 @@ class Realism:
                       f"(checked: shape, type, finiteness, count, weights, checksum): computed again", file=sys.stderr)
         self.real = self.features(images, "the true images")
         if path is not None:
-            from colorize_data import save_cache
+            from util.files import save_cache
 
             entry = {"features": self.real, "weights": self.weights, "n": len(images), "key": key,
                      "sha256": _checksum(self.real)}
@@ -335,7 +335,7 @@ def ab_error_histograms(pred: torch.Tensor, target: torch.Tensor):
     """Per-pixel ab error (Euclidean, ab units) of RGB batches, bucketed by its ceiling (less
     AUC_TOLERANCE) into 0..AUC_MAX+1: (per-image counts (B, AUC_MAX + 2), per-ground-truth-bin
     counts (529, AUC_MAX + 2))."""
-    from colorize_data import AB_BINS_PER_AXIS, AB_SCALE, ab_bin_index
+    from util.colour import AB_BINS_PER_AXIS, AB_SCALE, ab_bin_index
 
     lab_p, lab_t = rgb_to_lab(pred.float()), rgb_to_lab(target.float())
     err = (lab_p[:, 1:] - lab_t[:, 1:]).norm(dim=1)                       # (B, H, W)

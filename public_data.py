@@ -293,7 +293,7 @@ def _lay_out(ds, out: Path, prefix: str) -> int:
 
 
 def _link_folder(source: Path, out: Path) -> int:
-    from colorize_data import find_images
+    from util.images import find_images
 
     out.mkdir(parents=True, exist_ok=True)
     files = find_images(source)

@@ -1,7 +1,7 @@
 """Networks, one file per family: what goes in and what comes out, nothing about training.
 
 Every network maps L scaled to [-1, 1], shape (B, 1, H, W), to ab scaled by 1/110, shape
-(B, 2, H, W) (see colorize_data.py). Each module offers:
+(B, 2, H, W) (see util/colour.py). Each module offers:
 
     Config                a frozen dataclass of its architecture settings (models/config.py): the
                           command line is generated from it, checkpoints save it, and on test or

@@ -63,7 +63,7 @@ SPECS = {"inception_v3": Spec(768, 2048, 160), "resnet34": Spec(256, 512, 128), 
 
 def grey_rgb(L: torch.Tensor) -> torch.Tensor:
     """L (B, 1, H, W) in [-1, 1] -> the grey image as sRGB in [0, 1] (B, 3, H, W)."""
-    from colorize_data import compose_rgb
+    from util.colour import compose_rgb
 
     return compose_rgb(L[:, :1], L.new_zeros(L.shape[0], 2, *L.shape[2:])).to(L.dtype)
 
@@ -125,7 +125,7 @@ def _torchvision_state(name: str, download: bool = True) -> dict:
     once, hash checked); Unavailable, naming the file and the folder, when they cannot be had."""
     from torchvision.models import get_model_weights
 
-    from colorize_data import fetch_quietly
+    from util.files import fetch_quietly
 
     url, path = get_model_weights(name).DEFAULT.url, weights_file(name)
     why = None

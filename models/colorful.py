@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from colorize_data import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, cache_dir, load_cache, rgb_to_lab, save_cache
 from models import backbones
 from models.backbones import EncoderInput
 from models.config import setting
 from models.hints import HintInput, in_channels, known_colours
+from util.colour import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, rgb_to_lab
+from util.files import cache_dir, load_cache, save_cache
 
 GAMUTS = ("corners", "inside")
 

@@ -227,7 +227,7 @@ def read_points(path: Path, width: int, height: int) -> list[tuple[int, int, tup
         import numpy as np
         from PIL import UnidentifiedImageError
 
-        from colorize_data import BadImage, open_image
+        from util.images import BadImage, open_image
 
         try:
             with open_image(path, max_pixels=None) as im:  # its size, from the header, before decoding
@@ -252,7 +252,7 @@ def map_from_points(points, width: int, height: int, size: int) -> torch.Tensor:
     """Hints given at an image's resolution -> a (1, 3, size, size) hint map at the network's size
     (the image is squashed to size x size for the network): every cell holding hints gets their
     mean ab."""
-    from colorize_data import AB_SCALE, rgb_to_lab
+    from util.colour import AB_SCALE, rgb_to_lab
 
     hint_map = torch.zeros(1, CHANNELS, size, size)
     if not points:

@@ -151,7 +151,7 @@ def convert_packaged(path) -> dict:
 
 def _download_standard() -> str | None:
     """Fetch the standard file into the hub cache, hash checked; why it failed, or None."""
-    from colorize_data import fetch_quietly
+    from util.files import fetch_quietly
 
     return fetch_quietly(STANDARD_URL, standard_path(), hash_prefix="6726825d")
 

@@ -15,7 +15,7 @@ from trainers.run_folder import RunFolder
 
 def grey_of(rgb: torch.Tensor) -> torch.Tensor:
     """What the colorizers were given: the L of RGB in [0, 1], shown without colour."""
-    from colorize_data import compose_rgb, rgb_to_model
+    from util.colour import compose_rgb, rgb_to_model
 
     return compose_rgb(rgb_to_model(rgb)[0], torch.zeros(len(rgb), 2, *rgb.shape[2:]))
 

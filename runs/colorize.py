@@ -7,7 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import colorize_data as cd
 from models import hints
 from runs.settings import UsageError, pick_device, resolve
 from runs.weights import load_colorizer, load_weights
@@ -15,6 +14,7 @@ from trainers import checkpoint as ckpt_io
 from trainers import photos
 from trainers.photos import OutputConflict, colorize_files, input_files
 from trainers.run_folder import RunFolder
+from util import images
 
 
 def colorize_folder(colorizer, args, out_dir: Path, weights: str) -> tuple[int, int]:
@@ -70,7 +70,7 @@ def colorize(args, given, family, run_dir: Path) -> int:
     args = settings.args
     paths, root = input_files(args.input)
     if not paths:
-        raise UsageError(f"--input {args.input}: no image file ({', '.join(cd.IMAGE_EXTENSIONS)}) there")
+        raise UsageError(f"--input {args.input}: no image file ({', '.join(images.IMAGE_EXTENSIONS)}) there")
     colorizer = load_colorizer(family, settings, saved, device)
     if args.hints is not None:
         if not colorizer.hinted:

@@ -9,9 +9,10 @@ from pathlib import Path
 import colorize_data as cd
 import public_data
 from runs.settings import UsageError
-from trainers import checkpoint as ckpt_io
 from trainers import distributed
 from trainers.run_folder import RunFolder
+from util import files, images
+from util.batches import StreamingTrainBatches, TrainBatches
 
 
 def data_root(args, prepare: bool = True) -> Path:
@@ -24,7 +25,7 @@ def data_root(args, prepare: bool = True) -> Path:
     if args.data is not None:
         return Path(args.data)
     root = Path("Dataset")
-    if not cd.has_images(root):
+    if not images.has_images(root):
         cd.build_demo_dataset(root, Path(args.input), seed=0)
     return root
 
@@ -63,7 +64,7 @@ def write_unless_same(path: Path, text: str) -> None:
             return
     except (OSError, UnicodeDecodeError):
         pass
-    ckpt_io.write_text_atomic(path, text)
+    files.write_text_atomic(path, text)
 
 
 def test_images(root: Path, split_file: Path, trained_on: dict | None) -> tuple[list[str], str]:
@@ -95,7 +96,7 @@ def seen_in_training(root: Path, names: list[str], run: RunFolder | None) -> dic
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         print(f"note: {run.fingerprints} cannot be read: the test images are not checked against the training set")
         return None
-    mine = cd.fingerprints(root, names)
+    mine = files.fingerprints(root, names)
     seen = {"train": sum(f in train for f in mine), "val": sum(f in val and f not in train for f in mine),
             "of": len(names)}
     if not seen["train"] and not seen["val"]:
@@ -128,7 +129,7 @@ def train_batches(args, root: Path, split: dict, device):
     if args.data_cache == "stream" or (args.data_cache == "auto" and gigabytes > args.cache_gb):
         print(f"streaming {len(split['train'])} training images from disk ({gigabytes:.1f} GB decoded) "
               f"with {args.workers} worker(s)")
-        batches = cd.StreamingTrainBatches(root, split["train"], args.batch_size, args.image_size, args.load_size,
+        batches = StreamingTrainBatches(root, split["train"], args.batch_size, args.image_size, args.load_size,
                                            args.crop, args.seed, device, rank, world, args.workers,
                                            args.max_image_pixels)
     else:
@@ -138,7 +139,7 @@ def train_batches(args, root: Path, split: dict, device):
         if not len(images):
             raise SystemExit(f"error: no usable colour training images under {root} "
                              f"({len(split['train'])} listed, {len(report.bad)} unreadable, {len(report.grey)} grey)")
-        batches = cd.TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
+        batches = TrainBatches(images, args.batch_size, args.image_size, args.crop, args.seed, device, rank, world)
     # what names this data set for statistics cached across runs (colour-bin counts), hashed only if needed
     batches.data_id = (root, split["train"], (args.image_size, args.load_size, args.crop, args.seed, world))
     return batches

@@ -18,12 +18,12 @@ from runs.colorize import colorize_folder
 from runs.data import data_root, eval_images, seen_in_training, test_images, training_record
 from runs.settings import UsageError, pick_device, resolve
 from runs.weights import load_colorizer, load_weights
-from trainers import checkpoint as ckpt_io
 from trainers import distributed, semantic
 from trainers.base import TrainingDiverged, save_grid
 from trainers.evaluation import NonFiniteColorization, evaluate, paste_hints
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog, log_test_table, start_wandb
+from util import files
 
 
 def test(args, given, family, run_dir: Path) -> int:
@@ -68,7 +68,7 @@ def test(args, given, family, run_dir: Path) -> int:
     write_per_image(out, paths, per_image, grid)
     n_done, n_bad = colorize_folder(colorizer, args, out.colorized, weights)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
-    ckpt_io.write_text_atomic(out.metrics, json.dumps(result, indent=1))
+    files.write_text_atomic(out.metrics, json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     extra = (f"; {n_done} image(s) of {args.input} colorized into {out.colorized}"
              + (f" ({n_bad} unreadable skipped)" if n_bad else "")) if args.input else " (--input \"\": none colorized)"
@@ -135,12 +135,12 @@ def write_per_image(out: RunFolder, paths, per_image: dict, grid) -> None:
     w.writerow(["image"] + list(per_image))
     for i, p in enumerate(paths):
         w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
-    ckpt_io.write_text_atomic(out.per_image, table.getvalue())
+    files.write_text_atomic(out.per_image, table.getvalue())
     if grid:
         save_grid(out.test_grid, *grid)
         first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
         as_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
-        ckpt_io.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
+        files.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
                             out.test_samples)
 
 

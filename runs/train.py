@@ -18,6 +18,7 @@ from trainers.base import TrainingDiverged, TrainingStopped
 from trainers.inference import inference_weights
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog, log_checkpoints, start_wandb
+from util import files
 
 
 def finished_same_run(args, given: set, run: RunFolder) -> bool:
@@ -116,7 +117,7 @@ def prepare_folder(args, run: RunFolder, root: Path) -> dict:
         print(f"note: removed what a run killed before its first checkpoint left in {run_dir} "
               f"({', '.join(sorted({p.name if p.parent == run_dir else p.parent.name + '/' for p in left}))})")
     if run.history.is_symlink():
-        raise ckpt_io.WriteError(f"{run.history} is a symbolic link: refusing to write the run's log through it "
+        raise files.WriteError(f"{run.history} is a symbolic link: refusing to write the run's log through it "
                                  f"(remove it; the run's own log is a plain file)")
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.rglob(".*.tmp"):  # a write that a kill -9 cut short
@@ -127,8 +128,8 @@ def prepare_folder(args, run: RunFolder, root: Path) -> dict:
         if len(split["train"]) + len(split["val"]) > 20000:
             print(f"hashing the {len(split['train']) + len(split['val'])} training and validation files (once per "
                   f"run: test mode checks test sets against them)")
-        ckpt_io.write_text_atomic(run.fingerprints, json.dumps(
-            {"train": cd.fingerprints(root, split["train"]), "val": cd.fingerprints(root, split["val"])}))
+        files.write_text_atomic(run.fingerprints, json.dumps(
+            {"train": files.fingerprints(root, split["train"]), "val": files.fingerprints(root, split["val"])}))
     write_unless_same(run.args, json.dumps(vars(args), indent=1, default=str))
     return split
 
@@ -154,7 +155,7 @@ def fit(args, trainer, batches, val, run: RunFolder, wandb_run, say) -> int:
         if wandb_run is not None:
             wandb_run.finish()
     if last_val and trainer.is_main:
-        ckpt_io.write_text_atomic(run.val_metrics,
+        files.write_text_atomic(run.val_metrics,
                                   json.dumps({"epoch": trainer.epoch, **last_val}, indent=1))
     say(f"done: checkpoints, samples and history.jsonl in {run_dir}; "
         f"test with: python main.py --model {args.model} --mode test"
@@ -178,7 +179,7 @@ def trim_history(run: RunFolder, step: int) -> None:
     rows = run.read_history()  # without a line cut short by the kill
     kept = [r for r in rows if r.get("step", 0) <= step]
     if len(kept) != len(run.history.read_text().splitlines()):
-        ckpt_io.write_text_atomic(run.history, "".join(json.dumps(r) + "\n" for r in kept))
+        files.write_text_atomic(run.history, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class stop_on_signals:

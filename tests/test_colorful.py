@@ -7,9 +7,9 @@ import pytest
 import torch
 from skimage import color
 
-from colorize_data import AB_BINS_PER_AXIS
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 from trainers.statistics import rebalancing_weights
+from util.colour import AB_BINS_PER_AXIS
 
 
 def _srgb_ab(steps):
@@ -105,14 +105,14 @@ def test_prior_and_rebalancing_weights():
 
 def test_bin_counts_are_cached_per_data_set(tiny_data, tmp_path, monkeypatch):
     """Counted once per data set, shared by runs and families; counted again when a file changes."""
-    import colorize_data as cd
     import main
     from trainers import checkpoint as ckpt_io
+    from util import colour
 
     monkeypatch.setenv("COLORIZATION_CACHE", str(tmp_path / "cache"))
     calls = []
-    real = cd.ab_histogram
-    monkeypatch.setattr(cd, "ab_histogram", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = colour.ab_histogram
+    monkeypatch.setattr(colour, "ab_histogram", lambda *a, **k: calls.append(1) or real(*a, **k))
     flags = ["--data", str(tiny_data), "--results", str(tmp_path / "R"), "--image_size", "16", "--batch_size", "4",
              "--epochs", "1", "--wandb", "disabled", "--workers", "1", "--colorful_width", "8", "--val_images", "2"]
     assert main.main(["--model", "colorful", "--run_name", "a", *flags]) == 0

@@ -9,6 +9,7 @@ from conftest import colour_crops, write_images
 from PIL import Image
 
 import colorize_data as cd
+from util import batches, images
 
 
 def png16_rgb(path, arr16):
@@ -56,23 +57,23 @@ def bad_corpus(tmp_path):
 def test_each_kind_of_file(bad_corpus):
     r = bad_corpus
     for name in ("corrupt.jpg", "truncated.png", "empty.jpg", "notes.jpg"):
-        with pytest.raises(cd.BadImage):
-            cd.load_rgb(r / name)
-    rgba = cd.load_rgb(r / "rgba.png")
+        with pytest.raises(images.BadImage):
+            images.load_rgb(r / name)
+    rgba = images.load_rgb(r / "rgba.png")
     assert rgba.shape == (36, 40, 3) and (rgba[:10, :10] == 255).all()
-    deep = cd.load_rgb(r / "deep.png")
+    deep = images.load_rgb(r / "deep.png")
     assert deep.dtype == np.uint8 and np.abs(deep.astype(int) - colour_crops(6, (36, 40), 5)[1]).max() <= 1
-    assert cd.load_rgb(r / "cmyk.jpg").shape == (36, 40, 3)
-    assert cd.load_rgb(r / "palette.png").shape == (36, 40, 3)
-    assert cd.load_rgb(r / "rotated.jpg").shape == (40, 36, 3)  # EXIF orientation applied
-    grey = cd.load_rgb(r / "grey.png")
-    assert grey.shape == (36, 40, 3) and cd.is_grey(grey)
-    assert not cd.is_grey(rgba)
+    assert images.load_rgb(r / "cmyk.jpg").shape == (36, 40, 3)
+    assert images.load_rgb(r / "palette.png").shape == (36, 40, 3)
+    assert images.load_rgb(r / "rotated.jpg").shape == (40, 36, 3)  # EXIF orientation applied
+    grey = images.load_rgb(r / "grey.png")
+    assert grey.shape == (36, 40, 3) and images.is_grey(grey)
+    assert not images.is_grey(rgba)
 
 
 def test_decompression_bomb_guard_gives_a_clear_message(bad_corpus):
-    with pytest.raises(cd.BadImage, match="decompression-bomb limit.*--max_image_pixels"):
-        cd.load_rgb(bad_corpus / "good_000.png", max_pixels=100)
+    with pytest.raises(images.BadImage, match="decompression-bomb limit.*--max_image_pixels"):
+        images.load_rgb(bad_corpus / "good_000.png", max_pixels=100)
 
 
 def test_bad_files_are_skipped_and_counted_once(bad_corpus, capsys):
@@ -93,7 +94,7 @@ def test_eval_images_keep_grey_and_centre_crop(bad_corpus):
 
 def test_identity_when_already_at_size():
     rgb = colour_crops(1, size=(32, 32))[0]
-    assert np.array_equal(cd.center_crop(cd.resize_shorter_side(rgb, 32), 32), rgb)
+    assert np.array_equal(images.center_crop(images.resize_shorter_side(rgb, 32), 32), rgb)
 
 
 def test_splits(tmp_path, tiny_data):
@@ -116,7 +117,7 @@ def test_demo_dataset_is_built_offline(tmp_path):
     split = cd.make_split(tmp_path / "Dataset", seed=0)
     assert len(split["train"]) + len(split["val"]) == 4 * len(cd.DEMO_TRAIN_PHOTOS)
     assert len(split["test"]) == 2 * len(cd.DEMO_TEST_PHOTOS)
-    assert len(cd.find_images(tmp_path / "TestImages")) == len(cd.DEMO_TEST_PHOTOS)
+    assert len(images.find_images(tmp_path / "TestImages")) == len(cd.DEMO_TEST_PHOTOS)
     assert not set(cd.DEMO_TRAIN_PHOTOS) & set(cd.DEMO_TEST_PHOTOS)
 
 
@@ -131,11 +132,11 @@ def test_shared_data_loads_as_it_is(shared_data):
 
 def test_streaming_matches_the_in_memory_path_in_shape_and_counts_skips(bad_corpus, capsys):
     split = cd.make_split(bad_corpus, seed=0, val_fraction=0, test_fraction=0)
-    stream = cd.StreamingTrainBatches(bad_corpus, split["train"], batch_size=7, image_size=16, load_size=20,
-                                      crop="resized", seed=0, device="cpu", workers=2)
+    stream = batches.StreamingTrainBatches(bad_corpus, split["train"], batch_size=7, image_size=16, load_size=20,
+                                           crop="resized", seed=0, device="cpu", workers=2)
     assert len(stream) == 2
     for epoch in (1, 2):
-        batches = [b for _, b in stream.epoch(epoch)]
-        assert all(b.dtype == torch.uint8 and b.shape[1:] == (3, 16, 16) for b in batches)
+        drawn = [b for _, b in stream.epoch(epoch)]
+        assert all(b.dtype == torch.uint8 and b.shape[1:] == (3, 16, 16) for b in drawn)
     assert stream.skipped == {1: 8, 2: 2}  # 14 files = 2 batches of 7: every file once per epoch, 2 epochs
     assert "streaming skipped" in capsys.readouterr().out

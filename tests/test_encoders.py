@@ -16,10 +16,10 @@ TINY = [*conftest.TINY, "--unet_channels", "8", "--unet_depth", "2"]
 
 
 def test_a_torchvision_encoder_offline_is_one_line_naming_the_file_and_folder(tmp_path, monkeypatch, capsys):
-    import colorize_data as cd
+    from util import files
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(cd, "fetch_quietly", lambda *a, **k: "URLError: no network")
+    monkeypatch.setattr(files, "fetch_quietly", lambda *a, **k: "URLError: no network")
     with pytest.raises(backbones.Unavailable) as e:
         backbones.check("resnet34")
     message = str(e.value)

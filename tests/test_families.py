@@ -8,6 +8,7 @@ import torch
 import main
 from trainers import REGISTRY
 from trainers import checkpoint as ckpt_io
+from util import files
 
 TINY = [*conftest.TINY, "--num_images", "2", "--lpips", "auto"]
 
@@ -113,14 +114,14 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
 
 def test_atomic_save_leaves_no_partial_file(tmp_path):
     target = tmp_path / "last.pt"
-    ckpt_io.save_atomic({"format_version": 1, "model": {"w": torch.ones(2)}, "args": {}}, target)
+    files.save_atomic({"format_version": 1, "model": {"w": torch.ones(2)}, "args": {}}, target)
 
     class Boom:
         def __reduce__(self):
             raise RuntimeError("disk full")
 
-    with pytest.raises(ckpt_io.WriteError, match="disk full"):  # torch's RuntimeError on a full disk: a clear error
-        ckpt_io.save_atomic({"format_version": 1, "model": {}, "x": Boom()}, target)
+    with pytest.raises(files.WriteError, match="disk full"):  # torch's RuntimeError on a full disk: a clear error
+        files.save_atomic({"format_version": 1, "model": {}, "x": Boom()}, target)
     assert torch.equal(ckpt_io.load(target)["model"]["w"], torch.ones(2))  # the old one is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 

@@ -11,8 +11,8 @@ from conftest import SHARED, colour_crops
 import colorize_data as cd
 import main
 import metrics
-from colorize_data import lab_to_rgb, rgb_to_lab
 from models import inception
+from util.colour import lab_to_rgb, rgb_to_lab
 
 
 def photos(n=6, size=64):

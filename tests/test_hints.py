@@ -10,9 +10,9 @@ from conftest import write_images
 
 import main
 import metrics
-from colorize_data import compose_rgb, rgb_to_model
 from models import hints
 from trainers import REGISTRY
+from util.colour import compose_rgb, rgb_to_model
 
 TINY = [*conftest.TINY, "--num_images", "2", "--input", ""]
 

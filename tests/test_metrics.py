@@ -6,6 +6,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import metrics
 import report
+from util import colour
 
 
 def test_ciede2000_matches_skimage():
@@ -104,10 +105,8 @@ def test_summary_marks_best(tmp_path):
 
 
 def lab_image(L, a, b, h=10, w=12):
-    import colorize_data as cd
-
     lab = torch.tensor([L, a, b], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, h, w).clone()
-    return lab, cd.lab_to_rgb(lab)
+    return lab, colour.lab_to_rgb(lab)
 
 
 def test_auc_known_answers():
@@ -123,11 +122,10 @@ def test_auc_of_a_perfect_colorization_is_one():
     for threshold 0 (it gave 0.9964 when the zero threshold needed float equality)."""
     import skimage.data
 
-    import colorize_data as cd
 
     rgb = torch.from_numpy(skimage.data.astronaut()[::8, ::8].copy()).permute(2, 0, 1)[None].float() / 255
-    L, ab = cd.rgb_to_model(rgb)
-    per_image, per_bin = metrics.ab_error_histograms(cd.compose_rgb(L, ab), rgb)
+    L, ab = colour.rgb_to_model(rgb)
+    per_image, per_bin = metrics.ab_error_histograms(colour.compose_rgb(L, ab), rgb)
     assert metrics.auc_from_histogram(per_image).item() == 1.0
     assert metrics.rebalanced_auc(per_bin) == 1.0
 
@@ -135,11 +133,11 @@ def test_auc_of_a_perfect_colorization_is_one():
 def test_rebalanced_auc_weighs_colour_bins_equally():
     lab_t, target = lab_image(50, 0, 0, h=10, w=12)
     lab_t[:, 1:, :1] = torch.tensor([40.0, 20.0]).view(1, 2, 1, 1)  # one row of a rare colour
-    import colorize_data as cd
 
-    target = cd.lab_to_rgb(lab_t)
+    target = colour.lab_to_rgb(lab_t)
     pred = target.clone()
-    pred[:, :, :1] = cd.lab_to_rgb(torch.tensor([50.0, 0, 0], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 1, 12))
+    grey = torch.tensor([50.0, 0, 0], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 1, 12)
+    pred[:, :, :1] = colour.lab_to_rgb(grey)
     pred, target = torch.cat([pred] * 2, -1), torch.cat([target] * 2, -1)  # wide enough for SSIM
     pred, target = torch.cat([pred] * 2, -2), torch.cat([target] * 2, -2)
     acc = metrics.MetricAccumulator()

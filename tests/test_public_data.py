@@ -16,6 +16,7 @@ from PIL import Image
 import colorize_data as cd
 import main
 import public_data
+from util.images import find_images
 
 RNG = np.random.default_rng(0)
 TINY = [*conftest.TINY, "--epochs", "1", "--unet_channels", "8", "--unet_depth", "2", "--input", ""]
@@ -137,7 +138,7 @@ def fake_places365(root, monkeypatch):
 def laid_out(folder, classes: list[str], n_train: int, n_test: int) -> bool:
     """A prepared set's train/ has these class folders, and train/ and test/ these many images."""
     return (sorted(p.name for p in (folder / "train").iterdir()) == classes
-            and len(cd.find_images(folder / "train")) == n_train and len(cd.find_images(folder / "test")) == n_test)
+            and len(find_images(folder / "train")) == n_train and len(find_images(folder / "test")) == n_test)
 
 
 def no_network(monkeypatch):
@@ -185,14 +186,14 @@ def test_stl10_with_its_unlabeled_split_and_flowers_train_plus_val(tmp_path, mon
     fake_stl10(tmp_path, monkeypatch)
     folder = public_data.prepare("stl10-unlabeled", str(tmp_path))
     assert sorted(p.name for p in (folder / "train").iterdir()) == ["airplane", "bird", "unlabeled"]
-    assert len(cd.find_images(folder / "train" / "unlabeled")) == 7 and len(cd.find_images(folder / "test")) == 4
+    assert len(find_images(folder / "train" / "unlabeled")) == 7 and len(find_images(folder / "test")) == 4
     first = np.fromfile(tmp_path / "stl10-unlabeled" / "download" / "stl10_binary" / "train_X.bin", dtype=np.uint8)
     png = np.asarray(Image.open(folder / "train" / "airplane" / "0000000.png"))  # image 0: label 1, the first class
     assert png.shape == (96, 96, 3) and (png.transpose(2, 1, 0).ravel() == first[:3 * 96 * 96]).all()
     fake_flowers(tmp_path, monkeypatch)
     flowers = public_data.prepare("flowers102", str(tmp_path))
-    assert len(cd.find_images(flowers / "train")) == 5 and len(cd.find_images(flowers / "test")) == 5
-    linked = cd.find_images(flowers / "train")[0]
+    assert len(find_images(flowers / "train")) == 5 and len(find_images(flowers / "test")) == 5
+    linked = find_images(flowers / "train")[0]
     assert linked.is_symlink() and linked.resolve().parent.name == "jpg"  # linked, not copied
 
 
@@ -209,11 +210,11 @@ def test_cifar100_lfw_food101_and_places365_from_their_published_files(tmp_path,
     fake_lfw(tmp_path, monkeypatch)
     faces = public_data.prepare("lfw", str(tmp_path))                # the people train/test split, one folder each
     assert sorted(p.name for p in (faces / "train").iterdir()) == ["Ann_A", "Bob_B"]
-    assert len(cd.find_images(faces / "train")) == 3 and len(cd.find_images(faces / "test" / "Cy_C")) == 3
+    assert len(find_images(faces / "train")) == 3 and len(find_images(faces / "test" / "Cy_C")) == 3
     fake_food101(tmp_path)
     food = public_data.prepare("food101", str(tmp_path))
-    assert len(cd.find_images(food / "train" / "pizza")) == 2 and len(cd.find_images(food / "test" / "sushi")) == 2
-    assert cd.find_images(food / "test")[0].is_symlink()
+    assert len(find_images(food / "train" / "pizza")) == 2 and len(find_images(food / "test" / "sushi")) == 2
+    assert find_images(food / "test")[0].is_symlink()
     fake_places365(tmp_path, monkeypatch)
     places = public_data.prepare("places365", str(tmp_path))      # val is the test split
     assert laid_out(places, ["a_abbey", "b_beach_sunny"], 3, 2)
@@ -226,7 +227,7 @@ def test_coco_from_the_users_folders_and_imagenet_needs_its_archives(tmp_path, m
         for i in range(n):
             Image.fromarray(RNG.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(download / split / f"{i:012d}.jpg")
     folder = public_data.prepare("coco", str(tmp_path))
-    assert len(cd.find_images(folder / "train")) == 4 and len(cd.find_images(folder / "test")) == 3
+    assert len(find_images(folder / "train")) == 4 and len(find_images(folder / "test")) == 3
     with pytest.raises(public_data.DataUnavailable, match="ILSVRC2012_img_train.tar"):
         public_data.prepare("imagenet", str(tmp_path))
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import report
-from trainers.checkpoint import save_atomic
 from trainers.run_folder import RunFolder
+from util.files import save_atomic
 
 
 def fake_run(root, name, size, paths, colour):

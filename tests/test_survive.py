@@ -19,6 +19,7 @@ from PIL import Image
 import colorize_data as cd
 import main
 from trainers import checkpoint as ckpt_io
+from util import batches, colour, files, images
 
 TINY = [*conftest.TINY, "--model", "unet", "--unet_channels", "8", "--unet_depth", "2"]
 
@@ -153,8 +154,8 @@ def test_bomb_guard_does_not_depend_on_pillows_shared_settings(tmp_path, monkeyp
 
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", PILImage.MAX_IMAGE_PIXELS)
     monkeypatch.setattr(PILImage, "open", other_thread_meanwhile)
-    with pytest.raises(cd.BadImage, match="decompression-bomb limit of 1000"):
-        cd.load_rgb(path, max_pixels=1000)
+    with pytest.raises(images.BadImage, match="decompression-bomb limit of 1000"):
+        images.load_rgb(path, max_pixels=1000)
 
 
 def test_bomb_guard_with_threads_and_when_streaming(tmp_path, monkeypatch):
@@ -165,11 +166,11 @@ def test_bomb_guard_with_threads_and_when_streaming(tmp_path, monkeypatch):
     kept, _, report = cd.decode_images(tmp_path, [f"{i}.jpg" for i in range(6)], lambda x: x, workers=4,
                                        max_pixels=1000)
     assert not kept and len(report.bad) == 6
-    files = cd._FileImages(tmp_path, ["0.jpg"], 16, 1000)  # JPEGs stream through torchvision's decoder
+    files = batches._FileImages(tmp_path, ["0.jpg"], 16, 1000)  # JPEGs stream through torchvision's decoder
     assert files[0][1] == 1  # refused, not decoded
     # a limit raised above Pillow's own: the file is read all the same, and Pillow's setting is untouched
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)
-    assert cd.load_rgb(tmp_path / "0.jpg", max_pixels=10_000).shape == (40, 40, 3)
+    assert images.load_rgb(tmp_path / "0.jpg", max_pixels=10_000).shape == (40, 40, 3)
     assert PILImage.MAX_IMAGE_PIXELS == 100
 
 
@@ -262,13 +263,13 @@ def test_k_samples_are_written_one_by_one_and_identical_ones_are_said(tmp_path, 
     inputs = photos(tmp_path / "in", n=1)
     out = tmp_path / "out"
     seen = []
-    real = cd.colorize_full_resolution
+    real = colour.colorize_full_resolution
 
     def watch(*a, **k):
         seen.append(len(list(out.glob("*_sample*.png"))))  # samples on disk before this one is made
         return real(*a, **k)
 
-    monkeypatch.setattr(cd, "colorize_full_resolution", watch)
+    monkeypatch.setattr(colour, "colorize_full_resolution", watch)
     monkeypatch.setattr(VAEColorizer, "sample_ab", lambda self, L, k: self.predict_ab(L)[None].repeat(k, 1, 1, 1, 1))
     done, _ = photo_files.colorize_files(colorizer, sorted(inputs.glob("*.png")), inputs, out, 16, 10 ** 8, 3,
                                          sheet=True)
@@ -298,7 +299,7 @@ def test_caches_cut_short_by_a_kill_are_computed_again(tmp_path, monkeypatch):
         def epoch(self, epoch):
             yield 0, torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
 
-    path = cd.cache_dir() / "ab_counts" / f"{cd.data_key(*Batches.data_id[:2], *Batches.data_id[2])}.pt"
+    path = files.cache_dir() / "ab_counts" / f"{files.data_key(*Batches.data_id[:2], *Batches.data_id[2])}.pt"
     path.parent.mkdir(parents=True)
     for damaged in (b"", b"\x00junk"):
         path.write_bytes(damaged)
@@ -312,15 +313,15 @@ def test_a_by_hand_set_without_its_folders_is_never_marked_complete(tmp_path):
 
     with pytest.raises(public_data.DataUnavailable, match="train2017"):
         public_data.prepare("coco", str(tmp_path), echo=lambda *a: None)
-    images = tmp_path / "coco" / "images"
-    assert not (images / ".complete").exists()
-    images.mkdir()
-    (images / ".complete").write_text('{"set": "coco", "images": {"train": 0, "test": 0}}')  # an older build's
+    built = tmp_path / "coco" / "images"
+    assert not (built / ".complete").exists()
+    built.mkdir()
+    (built / ".complete").write_text('{"set": "coco", "images": {"train": 0, "test": 0}}')  # an older build's
     (tmp_path / "coco" / ".images.tmp-999999999").mkdir()  # a build that was killed
     for folder, n in (("train2017", 3), ("val2017", 2)):
         write_images(tmp_path / "coco" / "download" / folder, colour_crops(n, seed=n))
-    assert public_data.prepare("coco", str(tmp_path), echo=lambda *a: None) == images
-    assert len(cd.find_images(images)) == 5
+    assert public_data.prepare("coco", str(tmp_path), echo=lambda *a: None) == built
+    assert len(images.find_images(built)) == 5
     assert not list((tmp_path / "coco").glob(".images.tmp-*"))
 
 
@@ -335,7 +336,7 @@ def test_the_log_is_never_written_through_a_link_nor_twice(tiny_data, tmp_path, 
     outside = tmp_path / "important.txt"
     outside.write_text("keep")
     (run / "history.jsonl").symlink_to(outside)
-    with pytest.raises(ckpt_io.WriteError, match="symbolic link"):
+    with pytest.raises(files.WriteError, match="symbolic link"):
         RunLog(run).scalars({"x": 1.0}, 1)
     assert outside.read_text() == "keep"
     (run / "history.jsonl").unlink()

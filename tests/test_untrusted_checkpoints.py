@@ -8,6 +8,7 @@ import torch
 
 import main
 from trainers import checkpoint as ckpt_io
+from util import files
 
 TINY = [*conftest.TINY, "--model", "unet", "--unet_channels", "8", "--unet_depth", "2"]
 
@@ -55,7 +56,7 @@ def test_weights_that_do_not_fit_the_network_are_a_clear_error(tiny_data, tmp_pa
     ckpt = ckpt_io.load(path)
     del ckpt["args"]["gamut"]
     del ckpt["network"]  # as written before checkpoints saved the network's config on its own
-    ckpt_io.save_atomic(ckpt, path)
+    files.save_atomic(ckpt, path)
     assert main.main([*flags, "--mode", "test", "--weights", "last"]) != 0
     assert "do not fit the network" in capsys.readouterr().err
 

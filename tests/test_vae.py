@@ -61,7 +61,7 @@ def two_colour_toy(root):
     import numpy as np
     from PIL import Image
 
-    import colorize_data as cd
+    from util import colour
 
     for split, n in (("train", 16), ("test", 4)):
         (root / split).mkdir(parents=True)
@@ -70,7 +70,7 @@ def two_colour_toy(root):
             L = 40 + 20 * torch.sin((xx + yy + i) / 3)
             sign = 1 if i % 2 else -1
             lab = torch.stack([L, torch.full_like(L, 45.0 * sign), torch.full_like(L, 30.0 * sign)])[None]
-            rgb = cd.lab_to_rgb(lab)[0].permute(1, 2, 0).numpy()
+            rgb = colour.lab_to_rgb(lab)[0].permute(1, 2, 0).numpy()
             Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(root / split / f"{i:02d}.png")
 
 

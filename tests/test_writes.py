@@ -8,6 +8,7 @@ import pytest
 
 import main
 from trainers import checkpoint as ckpt_io
+from util import files
 
 TINY = [*conftest.TINY, "--model", "unet", "--unet_channels", "8", "--unet_depth", "2"]
 
@@ -52,9 +53,10 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_one(tiny_data, tmp_pa
 
 def test_file_corrupted_between_epochs_is_skipped_when_streaming(tiny_data, tmp_path, capsys):
     import colorize_data as cd
+    from util import batches
 
     split = cd.make_split(tiny_data, seed=0)
-    stream = cd.StreamingTrainBatches(tiny_data, split["train"], 4, 16, None, "random", 0, "cpu", workers=0)
+    stream = batches.StreamingTrainBatches(tiny_data, split["train"], 4, 16, None, "random", 0, "cpu", workers=0)
     assert sum(len(b) for _, b in stream.epoch(1)) == 8
     (tiny_data / split["train"][0]).write_bytes(b"\x89PNG broken")
     (tiny_data / split["train"][1]).unlink()
@@ -70,7 +72,7 @@ def test_a_write_cut_short_leaves_the_previous_file_whole(tmp_path):
         raise KeyboardInterrupt  # as a kill in the middle of the write
 
     with pytest.raises(KeyboardInterrupt):
-        ckpt_io.write_atomic(path, killed_half_way)
+        files.write_atomic(path, killed_half_way)
     assert path.read_text() == '{"train": []}' and [p.name for p in tmp_path.iterdir()] == ["split.json"]
 
 
@@ -79,8 +81,8 @@ def test_run_folder_files_are_written_atomically_and_the_split_is_not_rewritten(
     through write_atomic (a plain write killed half way left a truncated split.json that broke
     --resume, test and even --overwrite); a resume leaves split.json untouched."""
     written = []
-    real = ckpt_io.write_atomic
-    monkeypatch.setattr(ckpt_io, "write_atomic", lambda path, *a: (written.append(path.name), real(path, *a)))
+    real = files.write_atomic
+    monkeypatch.setattr(files, "write_atomic", lambda path, *a: (written.append(path.name), real(path, *a)))
     inputs = tmp_path / "in"
     inputs.mkdir()
     (tiny_data / "test" / "img_000.png").rename(inputs / "photo.png")

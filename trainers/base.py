@@ -47,7 +47,6 @@ import torch
 from tqdm import tqdm
 
 import metrics
-from colorize_data import compose_rgb
 from models import backbones
 from models.config import setting
 from models.hints import GEOMETRIC_P, known_colours
@@ -57,6 +56,8 @@ from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
 from trainers.inference import Colorizer, amp_dtype
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog
+from util import files
+from util.colour import compose_rgb
 
 SYNC_EVERY = 25  # steps between the host reading losses back from the device (progress bar, NaN check)
 
@@ -148,7 +149,7 @@ def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -
     draw, cell = ImageDraw.Draw(canvas), rows.shape[-1] + 2
     for i, text in enumerate(labels):
         draw.text((2 + i * cell + max(0, (cell - draw.textlength(text)) / 2), 2), text, fill="black")
-    checkpoint.write_atomic(path, lambda f: canvas.save(f, format="png"))
+    files.write_atomic(path, lambda f: canvas.save(f, format="png"))
 
 
 class _Tally:
@@ -382,7 +383,7 @@ class Trainer:
                                    f"{self.run_dir or 'the run folder'}") from None
 
     def fit(self, batches, val_images: torch.Tensor | None) -> dict:
-        """Train from epoch self.epoch + 1 to cfg.epochs on `batches` (colorize_data.TrainBatches);
+        """Train from epoch self.epoch + 1 to cfg.epochs on `batches` (util.batches.TrainBatches);
         returns the last validation metrics."""
         if not self.needs_training:  # nothing to learn: validate once and checkpoint
             last_val = self.validate(val_images)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from colorize_data import replace_atomically
 from trainers import distributed
 from trainers.run_folder import RunFolder
+from util import files
 
 FORMAT_VERSION = 1
 RESUME_ONLY = ("optimizers", "schedulers", "scalers", "rng")  # what a lean checkpoint leaves out
@@ -34,28 +34,6 @@ def lean(state: dict) -> dict:
 
 class CheckpointError(Exception):
     """A file that is not a usable checkpoint; the message names it."""
-
-
-class WriteError(CheckpointError):
-    """A file of a run folder (a checkpoint, the split, metrics, ...) that could not be written."""
-
-
-def write_atomic(path, write, what: str = "file", errors=(OSError,)) -> None:
-    """colorize_data.replace_atomically (a temporary file, flushed, renamed over `path`), with a
-    failure among `errors` (disk full, permissions, ...) as a WriteError naming the file."""
-    try:
-        replace_atomically(path, write)
-    except errors as e:
-        raise WriteError(f"could not write {what} {path}: {e}; the previous one, if any, is intact") from None
-
-
-def write_text_atomic(path, text: str) -> None:
-    write_atomic(path, lambda f: f.write(text.encode()))
-
-
-def save_atomic(obj: dict, path) -> None:
-    """torch.save through write_atomic (on a really full disk torch raises a RuntimeError)."""
-    write_atomic(path, lambda f: torch.save(obj, f), "checkpoint", (OSError, RuntimeError))
 
 
 def load(path, family: str | tuple | None = None) -> dict:
@@ -343,20 +321,20 @@ def save(trainer, val: dict, only_last: bool = False) -> None:
     if only_last:  # a run stopped mid-epoch, or a --checkpoint_minutes checkpoint
         trainer._last_checkpoint = time.time()
         if trainer.run_dir is not None:
-            save_atomic(trainer.state_dict(), RunFolder(trainer.run_dir).last)
+            files.save_atomic(trainer.state_dict(), RunFolder(trainer.run_dir).last)
         distributed.barrier()
         return
     improved = new_best(trainer, val)
     trainer._last_checkpoint = time.time()
     if trainer.run_dir is not None:
         state, run = trainer.state_dict(), RunFolder(trainer.run_dir)
-        save_atomic(state, run.last)
+        files.save_atomic(state, run.last)
         state = state if trainer.cfg.full_checkpoints else lean(state)  # best.pt, epoch_N.pt
         if improved:
-            save_atomic(state, run.best)
+            files.save_atomic(state, run.best)
         every = trainer.cfg.save_every
         if every and trainer.epoch and trainer.epoch % every == 0:
-            save_atomic(state, run.epoch_checkpoint(trainer.epoch))
+            files.save_atomic(state, run.epoch_checkpoint(trainer.epoch))
             if trainer.cfg.keep:  # a long run must not fill the disk
                 for old in run.epoch_checkpoints()[:-trainer.cfg.keep]:
                     old.unlink()

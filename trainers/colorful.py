@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from colorize_data import AB_SCALE
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 from models.config import setting
 from trainers.base import TrainConfig, Trainer
 from trainers.inference import Colorizer
 from trainers.statistics import rebalancing_weights, train_ab_counts
+from util.colour import AB_SCALE
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 import metrics
-from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
 from models import hints
 from trainers import distributed
+from util.colour import compose_rgb, rgb_to_model, uint8_to_float
 
 
 class NonFiniteColorization(RuntimeError):

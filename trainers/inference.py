@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from colorize_data import rgb_to_model, uint8_to_float
 from models import hints
 from models.config import setting
 from trainers import checkpoint
+from util.colour import rgb_to_model, uint8_to_float
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 
-import colorize_data as cd
 from models import hints
-from trainers import checkpoint as ckpt_io
+from util import colour, files, images
 
 
 class OutputConflict(Exception):
@@ -59,9 +58,9 @@ def input_files(spec: str) -> tuple[list[Path], Path]:
     if path.is_file():
         return [path], path.parent
     if path.is_dir():
-        return cd.find_images(path), path
+        return images.find_images(path), path
     matches = sorted(Path(p) for p in glob.glob(spec, recursive=True)
-                     if Path(p).is_file() and Path(p).suffix.lower() in cd.IMAGE_EXTENSIONS)
+                     if Path(p).is_file() and Path(p).suffix.lower() in images.IMAGE_EXTENSIONS)
     if not matches:
         return [], path.parent
     root = Path(os.path.commonpath([str(p.parent.resolve()) for p in matches]))
@@ -110,16 +109,16 @@ class OutputFolder:
         if not isinstance(data, dict) or not isinstance(data.get("maker"), dict) \
                 or not isinstance(data.get("files"), list):
             return None
-        files = [f for f in data["files"] if isinstance(f, str) and f and not Path(f).is_absolute()
-                 and ".." not in Path(f).parts]
-        return {"maker": data["maker"], "files": files}
+        listed = [f for f in data["files"] if isinstance(f, str) and f and not Path(f).is_absolute()
+                  and ".." not in Path(f).parts]
+        return {"maker": data["maker"], "files": listed}
 
     def own_files(self) -> list[Path]:
         """What colorize runs wrote here (and still exists), the manifest included; never a file
         outside the folder, whatever the manifest says."""
         saved = self.read()
-        files = [self.path / f for f in (saved or {}).get("files", [])] + [self.manifest]
-        return [p for p in files if (p.is_file() or p.is_symlink()) and _inside(p.parent, self.path)]
+        listed = [self.path / f for f in (saved or {}).get("files", [])] + [self.manifest]
+        return [p for p in listed if (p.is_file() or p.is_symlink()) and _inside(p.parent, self.path)]
 
     def remove_own(self) -> int:
         """Remove the files colorize runs wrote here, and the folders of theirs that leaves empty."""
@@ -183,8 +182,8 @@ class OutputFolder:
         for t in targets + [Path(f) for f in ours]:  # what a write cut short by a kill left behind
             for stale in (self.path / t).parent.glob(f".{Path(t).name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        files = sorted(ours | {t.as_posix() for t in targets})
-        ckpt_io.write_text_atomic(self.manifest, json.dumps({"maker": maker, "files": files}, indent=1))
+        listed = sorted(ours | {t.as_posix() for t in targets})
+        files.write_text_atomic(self.manifest, json.dumps({"maker": maker, "files": listed}, indent=1))
 
 
 def describe(maker: dict, other: dict | None = None) -> str:
@@ -227,7 +226,7 @@ def write_sheet(target: Path, original: torch.Tensor, colorized: list, height: i
     from PIL import Image, ImageDraw
 
     rgb = original.float() / 255
-    grey = (cd.compose_rgb(cd.rgb_to_model(rgb[None])[0], torch.zeros(1, 2, *rgb.shape[1:]))[0] * 255).round()
+    grey = (colour.compose_rgb(colour.rgb_to_model(rgb[None])[0], torch.zeros(1, 2, *rgb.shape[1:]))[0] * 255).round()
     panels = [("grey input" + (f" + {len(points)} hint(s)" if points else ""), sheet_tile(grey.byte(), height))]
     panels += [("colorized" if len(colorized) == 1 else f"sample {k + 1}", c) for k, c in enumerate(colorized)]
     if not (original[0] == original[1]).all() or not (original[1] == original[2]).all():
@@ -239,11 +238,11 @@ def write_sheet(target: Path, original: torch.Tensor, colorized: list, height: i
     for i, (_, tile) in enumerate(panels):
         if i == 0 and points:
             draw, r = ImageDraw.Draw(tile), 4
-            for x, y, colour in points[:500]:
+            for x, y, fill in points[:500]:
                 cx, cy = (x + 0.5) * width / w, (y + 0.5) * height / h
-                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour, outline="white")
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline="white")
         sheet.paste(tile, (i * width, 16))
-    ckpt_io.write_atomic(target, lambda f: sheet.save(f, format="PNG"))
+    files.write_atomic(target, lambda f: sheet.save(f, format="PNG"))
 
 
 def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, image_size: int, max_pixels: int,
@@ -271,11 +270,11 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
     for path, name, outputs in tqdm(list(zip(paths, names, variants)), desc="colorizing", unit="image",
                                     disable=not progress, dynamic_ncols=True, mininterval=1.0):
         try:
-            rgb = cd.load_rgb(path, max_pixels)
-        except cd.BadImage as e:
+            rgb = images.load_rgb(path, max_pixels)
+        except images.BadImage as e:
             bad.append(f"{path} ({e})")
             continue
-        original = cd.to_chw_tensor(rgb)
+        original = images.to_chw_tensor(rgb)
         hint_map, points = None, None
         if hint_file is not None:
             points = hints.read_points(hint_file, original.shape[2], original.shape[1])
@@ -296,15 +295,15 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
         tiles = []
         for i, target in enumerate(outputs):
             with torch.no_grad():  # uint8 in, uint8 out: the full-resolution arithmetic goes strip by strip
-                out = cd.colorize_full_resolution(lambda L, i=i: predict(L, i), original[None].to(colorizer.device),
+                out = colour.colorize_full_resolution(lambda L, i=i: predict(L, i), original[None].to(colorizer.device),
                                                   image_size)[0].cpu()
             picture = Image.fromarray(out.permute(1, 2, 0).numpy())
             (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
-            ckpt_io.write_atomic(out_dir / target, lambda f, picture=picture: picture.save(f, format="PNG"))
+            files.write_atomic(out_dir / target, lambda f, picture=picture: picture.save(f, format="PNG"))
             if sheet:
                 tiles.append(sheet_tile(out))
             del out, picture
-        if k > 1 and (drawn["ab"][1:] - drawn["ab"][0]).abs().max() * cd.AB_SCALE < 0.5:
+        if k > 1 and (drawn["ab"][1:] - drawn["ab"][0]).abs().max() * colour.AB_SCALE < 0.5:
             same.append(path)
         if sheet:
             (out_dir / "sheets" / name).parent.mkdir(parents=True, exist_ok=True)

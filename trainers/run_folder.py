@@ -63,7 +63,7 @@ class RunFolder:
     @property
     def fingerprints(self) -> Path:
         """Content hashes of the run's training and validation files: test mode checks a test set
-        against them (colorize_data.fingerprints)."""
+        against them (util.files.fingerprints)."""
         return self.path / "fingerprints.json"
 
     @property

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from colorize_data import compose_rgb, rgb_to_model, uint8_to_float
 from models.classifier import SmallClassifier
 from public_data import UNLABELLED
 from trainers import checkpoint
+from util import files
+from util.colour import compose_rgb, rgb_to_model, uint8_to_float
 
 
 def class_of(rel_path: str) -> str:
@@ -109,10 +110,10 @@ def _train_classifier(images, labels, classes, epochs, batch_size, lr, device, s
 
 def save(model, classes, image_size, out_dir: Path, report: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_atomic({"format_version": checkpoint.FORMAT_VERSION, "family": "classifier",
+    files.save_atomic({"format_version": checkpoint.FORMAT_VERSION, "family": "classifier",
                             "model": model.state_dict(), "args": {"classes": ",".join(classes),
                                                                   "image_size": image_size}}, out_dir / "classifier.pt")
-    checkpoint.write_text_atomic(out_dir / "classifier.json", json.dumps(report, indent=1))
+    files.write_text_atomic(out_dir / "classifier.json", json.dumps(report, indent=1))
 
 
 def load(results_dir, image_size: int, device):

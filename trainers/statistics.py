@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-import colorize_data as cd
 from trainers import distributed
+from util import colour, files
 
 
 @torch.no_grad()
@@ -18,23 +18,24 @@ def train_ab_counts(batches, device) -> torch.Tensor:
     path = None
     if getattr(batches, "data_id", None):
         root, paths, settings = batches.data_id
-        path = cd.cache_dir() / "ab_counts" / f"{cd.data_key(root, paths, *settings)}.pt"
-    cached = cd.load_cache(path, _counts_ok) if path is not None else None  # damaged or foreign: counted again
+        path = files.cache_dir() / "ab_counts" / f"{files.data_key(root, paths, *settings)}.pt"
+    cached = files.load_cache(path, _counts_ok) if path is not None else None  # damaged or foreign: counted again
     cached = cached.to(device) if cached is not None else None
     # use the cache only if every process has it (nodes need not share a disk)
     if distributed.all_mean({"hit": float(cached is not None)})["hit"] < 1:
         cached = None
     if cached is not None:
         return cached
-    counts = distributed.all_sum(cd.ab_histogram((b for _, b in batches.epoch(0)), device))  # each its own share
+    counts = distributed.all_sum(colour.ab_histogram((b for _, b in batches.epoch(0)), device))  # each its own share
     if path is not None and distributed.world_from_env()[0] == 0:
-        cd.save_cache(counts.cpu(), path)  # a read-only cache: counted again next time
+        files.save_cache(counts.cpu(), path)  # a read-only cache: counted again next time
     return counts
 
 
 def _counts_ok(counts) -> bool:
     """Cached counts as train_ab_counts writes them: 529 finite, non-negative float64 counts, not all 0."""
-    return (torch.is_tensor(counts) and counts.shape == (cd.AB_BINS_PER_AXIS ** 2,) and counts.dtype == torch.float64
+    return (torch.is_tensor(counts) and counts.shape == (colour.AB_BINS_PER_AXIS ** 2,)
+            and counts.dtype == torch.float64
             and bool(torch.isfinite(counts).all()) and bool((counts >= 0).all()) and bool(counts.sum() > 0))
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
-import colorize_data as cd
-from trainers import checkpoint as ckpt_io
 from trainers.run_folder import RunFolder
+from util import colour, files
 
 
 class RunLog:
@@ -32,7 +31,7 @@ class RunLog:
             try:  # never through a link planted in the run folder (it would write elsewhere)
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
             except OSError as e:
-                raise ckpt_io.WriteError(f"could not append to {path}: {e.strerror}"
+                raise files.WriteError(f"could not append to {path}: {e.strerror}"
                                          + (" (it is a symbolic link)" if path.is_symlink() else "")) from None
             with os.fdopen(fd, "a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
@@ -112,7 +111,7 @@ def start_wandb(args, run_dir: Path, job_type: str):
         print(f"warning: wandb could not start ({type(e).__name__}: {e}); logging to the run folder only")
         return None
     if job_type == "train":
-        ckpt_io.write_text_atomic(id_file, run.id)
+        files.write_text_atomic(id_file, run.id)
     if getattr(run, "offline", False) or mode == "offline" or env_mode == "offline":
         print(f"wandb: logging offline; upload later with: wandb sync {Path(run.dir).parent}")
     return run
@@ -142,8 +141,9 @@ def log_test_table(run, args, paths, images, predictions, per_image) -> None:
     n = min(args.table_images, len(paths))
     keys = [k for k in ("delta_e", "ssim", "psnr", "colorfulness", "auc") if k in per_image]
     table = wandb.Table(columns=["image", "grey", "colorized", "truth"] + keys)
-    rgb = cd.uint8_to_float(images[:n])
-    grey = (cd.compose_rgb(cd.rgb_to_model(rgb)[0], torch.zeros(n, 2, *rgb.shape[2:])) * 255).round().to(torch.uint8)
+    rgb = colour.uint8_to_float(images[:n])
+    grey = colour.compose_rgb(colour.rgb_to_model(rgb)[0], torch.zeros(n, 2, *rgb.shape[2:]))
+    grey = (grey * 255).round().to(torch.uint8)
     as_np = lambda t: t.permute(1, 2, 0).numpy()  # noqa: E731
     for i in range(n):
         table.add_data(paths[i], wandb.Image(as_np(grey[i])), wandb.Image(as_np(predictions[i])),

@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from colorize_data import ab_bin_index
 from models.config import setting
 from models.hints import luminance
 from models.vae import MDN, mdn_loss
 from trainers.base import TrainConfig, Trainer
 from trainers.inference import Colorizer, Sampling
 from trainers.statistics import rebalancing_weights, train_ab_counts
+from util.colour import ab_bin_index
 
 
 @dataclass(frozen=True)
