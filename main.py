@@ -34,7 +34,8 @@ from runs.test import test
 from runs.train import train
 from trainers import REGISTRY, distributed, memory, photos
 from trainers import checkpoint as ckpt_io
-from trainers.base import TrainConfig, TrainingDiverged
+from trainers.base import TrainConfig
+from trainers.loop import TrainingDiverged
 from trainers.photos import input_files
 from trainers.run_folder import RunFolder
 from util import files, images

@@ -63,9 +63,9 @@ SPECS = {"inception_v3": Spec(768, 2048, 160), "resnet34": Spec(256, 512, 128), 
 
 def grey_rgb(L: torch.Tensor) -> torch.Tensor:
     """L (B, 1, H, W) in [-1, 1] -> the grey image as sRGB in [0, 1] (B, 3, H, W)."""
-    from util.colour import compose_rgb
+    from util.colour import grey_from_L
 
-    return compose_rgb(L[:, :1], L.new_zeros(L.shape[0], 2, *L.shape[2:])).to(L.dtype)
+    return grey_from_L(L[:, :1]).to(L.dtype)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:

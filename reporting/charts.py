@@ -11,40 +11,20 @@ import torch
 from reporting.runs import _finite, shared_samples
 from reporting.tables import SUMMARY_COLUMNS, _hinted, paste_curve
 from trainers.run_folder import RunFolder
-
-
-def grey_of(rgb: torch.Tensor) -> torch.Tensor:
-    """What the colorizers were given: the L of RGB in [0, 1], shown without colour."""
-    from util.colour import compose_rgb, rgb_to_model
-
-    return compose_rgb(rgb_to_model(rgb)[0], torch.zeros(len(rgb), 2, *rgb.shape[2:]))
+from util import colour, visuals
 
 
 def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:
     """Results/compare.png: the same test images (by path, those every run tested) in columns;
     rows: the grey input, each run's (first) colorization, the ground truth; every run's own
     image size scaled to one cell size, rows labelled. Read from each run's test_samples.pt."""
-    from PIL import Image, ImageDraw
-
     samples, common = shared_samples(runs, columns)
     if not common:
         return None
     truth = torch.stack([samples[0][1][p][1] for p in common]).float() / 255
-    rows = [("grey input", grey_of(truth))] + [(name, torch.stack([s[p][0] for p in common]).float() / 255)
-                                               for name, s in samples] + [("ground truth", truth)]
-    label, pad = 150, 2
-    canvas = Image.new("RGB", (label + len(common) * (cell + pad), len(rows) * (cell + pad)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for r, (name, images) in enumerate(rows):
-        y = r * (cell + pad)
-        draw.text((4, y + cell // 2 - 6), name[:22], fill="black")
-        for c, img in enumerate(images):
-            tile = Image.fromarray((img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
-            # small images (CIFAR's 32 px) enlarged as pixels, not blurred; larger ones reduced smoothly
-            resample = Image.NEAREST if tile.width <= cell else Image.LANCZOS
-            canvas.paste(tile.resize((cell, cell), resample), (label + c * (cell + pad), y))
-    canvas.save(out)
-    return out
+    rows = [("grey input", colour.grey_rgb(truth))] + [(name, torch.stack([s[p][0] for p in common]).float() / 255)
+                                                       for name, s in samples] + [("ground truth", truth)]
+    return visuals.compare_sheet(rows, out, cell)
 
 
 def plot_summary(rows: list[dict], out: Path) -> Path:

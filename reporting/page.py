@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from reporting.charts import grey_of
 from reporting.runs import per_image_metrics, shared_samples
 from reporting.tables import html_table
+from util.colour import grey_rgb
 
 PAGE_STYLE = """body { font-family: sans-serif; margin: 1.5em; color: #222 }
 table { border-collapse: collapse; font-size: 13px; margin-bottom: 1em }
@@ -48,7 +48,7 @@ def write_index(results_dir: Path, runs: list[Path], group: list[dict], apart: l
                     + "<th>ground truth</th></tr>")
         for i, path in enumerate(common):
             truth = samples[0][1][path][1]
-            grey = png(grey_of(truth[None].float() / 255)[0], f"{i}_input.png")
+            grey = png(grey_rgb(truth[None].float() / 255)[0], f"{i}_input.png")
             cells = [f"<td>{escape(Path(path).name)}</td>", f"<td><img src=\"{grey}\" alt=\"grey input\"></td>"]
             for j, (name, s) in enumerate(samples):
                 m = scores[name].get(path, {})

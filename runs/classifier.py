@@ -9,6 +9,7 @@ import colorize_data as cd
 from runs.data import data_root, eval_images
 from runs.settings import pick_device
 from trainers import semantic
+from util import colour
 
 
 def classifier(args) -> int:
@@ -30,7 +31,7 @@ def classifier(args) -> int:
     test_labels = semantic.labels_for(test_paths, classes)
     report = {"classes": classes, "n_test": len(test_paths), "image_size": args.image_size, "epochs": args.epochs,
               "accuracy_color": semantic.accuracy(model, test_images, test_labels, device),
-              "accuracy_grey": semantic.accuracy(model, test_images, test_labels, device, transform=semantic.grey)}
+              "accuracy_grey": semantic.accuracy(model, test_images, test_labels, device, transform=colour.grey_rgb)}
     semantic.save(model, classes, args.image_size, Path(args.results) / "classifier", report)
     print(json.dumps(report, indent=1))
     print(f"classifier written to {Path(args.results) / 'classifier'}; each family's test mode now reports "

@@ -19,8 +19,8 @@ from runs.data import data_root, eval_images, seen_in_training, test_images, tra
 from runs.settings import UsageError, pick_device, resolve
 from runs.weights import load_colorizer, load_weights
 from trainers import distributed, semantic
-from trainers.base import TrainingDiverged, save_grid
-from trainers.evaluation import NonFiniteColorization, evaluate, paste_hints
+from trainers.evaluation import NonFiniteColorization, evaluate, paste_hints, write_sample_grid
+from trainers.loop import TrainingDiverged
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog, log_test_table, start_wandb
 from util import files
@@ -137,7 +137,7 @@ def write_per_image(out: RunFolder, paths, per_image: dict, grid) -> None:
         w.writerow([p] + [f"{v[i].item():.5f}" for v in per_image.values()])
     files.write_text_atomic(out.per_image, table.getvalue())
     if grid:
-        save_grid(out.test_grid, *grid)
+        write_sample_grid(out.test_grid, *grid)
         first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
         as_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
         files.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},

@@ -14,8 +14,8 @@ from runs.data import data_root, eval_images, get_split, train_batches, write_un
 from runs.settings import UsageError, check_resume_flags, load_init, pick_device, resolve
 from trainers import checkpoint as ckpt_io
 from trainers import distributed, memory
-from trainers.base import TrainingDiverged, TrainingStopped
 from trainers.inference import inference_weights
+from trainers.loop import TrainingDiverged, TrainingStopped
 from trainers.run_folder import RunFolder
 from trainers.tracking import RunLog, log_checkpoints, start_wandb
 from util import files
@@ -190,9 +190,9 @@ class stop_on_signals:
         self.trainer, self.previous = trainer, {}
 
     def _handler(self, signum, frame):
-        if self.trainer.stop_requested and signum == signal.SIGINT:
+        if self.trainer.clock.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.trainer.stop_requested = True
+        self.trainer.clock.stop_requested = True
         if self.trainer.is_main:
             print(f"\n{signal.Signals(signum).name}: stopping after this step and writing a checkpoint "
                   f"(Ctrl-C again to interrupt at once)", file=sys.stderr)

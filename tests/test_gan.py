@@ -87,7 +87,7 @@ def test_planted_nan_stops_the_run_cleanly(tiny_data, tmp_path, monkeypatch, cap
 
 
 def test_warm_up_epochs_never_become_best_pt_of_an_adversarial_run(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(GANTrainer, "selection_score", lambda self, val: float(self.epoch))  # always worse
+    monkeypatch.setattr(ckpt_io, "selection_score", lambda trainer, val: float(trainer.epoch))  # always worse
     flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path)]
     assert main.main(["--model", "unetgan", "--epochs", "3", "--pretrain_epochs", "1", *flags]) == 0
     assert ckpt_io.load(tmp_path / "unetgan" / "best.pt")["epoch"] == 2  # the first adversarial epoch

@@ -106,7 +106,7 @@ def test_a_stop_in_the_last_batch_of_an_epoch_resumes(tmp_path, monkeypatch, bat
     step = RegressionTrainer.train_step
 
     def stop_during_the_step(self, batch):
-        self.stop_requested = True  # as SIGTERM's handler does
+        self.clock.stop_requested = True  # as SIGTERM's handler does
         return step(self, batch)
 
     monkeypatch.setattr(RegressionTrainer, "train_step", stop_during_the_step)

@@ -144,9 +144,8 @@ def test_mdn_on_the_trunk_of_a_trained_colorful_model(tiny_data, tmp_path):
 def test_best_pt_of_a_two_stage_run_is_a_second_stage_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
     """Validation scores that only get worse (as z = 0 often scores slightly better than the
     mixture's top mean): best.pt must still be the first MDN-stage epoch, never a plain CVAE."""
-    from trainers.vae import CVAEMDNTrainer
 
-    monkeypatch.setattr(CVAEMDNTrainer, "selection_score", lambda self, val: float(self.epoch))
+    monkeypatch.setattr(ckpt_io, "selection_score", lambda trainer, val: float(trainer.epoch))
     flags = TINY + ["--data", str(tiny_data), "--results", str(tmp_path), "--save_every", "1"]
     assert main.main(["--model", "cvae_mdn", "--epochs", "4", *flags]) == 0  # epochs 1-2 CVAE, 3-4 MDN
     run = tmp_path / "cvae_mdn"

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
-import time
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,18 +48,12 @@ from tqdm import tqdm
 import metrics
 from models import backbones
 from models.config import setting
-from models.hints import GEOMETRIC_P, known_colours
-from trainers import checkpoint, distributed
+from models.hints import GEOMETRIC_P
+from trainers import checkpoint, distributed, evaluation, optim
 from trainers.average import MovingAverage
-from trainers.evaluation import Evaluation, NonFiniteColorization, evaluate
 from trainers.inference import Colorizer, amp_dtype
-from trainers.run_folder import RunFolder
+from trainers.loop import SYNC_EVERY, NanGuard, StopClock, Tally, TrainingStopped, epoch_line, finishing_batch_size
 from trainers.tracking import RunLog
-from util import files
-from util.colour import compose_rgb
-
-SYNC_EVERY = 25  # steps between the host reading losses back from the device (progress bar, NaN check)
-
 
 BEST_BY = ("delta_e", "ssim", "psnr", "lpips", "auc", "auc_rebalanced")
 
@@ -110,73 +103,6 @@ class TrainConfig:
                                      "only last.pt does: the others keep what inference and fine-tuning need)")
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint is left as it was."""
-
-
-class NoTrainingData(TrainingDiverged):
-    """An epoch in which not one training image could be used (every file grey or unreadable)."""
-
-
-class TrainingStopped(Exception):
-    """Training stopped on request (SIGINT/SIGTERM) after a step, with a checkpoint written."""
-
-
-GRID_CELL = 96  # smallest width (px) a sample-grid image is shown at, so its column label fits
-
-
-def save_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
-    """One row per image: grey input | colorization (or K samples, pred (K, B, 3, H, W)) | ground
-    truth, each column labelled; small images are enlarged (nearest) to GRID_CELL px."""
-    from PIL import Image, ImageDraw
-    from torchvision.utils import make_grid
-
-    preds = list(pred) if pred.dim() == 5 else [pred]
-    hinted = known_colours(L)  # a hinted network's input (models/hints.py): the grey column shows its hints
-    labels = (["grey + hints" if hinted else "grey input"]
-              + (["colorization"] if len(preds) == 1 else [f"sample {i + 1}" for i in range(len(preds))])
-              + ["ground truth"])
-    grey = compose_rgb(L, hinted[0] * hinted[1] if hinted else torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
-    rows = torch.stack([grey.cpu(), *[p.cpu() for p in preds], target.cpu()], dim=1).flatten(0, 1).float()
-    scale = -(-GRID_CELL // rows.shape[-1])
-    if scale > 1:
-        rows = torch.nn.functional.interpolate(rows, scale_factor=scale, mode="nearest")
-    grid = make_grid(rows, nrow=len(labels), padding=2, pad_value=1.0)
-    image = Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
-    band = 14
-    canvas = Image.new("RGB", (image.width, image.height + band), "white")
-    canvas.paste(image, (0, band))
-    draw, cell = ImageDraw.Draw(canvas), rows.shape[-1] + 2
-    for i, text in enumerate(labels):
-        draw.text((2 + i * cell + max(0, (cell - draw.textlength(text)) / 2), 2), text, fill="black")
-    files.write_atomic(path, lambda f: canvas.save(f, format="png"))
-
-
-class _Tally:
-    """What an epoch's steps add up to: loss sums and images per term (a term may be absent some
-    steps), images seen, the last losses, and the first step whose losses were not finite (kept
-    on the device: the host looks every SYNC_EVERY steps)."""
-
-    def __init__(self, device, start: int):
-        self.t0, self.start, self.seen = time.time(), start, 0
-        self.sums, self.counts = {}, defaultdict(int)
-        self.losses = {}  # a resumed epoch may have no batch left (stopped in its last one)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-
-    def add(self, losses: dict, n: int, step: int) -> None:
-        # everything stays on the device (no host-to-device copies either: plain numbers stay on the host)
-        on_device = [v.detach().float().reshape(()) for v in losses.values() if torch.is_tensor(v)]
-        if on_device:
-            finite = torch.stack(on_device).isfinite().all()
-            self.first_bad = torch.where((self.first_bad < 0) & ~finite, step, self.first_bad)
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v)) * n
-            self.counts[k] += n
-
-    def means(self) -> dict:
-        return {f"train/{k}": float(v) / self.counts[k] for k, v in self.sums.items()}
-
-
 class Trainer:
     Config = TrainConfig
     Colorizer = Colorizer   # how the family colorizes (trainers/inference.py)
@@ -204,7 +130,6 @@ class Trainer:
         self.rank, _, self.world = distributed.world_from_env()
         self.is_main = self.rank == 0
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
-        self.channels_last = self.device.type == "cuda"
         self._colorizer = None
         self.modules: list = []  # every network wrap() placed on the device (the model, a critic, ...)
         self.model, self.net = self.wrap(model)
@@ -216,17 +141,13 @@ class Trainer:
         self.step = 0           # completed optimisation steps
         self.batch_in_epoch = 0  # batches done of the unfinished epoch (a run stopped mid-epoch)
         self.epoch_batch_size = cfg.batch_size  # the batch size those batches had
-        self.stop_requested = False  # set by main.py's signal handler
-        self._last_checkpoint = time.time()  # for --checkpoint_minutes
-        self.nan_skip = cfg.nan_policy == "skip"
-        self.skipped_steps = 0      # optimiser steps skipped for a non-finite loss (--nan_policy skip)
-        self._skipped_now = False
+        self.clock = StopClock(cfg.checkpoint_minutes)  # a stop request (signals), --checkpoint_minutes
+        self.nan = NanGuard(cfg.nan_policy == "skip", self.run_dir or "the run folder")
         self.best_metric = math.inf
         self.best_phase_of_record = ""  # the best_phase() of the run's best.pt (best_metric belongs to it)
         self.optimizers: dict = {}
         self.schedulers: dict = {}
         self.scalers: dict = {}
-        self._lpips = None
 
     # -- hooks -----------------------------------------------------------------------------
     def configure_optimizers(self, total_steps: int):
@@ -283,43 +204,16 @@ class Trainer:
         self.average.update(self.model, self.step - 1)  # the updates before this one
 
     def wrap(self, module: torch.nn.Module):
-        """(module, net): the module on the device (channels_last on CUDA, SyncBatchNorm with
-        --sync_bn under DDP), and what to call in training: DDP- and/or torch.compile-wrapped."""
-        module = module.to(self.device)
-        if self.world > 1 and self.cfg.sync_bn:
-            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+        """(module, net) placed for training (trainers/optim.place); keeps the module in self.modules."""
+        module, net = optim.place(module, self.device, self.world, self.cfg.sync_bn, self.cfg.compile)
         self.modules.append(module)
-        net = module
-        if self.world > 1 and any(p.requires_grad for p in module.parameters()):
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(module, device_ids=ids)
-        if self.cfg.compile:
-            net = torch.compile(net)
         return module, net
 
     def adam(self, params, lr, betas=(0.9, 0.999), weight_decay=0.0):
-        """AdamW, fused into one kernel on CUDA. A fine-tuned pretrained encoder's parameters among
-        `params` (--encoder_finetune) get --encoder_lr_scale times `lr`."""
-        from models.backbones import Encoded
-
-        params = list(params)
-        slow = {id(p) for m in self.modules for e in m.modules() if isinstance(e, Encoded) and e.finetune
-                for p in e.backbone.parameters()}
-        groups = [{"params": [p for p in params if id(p) not in slow]}]
-        if slow:
-            groups.append({"params": [p for p in params if id(p) in slow], "lr": lr * self.cfg.encoder_lr_scale})
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, weight_decay=weight_decay,
-                                 fused=self.device.type == "cuda")
+        return optim.adamw(params, lr, betas, weight_decay, self.modules, self.cfg.encoder_lr_scale, self.device)
 
     def cosine(self, optimizers: dict, total_steps: int) -> dict:
-        if self.cfg.lr_schedule != "cosine":
-            return {}
-        return {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(1, total_steps))
-                for k, o in optimizers.items()}
+        return optim.cosine(optimizers, total_steps, self.cfg.lr_schedule)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -330,27 +224,13 @@ class Trainer:
         """zero_grad, backward (loss-scaled under fp16), step."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
-        if self.nan_skip and not bool(torch.isfinite(loss.detach())):  # reads the loss back: opt-in
-            self._skipped_now = True
-            return
-        scaler = self.scalers.get(name)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        if not self.nan.refuses(loss):  # --nan_policy skip
+            optim.backward_step(opt, loss, self.scalers.get(name))
 
     # -- machinery -------------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> dict:
         """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on the trainer's device."""
         return self.colorizer.prepare(images)
-
-    def training_batch(self, images: torch.Tensor) -> dict:
-        """A training step's batch: prepare(images), with simulated colour hints joined to L when the
-        network takes hints (models/hints.py; drawn from the global generator, which checkpoints keep)."""
-        return self.colorizer.prepare(images, simulated=True)
 
     def setup_training(self, steps_per_epoch: int) -> None:
         if not self.needs_training:
@@ -361,26 +241,13 @@ class Trainer:
         if self.amp_dtype == torch.float16:
             self.scalers = {k: torch.amp.GradScaler(self.device.type) for k in self.optimizers}
 
-    @property
+    @functools.cached_property
     def lpips(self) -> metrics.LPIPS:
-        if self._lpips is None:
-            self._lpips = metrics.LPIPS(self.device, enabled=self.cfg.lpips == "auto")
-        return self._lpips
+        return metrics.LPIPS(self.device, enabled=self.cfg.lpips == "auto")
 
     def validation_colorizer(self):
         """What validation colorizes with: the trainer's colorizer (diffusion: a short DDIM of it)."""
         return self.colorizer
-
-    def evaluate(self, images: torch.Tensor, batch_size: int, keep: int = 0, num_samples: int = 1,
-                 collect: bool = False, colorizer=None) -> Evaluation:
-        """trainers/evaluation.evaluate with this trainer's colorizer (or the one given);
-        non-finite colorizations stop the run (TrainingDiverged)."""
-        self.model.eval()
-        try:
-            return evaluate(colorizer or self.colorizer, images, batch_size, self.lpips, keep, num_samples, collect)
-        except NonFiniteColorization as e:
-            raise TrainingDiverged(f"{e} (step {self.step}). The last good checkpoint, if any, is intact in "
-                                   f"{self.run_dir or 'the run folder'}") from None
 
     def fit(self, batches, val_images: torch.Tensor | None) -> dict:
         """Train from epoch self.epoch + 1 to cfg.epochs on `batches` (util.batches.TrainBatches);
@@ -390,7 +257,7 @@ class Trainer:
             self.save_checkpoints(last_val)
             return last_val
         self.on_fit_start(batches)
-        self._last_checkpoint = time.time()
+        self.clock.checkpointed()
         with warnings.catch_warnings():
             # every schedule follows the run's steps, also an optimizer's that rested (a GAN's D
             # during the L1 warm-up, a skipped step): torch would warn about that
@@ -404,34 +271,30 @@ class Trainer:
             val = self._close_epoch(batches, epoch, tally, val_images)
             if val is not None:
                 last_val = val
-        if self.nan_skip and self.skipped_steps * 2 > self.step:
-            raise TrainingDiverged(f"{self.skipped_steps} of {self.step} steps were skipped for a non-finite loss "
-                                   f"(--nan_policy skip): this run did not really train; lower --learning_rate?")
+        self.nan.check_run(self.step)
         return last_val
 
-    def _train_epoch(self, batches, epoch: int) -> _Tally:
+    def _train_epoch(self, batches, epoch: int) -> Tally:
         """The epoch's steps (from where a stopped run left it), added up."""
-        tally = _Tally(self.device, self.batch_in_epoch)
-        self.epoch_batch_size = self._epoch_batch_size(batches, epoch)
+        tally = Tally(self.device, self.batch_in_epoch)
+        self.epoch_batch_size = finishing_batch_size(batches, epoch, self.batch_in_epoch, self.epoch_batch_size,
+                                                     self.cfg.batch_size, self.echo)
         self.model.train()
         bar = tqdm(batches.epoch(epoch, self.batch_in_epoch), total=len(batches), initial=self.batch_in_epoch,
                    desc=f"{self.family} epoch {epoch}/{self.cfg.epochs}", leave=False, dynamic_ncols=True,
                    mininterval=1.0, disable=not self.is_main)
         for index, images in bar:
             self._step(index, images, tally, epoch, bar, len(batches))
-        self._check_finite(tally.first_bad, tally.losses, epoch)
+        self.nan.check(tally.first_bad, tally.losses, epoch)
         return tally
 
-    def _step(self, index: int, images: torch.Tensor, tally: _Tally, epoch: int, bar, n_batches: int) -> None:
+    def _step(self, index: int, images: torch.Tensor, tally: Tally, epoch: int, bar, n_batches: int) -> None:
         """One optimisation step and what follows it: the average, the schedules, the tally, the
         periodic look at the losses, a stop or a --checkpoint_minutes checkpoint."""
-        self._skipped_now = False
-        # --nan_policy skip: a skipped step must not leave its batch in BatchNorm's statistics
-        buffers = [(b, b.clone()) for m in self.modules for b in m.buffers()] if self.nan_skip else []
-        losses = tally.losses = self.train_step(self.training_batch(images))
-        if self._skipped_now:
-            for b, before in buffers:
-                b.copy_(before)
+        self.nan.begin_step(self.modules)
+        # simulated colour hints join L when the network takes hints (models/hints.py; global generator)
+        losses = tally.losses = self.train_step(self.colorizer.prepare(images, simulated=True))
+        skipped = self.nan.end_step()
         self.step += 1
         if self.ema is not None:
             self.update_ema()
@@ -439,41 +302,30 @@ class Trainer:
         for s in self.schedulers.values():
             s.step()
         tally.seen += len(images)
-        if self._skipped_now:  # --nan_policy skip: counted, left out of the averages
-            self.skipped_steps += 1
+        if skipped:  # --nan_policy skip: counted, left out of the averages
             return
         tally.add(losses, len(images), self.step)
         if self.step % SYNC_EVERY == 0:
-            self._check_finite(tally.first_bad, losses, epoch)
+            self.nan.check(tally.first_bad, losses, epoch)
             bar.set_postfix({k: f"{float(v):.4f}" for k, v in losses.items()})
-        stop, due = self._agreed_flags()
+        stop, due = self.clock.agreed(self.step, self.world, self.is_main)
         if stop or due:  # a checkpoint mid-epoch, that --resume continues exactly
-            self._check_finite(tally.first_bad, losses, epoch)
+            self.nan.check(tally.first_bad, losses, epoch)
             self.save_checkpoints({}, only_last=True)
         if stop:
             raise TrainingStopped(f"stopped at step {self.step}, {self.batch_in_epoch} of {n_batches} "
                                   f"batches into epoch {epoch}; checkpoint written")
 
-    def _close_epoch(self, batches, epoch: int, tally: _Tally, val_images) -> dict | None:
+    def _close_epoch(self, batches, epoch: int, tally: Tally, val_images) -> dict | None:
         """The epoch's scalars logged, validation when due, checkpoints; its validation metrics,
         or None when it did not validate."""
         args = self.cfg
-        if not tally.seen and not tally.start:
-            skipped = getattr(batches, "skipped", {})
-            raise NoTrainingData(f"epoch {epoch} made no training step: no training image could be used"
-                                 + (f" ({skipped.get(1, 0)} unreadable and {skipped.get(2, 0)} grey file(s) "
-                                    f"skipped)" if skipped else "") + "; no checkpoint written")
+        tally.require_steps(batches, epoch)
         if self.epoch_batch_size != args.batch_size:
             batches.set_batch_size(args.batch_size)
         self.epoch, self.batch_in_epoch, self.epoch_batch_size = epoch, 0, args.batch_size
-        elapsed = time.time() - tally.t0
-        scalars = distributed.all_mean(tally.means())
-        scalars.update({"epoch": epoch, "train/images_per_s": tally.seen * self.world / max(elapsed, 1e-9),
-                        "train/epoch_seconds": elapsed})
-        if self.nan_skip:
-            scalars["train/skipped_steps"] = self.skipped_steps
-        for name, opt in self.optimizers.items():
-            scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
+        scalars = tally.scalars(epoch, self.world, self.optimizers,
+                                {"train/skipped_steps": self.nan.skipped_steps} if self.nan.skip else {})
         cached = backbones.review_caches(self.model)
         if cached is not None:  # a frozen encoder's feature cache (CPU): the share of images it already held
             scalars["train/encoder_cache_hits"] = cached
@@ -482,59 +334,13 @@ class Trainer:
         val = None
         if val_images is not None and len(val_images) and (epoch % args.val_every == 0 or epoch == args.epochs):
             val = self.validate(val_images)
-        self.echo(f"epoch {epoch}/{args.epochs}: " + ", ".join(
-            f"{k.split('/', 1)[1]} {v:.4f}" for k, v in scalars.items() if k.startswith("train/") and "lr" not in k)
-            + "".join(f", val {k} {v:.4f}" for k, v in (val or {}).items() if k in ("delta_e", "ssim")))
+        self.echo(epoch_line(epoch, args.epochs, scalars, val))
         self.save_checkpoints(val or {})
         return val
 
-    def _epoch_batch_size(self, batches, epoch: int) -> int:
-        """The batch size of this epoch: --batch_size, except for an epoch a resumed run stopped in
-        with another one, which finishes with its own (its position counts those batches)."""
-        size = self.epoch_batch_size
-        if self.batch_in_epoch and size != self.cfg.batch_size:
-            self.echo(f"note: the run stopped {self.batch_in_epoch} batches into epoch {epoch} with --batch_size "
-                      f"{size}: that epoch is finished with {size}, then --batch_size {self.cfg.batch_size} applies")
-            batches.set_batch_size(size)
-            return size
-        return self.cfg.batch_size
-
-    def _agreed_flags(self) -> tuple[bool, bool]:
-        """(a stop was requested, a --checkpoint_minutes checkpoint is due), agreed by all
-        processes: they look together every SYNC_EVERY steps, the first process's clock decides."""
-        minutes = self.cfg.checkpoint_minutes
-        due = bool(minutes) and time.time() - self._last_checkpoint >= minutes * 60
-        if self.world == 1:
-            return self.stop_requested, due
-        if self.step % SYNC_EVERY:
-            return False, False
-        flags = distributed.all_mean({"stop": float(self.stop_requested), "due": float(due and self.is_main)})
-        return flags["stop"] > 0, flags["due"] > 0
-
-    def _check_finite(self, first_bad: torch.Tensor, losses: dict, epoch: int) -> None:
-        bad_step = int(first_bad)
-        if bad_step >= 0:
-            names = [k for k, v in losses.items() if not math.isfinite(float(v))] or list(losses)
-            raise TrainingDiverged(
-                f"non-finite {', '.join(names)} at step {bad_step} (epoch {epoch}); stopped. "
-                f"The last good checkpoint, if any, is intact in {self.run_dir or 'the run folder'}")
-
     def validate(self, val_images) -> dict:
-        if val_images is None or not len(val_images):
-            return {}
-        # validation draws its own random numbers (fixed, so its samples are comparable across
-        # epochs) and leaves training's untouched: a run resumed after a validation is the same run
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(0)
-            result = self.evaluate(val_images, self.cfg.batch_size, keep=self.cfg.num_images,
-                                   colorizer=self.validation_colorizer())
-        val, grid = result.summary, result.grid
-        self.log.scalars({f"val/{k}": v for k, v in val.items() if k != "n_images"}, self.step)
-        if grid and self.run_dir:
-            path = RunFolder(self.run_dir).sample_grid(self.epoch)
-            save_grid(path, *grid)
-            self.log.image("val/samples", path, self.step, caption="grey | prediction | ground truth")
-        return val
+        """Validation metrics, logged, and the epoch's sample grid (trainers/evaluation.validate)."""
+        return evaluation.validate(self, val_images)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -543,9 +349,6 @@ class Trainer:
     def load_state_dict(self, ckpt: dict) -> None:
         """The weights (and EMA, extra state) always; when training, also where the run stands."""
         checkpoint.restore(self, ckpt)
-
-    def selection_score(self, val: dict) -> float:
-        return checkpoint.selection_score(self, val)
 
     def save_checkpoints(self, val: dict, only_last: bool = False) -> None:
         """last.pt, best.pt and epoch_N.pt as trainers/checkpoint.save decides."""

@@ -157,7 +157,6 @@ class RunLock:
         return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
     def _nameless_and_old(self) -> bool:
-        import time
 
         try:
             return time.time() - self.path.stat().st_mtime > self.GRACE_S
@@ -236,7 +235,7 @@ def trainer_state(trainer) -> dict:
         "step": trainer.step,
         "batch_in_epoch": trainer.batch_in_epoch,
         "epoch_batch_size": trainer.epoch_batch_size,
-        "skipped_steps": trainer.skipped_steps,
+        "skipped_steps": trainer.nan.skipped_steps,
         "rng": {"torch": torch.get_rng_state(),
                 **({"cuda": torch.cuda.get_rng_state(trainer.device)} if trainer.device.type == "cuda" else {})},
         "best_metric": trainer.best_metric,
@@ -267,7 +266,7 @@ def restore(trainer, ckpt: dict) -> None:
     began_with = ckpt.get("training", {}).get("batch_size", ckpt["args"].get("batch_size", trainer.cfg.batch_size))
     trainer.epoch_batch_size = (ckpt.get("epoch_batch_size", began_with) if trainer.batch_in_epoch
                                 else trainer.cfg.batch_size)
-    trainer.skipped_steps = ckpt.get("skipped_steps", 0)
+    trainer.nan.skipped_steps = ckpt.get("skipped_steps", 0)
     same_metric = ckpt.get("best_by", "delta_e") == trainer.cfg.best_by
     trainer.best_metric = ckpt.get("best_metric", math.inf) if same_metric else math.inf
     trainer.best_phase_of_record = ckpt.get("best_phase", "")
@@ -319,13 +318,13 @@ def save(trainer, val: dict, only_last: bool = False) -> None:
     epochs. Only the first process writes."""
     refuse_non_finite(trainer)
     if only_last:  # a run stopped mid-epoch, or a --checkpoint_minutes checkpoint
-        trainer._last_checkpoint = time.time()
+        trainer.clock.checkpointed()
         if trainer.run_dir is not None:
             files.save_atomic(trainer.state_dict(), RunFolder(trainer.run_dir).last)
         distributed.barrier()
         return
     improved = new_best(trainer, val)
-    trainer._last_checkpoint = time.time()
+    trainer.clock.checkpointed()
     if trainer.run_dir is not None:
         state, run = trainer.state_dict(), RunFolder(trainer.run_dir)
         files.save_atomic(state, run.last)
@@ -343,7 +342,7 @@ def save(trainer, val: dict, only_last: bool = False) -> None:
 
 def refuse_non_finite(trainer) -> None:
     """Never write a checkpoint of non-finite weights: it would pass for a model (one host read)."""
-    from trainers.base import TrainingDiverged  # (it imports this module)
+    from trainers.loop import TrainingDiverged
 
     tensors = [(k, v) for m in (*trainer.modules, trainer.ema) if m is not None
                for k, v in m.state_dict().items() if v.is_floating_point()]
@@ -360,7 +359,7 @@ def new_best(trainer, val: dict) -> bool:
     phase = trainer.best_phase()
     if phase is None:
         return False
-    score = trainer.selection_score(val)
+    score = selection_score(trainer, val)
     # a new phase's first checkpoint replaces best.pt whatever its score; so does every
     # checkpoint of a run that has never been validated (the latest is then the best guess)
     if phase != trainer.best_phase_of_record or score < trainer.best_metric or score == trainer.best_metric == math.inf:

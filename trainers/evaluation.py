@@ -9,7 +9,7 @@ import torch
 import metrics
 from models import hints
 from trainers import distributed
-from util.colour import compose_rgb, rgb_to_model, uint8_to_float
+from util.colour import compose_rgb, grey_from_L, rgb_to_model, uint8_to_float
 
 
 class NonFiniteColorization(RuntimeError):
@@ -96,3 +96,42 @@ def paste_hints(images: torch.Tensor, counts: list[int], batch_size: int) -> lis
         summary = metrics.summarize(acc.per_image(), acc.per_bin)
         rows.append({"count": n, **{k: summary.get(k) for k in PASTE_KEYS}})
     return rows
+
+
+def write_sample_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
+    """An Evaluation's grid as a picture: one row per image, grey input (with its colour hints, for
+    a hinted network's input) | colorization (or K samples, pred (K, B, 3, H, W)) | ground truth."""
+    from util import visuals
+
+    preds = list(pred) if pred.dim() == 5 else [pred]
+    hinted = hints.known_colours(L)  # a hinted network's input (models/hints.py): the grey column shows its hints
+    grey = grey_from_L(L, hinted[0] * hinted[1] if hinted else None)
+    samples = [("colorization", preds[0])] if len(preds) == 1 else [(f"sample {i + 1}", p) for i, p in enumerate(preds)]
+    visuals.save_grid(path, [("grey + hints" if hinted else "grey input", grey), *samples, ("ground truth", target)])
+
+
+def validate(trainer, val_images) -> dict:
+    """A trainer's validation: its validation_colorizer() over `val_images` with random numbers of
+    its own (fixed, so samples compare across epochs; training's are left untouched, so a run
+    resumed after a validation is the same run); the metrics logged, the epoch's sample grid
+    written. Non-finite colorizations stop the run (TrainingDiverged)."""
+    from trainers.loop import TrainingDiverged
+    from trainers.run_folder import RunFolder
+
+    if val_images is None or not len(val_images):
+        return {}
+    trainer.model.eval()
+    with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
+        torch.manual_seed(0)
+        try:
+            result = evaluate(trainer.validation_colorizer(), val_images, trainer.cfg.batch_size, trainer.lpips,
+                              keep=trainer.cfg.num_images)
+        except NonFiniteColorization as e:
+            raise TrainingDiverged(f"{e} (step {trainer.step}). The last good checkpoint, if any, is intact in "
+                                   f"{trainer.run_dir or 'the run folder'}") from None
+    trainer.log.scalars({f"val/{k}": v for k, v in result.summary.items() if k != "n_images"}, trainer.step)
+    if result.grid and trainer.run_dir:
+        path = RunFolder(trainer.run_dir).sample_grid(trainer.epoch)
+        write_sample_grid(path, *result.grid)
+        trainer.log.image("val/samples", path, trainer.step, caption="grey | prediction | ground truth")
+    return result.summary

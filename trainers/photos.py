@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from models import hints
-from util import colour, files, images
+from util import colour, files, images, visuals
 
 
 class OutputConflict(Exception):
@@ -199,50 +199,18 @@ def describe(maker: dict, other: dict | None = None) -> str:
     return text + "".join(f", {e}" for e in extras if e)
 
 
-def _label_strip(width: int, labels: list[str], cell: int):
-    from PIL import Image, ImageDraw
-
-    strip = Image.new("RGB", (width, 16), "white")
-    draw = ImageDraw.Draw(strip)
-    for i, text in enumerate(labels):
-        draw.text((i * cell + 4, 2), text, fill="black")
-    return strip
-
-
-def sheet_tile(image: torch.Tensor, height: int = 384):
-    """One panel of a sheet: uint8 (3, H, W) scaled to `height` rows (a PIL image)."""
-    from PIL import Image
-
-    h, w = image.shape[1:]
-    return Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).resize((max(1, round(w * height / h)), height),
-                                                                         Image.BILINEAR)
-
-
 def write_sheet(target: Path, original: torch.Tensor, colorized: list, height: int = 384,
                 points: list | None = None) -> None:
     """A side-by-side PNG a person can look at: the grey input (with the colour hints `points`,
     [(x, y, (r, g, b))], as ringed dots) | each colorization (sheet_tile()s, already scaled) | the
     original when it had colour; every panel `height` rows, columns labelled."""
-    from PIL import Image, ImageDraw
-
-    rgb = original.float() / 255
-    grey = (colour.compose_rgb(colour.rgb_to_model(rgb[None])[0], torch.zeros(1, 2, *rgb.shape[1:]))[0] * 255).round()
-    panels = [("grey input" + (f" + {len(points)} hint(s)" if points else ""), sheet_tile(grey.byte(), height))]
+    grey = (colour.grey_rgb(original[None].float() / 255)[0] * 255).round()
+    panels = [("grey input" + (f" + {len(points)} hint(s)" if points else ""), visuals.sheet_tile(grey.byte(), height))]
     panels += [("colorized" if len(colorized) == 1 else f"sample {k + 1}", c) for k, c in enumerate(colorized)]
     if not (original[0] == original[1]).all() or not (original[1] == original[2]).all():
-        panels.append(("original", sheet_tile(original, height)))
+        panels.append(("original", visuals.sheet_tile(original, height)))
     h, w = original.shape[1:]
-    width = panels[0][1].size[0]
-    sheet = Image.new("RGB", (width * len(panels), height + 16), "white")
-    sheet.paste(_label_strip(sheet.size[0], [name for name, _ in panels], width), (0, 0))
-    for i, (_, tile) in enumerate(panels):
-        if i == 0 and points:
-            draw, r = ImageDraw.Draw(tile), 4
-            for x, y, fill in points[:500]:
-                cx, cy = (x + 0.5) * width / w, (y + 0.5) * height / h
-                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline="white")
-        sheet.paste(tile, (i * width, 16))
-    files.write_atomic(target, lambda f: sheet.save(f, format="PNG"))
+    visuals.write_sheet(target, panels, height, points, (w, h))
 
 
 def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, image_size: int, max_pixels: int,
@@ -301,7 +269,7 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
             (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(out_dir / target, lambda f, picture=picture: picture.save(f, format="PNG"))
             if sheet:
-                tiles.append(sheet_tile(out))
+                tiles.append(visuals.sheet_tile(out))
             del out, picture
         if k > 1 and (drawn["ab"][1:] - drawn["ab"][0]).abs().max() * colour.AB_SCALE < 0.5:
             same.append(path)

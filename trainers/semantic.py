@@ -18,7 +18,7 @@ from models.classifier import SmallClassifier
 from public_data import UNLABELLED
 from trainers import checkpoint
 from util import files
-from util.colour import compose_rgb, rgb_to_model, uint8_to_float
+from util.colour import uint8_to_float
 
 
 def class_of(rel_path: str) -> str:
@@ -33,11 +33,6 @@ def class_of(rel_path: str) -> str:
 def labels_for(paths, classes) -> torch.Tensor:
     index = {c: i for i, c in enumerate(classes)}
     return torch.tensor([index.get(class_of(p), -1) for p in paths])
-
-
-def grey(rgb: torch.Tensor) -> torch.Tensor:
-    L, ab = rgb_to_model(rgb)
-    return compose_rgb(L, torch.zeros_like(ab))
 
 
 @contextlib.contextmanager

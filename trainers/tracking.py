@@ -142,8 +142,7 @@ def log_test_table(run, args, paths, images, predictions, per_image) -> None:
     keys = [k for k in ("delta_e", "ssim", "psnr", "colorfulness", "auc") if k in per_image]
     table = wandb.Table(columns=["image", "grey", "colorized", "truth"] + keys)
     rgb = colour.uint8_to_float(images[:n])
-    grey = colour.compose_rgb(colour.rgb_to_model(rgb)[0], torch.zeros(n, 2, *rgb.shape[2:]))
-    grey = (grey * 255).round().to(torch.uint8)
+    grey = (colour.grey_rgb(rgb) * 255).round().to(torch.uint8)
     as_np = lambda t: t.permute(1, 2, 0).numpy()  # noqa: E731
     for i in range(n):
         table.add_data(paths[i], wandb.Image(as_np(grey[i])), wandb.Image(as_np(predictions[i])),

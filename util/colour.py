@@ -147,3 +147,13 @@ def colorize_full_resolution(predict_ab, rgb: torch.Tensor, image_size: int, row
         strip = compose_rgb(L_full[:, :, r:r + rows], ab)
         out[:, :, r:r + rows] = (strip * 255).round_() if rgb.dtype == torch.uint8 else strip
     return out
+
+
+def grey_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    """What a colorizer is given, shown as an image: the L of RGB (B, 3, H, W) in [0, 1], no colour."""
+    return grey_from_L(rgb_to_model(rgb)[0])
+
+
+def grey_from_L(L: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled L (B, 1, H, W) as RGB in [0, 1]: without colour, or with the given ab (hints) only."""
+    return compose_rgb(L, ab if ab is not None else L.new_zeros(L.shape[0], 2, *L.shape[2:]))
