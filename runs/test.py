@@ -14,6 +14,7 @@ import torch
 
 import metrics
 import public_data
+from realism import Realism
 from runs.colorize import colorize_folder
 from runs.data import data_root, eval_images, seen_in_training, test_images, training_record
 from runs.settings import UsageError, pick_device, resolve
@@ -45,7 +46,7 @@ def test(args, given, family, run_dir: Path) -> int:
     t0 = time.time()
     judge = semantic.load(args.results, args.image_size, device)
     lpips = metrics.LPIPS(device, enabled=settings.training.lpips == "auto")
-    realism = metrics.Realism(device, enabled=settings.training.fid == "auto", max_images=settings.training.fid_images,
+    realism = Realism(device, enabled=settings.training.fid == "auto", max_images=settings.training.fid_images,
                               cache_dir=Path(args.results) / ".fid_reference", progress=True)
     realism.reference(images)
     torch.manual_seed(args.seed)  # a sampler's noise: the same for the automatic evaluation and every hint count

@@ -10,8 +10,8 @@ from conftest import SHARED, colour_crops
 
 import colorize_data as cd
 import main
-import metrics
 from models import inception
+from realism import Realism, _Given
 from util.colour import lab_to_rgb, rgb_to_lab
 
 
@@ -83,7 +83,7 @@ def test_known_answers_identical_noisy_and_grey():
     far from 0 and further than the noise. KID moves with FID. (Three FIDs: each is a 2048-d
     eigenproblem of about 3 s here.)"""
     real = photos(8, size=32)
-    realism = metrics.Realism()
+    realism = Realism()
     if not realism.available:
         pytest.skip("no Inception weights")
     realism.reference(real)
@@ -111,13 +111,13 @@ def test_test_mode_reports_fid_and_kid_and_caches_the_true_images_features(tiny_
     """metrics.json holds FID, KID and which weights; the true images' features are computed once
     for a test set, then read back from RESULTS/.fid_reference; --fid off gives nulls."""
     calls = []
-    original = metrics.Realism.features
+    original = Realism.features
 
     def counting(self, images, what=None):
         calls.append((len(images), what))
         return original(self, images, what)
 
-    monkeypatch.setattr(metrics.Realism, "features", counting)
+    monkeypatch.setattr(Realism, "features", counting)
     flags = ["--model", "gray", "--mode", "test", "--data", str(tiny_data), "--results", str(tmp_path),
              "--image_size", "16", "--wandb", "disabled", "--lpips", "off", "--input", ""]
     assert main.main(flags) == 0
@@ -131,7 +131,7 @@ def test_test_mode_reports_fid_and_kid_and_caches_the_true_images_features(tiny_
     calls.clear()  # the same test images again (as test mode loads them): features from the cache
     names = sorted(p.relative_to(tiny_data).as_posix() for p in (tiny_data / "test").glob("*.png"))
     images, _, _ = cd.load_eval_images(tiny_data, names, 16, 1)
-    realism = metrics.Realism(cache_dir=tmp_path / ".fid_reference")
+    realism = Realism(cache_dir=tmp_path / ".fid_reference")
     realism.reference(images)
     assert calls == [] and realism.real.shape == (4, 2048)
     assert main.main(flags + ["--run_name", "nofid", "--fid", "off"]) == 0
@@ -146,7 +146,7 @@ def test_kid_std_is_the_spread_over_proper_subsets_not_the_whole_set_again(monke
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     monkeypatch.setattr(FrechetInceptionDistance, "compute", lambda self: torch.tensor(0.0))  # FID: not tested here
-    realism = metrics.Realism(enabled=False)
+    realism = Realism(enabled=False)
     realism.net = object()  # features given below: no Inception needed
     g = torch.Generator().manual_seed(0)
     realism.real = torch.randn(40, 2048, generator=g)
@@ -154,7 +154,7 @@ def test_kid_std_is_the_spread_over_proper_subsets_not_the_whole_set_again(monke
     result = realism.compute()
     assert result["kid_std"] > 0.02 * abs(result["kid"]) and result["kid_std"] > 1e-4, result
     from torchmetrics.image.kid import KernelInceptionDistance
-    whole = KernelInceptionDistance(feature=metrics._Given(), subset_size=40, subsets=1)
+    whole = KernelInceptionDistance(feature=_Given(), subset_size=40, subsets=1)
     whole.update(realism.real, real=True)
     whole.update(realism.fake_parts[0], real=False)
     assert abs(float(whole.compute()[0]) - result["kid"]) < 1e-6

@@ -178,11 +178,11 @@ def test_bomb_guard_with_threads_and_when_streaming(tmp_path, monkeypatch):
 # 4. the FID reference cache is checked before use
 # ---------------------------------------------------------------------------------------------
 def test_a_damaged_fid_reference_cache_is_recomputed(tmp_path):
-    import metrics
+    from realism import Realism
 
     gen = torch.Generator().manual_seed(0)
     projection = torch.randn(3 * 8 * 8, 2048, generator=gen)
-    realism = metrics.Realism(enabled=False, cache_dir=tmp_path)
+    realism = Realism(enabled=False, cache_dir=tmp_path)
     realism.net, realism.weights = (lambda x: (x.float().flatten(1) @ projection,)), "fake-inception"
     images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=gen)
     realism.reference(images)

@@ -8,6 +8,7 @@ import torch
 
 import metrics
 from models import hints
+from realism import Realism
 from trainers import distributed
 from util.colour import compose_rgb, grey_from_L, rgb_to_model, uint8_to_float
 
@@ -27,7 +28,7 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LPIPS, keep: int = 0,
              num_samples: int = 1, collect: bool = False, progress: bool = False,
-             realism: metrics.Realism | None = None) -> Evaluation:
+             realism: Realism | None = None) -> Evaluation:
     """Metrics over uint8 (N, 3, S, S) images, batched on the colorizer's device, shared out over
     processes (torchrun). A stochastic colorizer with num_samples K > 1 adds best-of-K and
     diversity, and its grid shows the K colorizations. collect=True also returns every (first)
