@@ -38,29 +38,33 @@ def plot_summary(rows: list[dict], out: Path) -> Path:
     cols = 3
     grid_rows = -(-len(shown) // cols)
     fig, axes = plt.subplots(grid_rows, cols, figsize=(5 * cols, 0.4 * len(rows) * grid_rows + 2), squeeze=False)
-    names = [r["run"] for r in rows]
-    for ax, (key, header, rule) in zip(axes.flat, shown):
-        vals = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
-        err = None
-        if any(f"{key}_ci" in r for r in rows):
-            # (clamped at 0: a mean in float32 can sit a rounding error outside its float64 interval)
-            err = [[max(0.0, v - r[f"{key}_ci"][0]) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)],
-                   [max(0.0, r[f"{key}_ci"][1] - v) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)]]
-        ax.barh(names, vals, xerr=err, color="#4c72b0")
-        if key == "colorfulness":
-            gt = [r["colorfulness_gt"] for r in rows if r.get("colorfulness_gt") is not None]
-            if gt:
-                ax.axvline(sum(gt) / len(gt), color="#dd8452", label="ground truth")
-                ax.legend(loc="lower right", fontsize=8)
-        better = "lower" if rule == "min" else "closer to truth" if rule == "gt" else "higher"
-        ax.set_title(f"{header} ({better} is better)", fontsize=10)
-        ax.invert_yaxis()
+    for ax, column in zip(axes.flat, shown):
+        _metric_bars(ax, rows, *column)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _metric_bars(ax, rows: list[dict], key: str, header: str, rule: str) -> None:
+    """One metric's panel of summary.png: a bar per run, its 95% interval, the truth's colourfulness."""
+    vals = [r.get(key) if r.get(key) is not None else float("nan") for r in rows]
+    err = None
+    if any(f"{key}_ci" in r for r in rows):
+        # (clamped at 0: a mean in float32 can sit a rounding error outside its float64 interval)
+        err = [[max(0.0, v - r[f"{key}_ci"][0]) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)],
+               [max(0.0, r[f"{key}_ci"][1] - v) if f"{key}_ci" in r else 0 for v, r in zip(vals, rows)]]
+    ax.barh([r["run"] for r in rows], vals, xerr=err, color="#4c72b0")
+    if key == "colorfulness":
+        gt = [r["colorfulness_gt"] for r in rows if r.get("colorfulness_gt") is not None]
+        if gt:
+            ax.axvline(sum(gt) / len(gt), color="#dd8452", label="ground truth")
+            ax.legend(loc="lower right", fontsize=8)
+    better = "lower" if rule == "min" else "closer to truth" if rule == "gt" else "higher"
+    ax.set_title(f"{header} ({better} is better)", fontsize=10)
+    ax.invert_yaxis()
 
 
 NOT_LOSSES = {"train/images_per_s", "train/epoch_seconds", "train/kl_active_dims"}
@@ -74,18 +78,7 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = []
-    for d in runs:
-        if not RunFolder(d).history.exists():
-            continue
-        hist = [{k: v for k, v in h.items() if _finite(v)} for h in RunFolder(d).read_history()]  # numbers only
-        epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h and "step" in h}
-        losses = {k: [(h["epoch"], h[k]) for h in hist if "epoch" in h and k in h]
-                  for k in sorted({k for h in hist for k in h if k.startswith("train/")} - NOT_LOSSES)
-                  if not k.startswith("train/lr")}
-        val = [(epochs.get(h.get("step"), h.get("step")), h["val/delta_e"]) for h in hist if "val/delta_e" in h]
-        if val or any(losses.values()):
-            curves.append((d.name, losses, val))
+    curves = [c for c in map(_curves_of, runs) if c is not None]
     if not curves:
         return None
     cols = min(4, len(curves) + 1)
@@ -100,14 +93,7 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     if axes[0].get_legend_handles_labels()[0]:  # no run validated: no legend (matplotlib would warn)
         axes[0].legend(fontsize=7)
     for ax, (name, losses, _) in zip(axes[1:], curves):
-        for key, points in losses.items():
-            if points:
-                ax.plot(*zip(*points), marker=".", label=key.removeprefix("train/"))
-        ax.set(title=f"{name}: training losses", xlabel="epoch")
-        if all(v > 0 for points in losses.values() for _, v in points):
-            ax.set_yscale("log")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        _loss_panel(ax, name, losses)
     epochs = [e for _, losses, val in curves for e, _ in val + [p for ps in losses.values() for p in ps]]
     last = int(math.ceil(max(epochs + [1])))
     for ax in axes[:len(curves) + 1]:  # whole epochs, from 0.5 (one epoch is a dot at 1, not on a 0.96-1.04 axis)
@@ -119,6 +105,30 @@ def plot_curves(runs: list[Path], out: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _curves_of(run: Path):
+    """(name, {loss: [(epoch, value)]}, [(epoch, validation delta E)]) of a run's history, or None."""
+    if not RunFolder(run).history.exists():
+        return None
+    hist = [{k: v for k, v in h.items() if _finite(v)} for h in RunFolder(run).read_history()]  # numbers only
+    epochs = {h["step"]: h["epoch"] for h in hist if "epoch" in h and "step" in h}
+    losses = {k: [(h["epoch"], h[k]) for h in hist if "epoch" in h and k in h]
+              for k in sorted({k for h in hist for k in h if k.startswith("train/")} - NOT_LOSSES)
+              if not k.startswith("train/lr")}
+    val = [(epochs.get(h.get("step"), h.get("step")), h["val/delta_e"]) for h in hist if "val/delta_e" in h]
+    return (run.name, losses, val) if val or any(losses.values()) else None
+
+
+def _loss_panel(ax, name: str, losses: dict) -> None:
+    for key, points in losses.items():
+        if points:
+            ax.plot(*zip(*points), marker=".", label=key.removeprefix("train/"))
+    ax.set(title=f"{name}: training losses", xlabel="epoch")
+    if all(v > 0 for points in losses.values() for _, v in points):
+        ax.set_yscale("log")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def plot_hints(rows: list[dict], out: Path, apart: list[dict] = ()) -> Path | None:

@@ -32,6 +32,26 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _seen(v) -> bool:
+    return isinstance(v, dict) and all(_count(v.get(x)) for x in ("train", "val", "of"))
+
+
+def _hint_curve(v) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(h, dict) and isinstance(h.get("count"), int) and not isinstance(h.get("count"), bool)
+        and _finite(h.get("delta_e")) and _finite(h.get("psnr")) and (h.get("fid") is None or _finite(h["fid"]))
+        for h in v)
+
+
+# what each checked field of a metrics.json must be (numbers: finite, kept as floats); others pass as they are
+FIELD_CHECKS = {**{k: _count for k in INTEGER_FIELDS}, **{k: lambda v: isinstance(v, str) for k in TEXT_FIELDS},
+                "seen_in_training": _seen, "hints": _hint_curve, "hints_paste": _hint_curve}
+
+
 def clean_metrics(raw: dict) -> tuple[dict, list[str]]:
     """A metrics.json as the report may use it, and what was wrong with it: numbers that are not
     finite numbers (a NaN must not take the bold from the real best, nor Infinity win it), counts
@@ -43,28 +63,14 @@ def clean_metrics(raw: dict) -> tuple[dict, list[str]]:
             continue
         if v is None:
             r[k] = None
-        elif k in NUMBER_FIELDS:
-            r[k] = float(v) if _finite(v) else None
-            ok = r[k] is not None
-        elif k in INTEGER_FIELDS:
-            r[k] = v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
-            ok = r[k] is not None
-        elif k in TEXT_FIELDS:
-            r[k] = v if isinstance(v, str) else None
-            ok = r[k] is not None
-        elif k == "seen_in_training":
-            ok = isinstance(v, dict) and all(isinstance(v.get(x), int) and not isinstance(v.get(x), bool)
-                                             and v[x] >= 0 for x in ("train", "val", "of"))
-            r[k] = v if ok else None
-        elif k in ("hints", "hints_paste"):
-            ok = isinstance(v, list) and all(
-                isinstance(h, dict) and isinstance(h.get("count"), int) and not isinstance(h.get("count"), bool)
-                and _finite(h.get("delta_e")) and _finite(h.get("psnr")) and (h.get("fid") is None or _finite(h["fid"]))
-                for h in v)
-            r[k] = v if ok else None
+            continue
+        if k in NUMBER_FIELDS:
+            ok = _finite(v)
+            r[k] = float(v) if ok else None
         else:
-            r[k], ok = v, True
-        if v is not None and not ok:
+            ok = FIELD_CHECKS.get(k, lambda v: True)(v)
+            r[k] = v if ok else None
+        if not ok:
             problems.append(f"{k} is {str(v)[:40]!r}" if not isinstance(v, float) else f"{k} is {v}")
     return r, problems
 
@@ -83,11 +89,7 @@ def load_run(run_dir: Path) -> dict:
     r, problems = clean_metrics(raw)
     r["run"] = run_dir.name  # the folder's name: what the user sees, one per run
     if r.get("epochs") is None and "epochs" not in raw and run.args.is_file():  # older metrics.json files
-        try:
-            epochs = json.loads(run.args.read_text()).get("epochs")
-            r["epochs"] = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
-        except (OSError, ValueError, AttributeError, RecursionError):
-            problems.append("args.json cannot be read")
+        r["epochs"] = _epochs_from_args(run, problems)
     if "train_data" not in raw and trained_epochs(r) is not None:  # older metrics.json files: the run's split
         r.update(training_record(run_dir, r.get("weights")))
     table, why = read_per_image(run_dir)
@@ -97,15 +99,30 @@ def load_run(run_dir: Path) -> dict:
         if table and all(key in t for t in table.values()):
             r[f"{key}_ci"] = bootstrap_ci(torch.tensor([t[key] for t in table.values()]))
     if run.history.exists():
-        epochs = run.read_history()
-        seconds = [e["train/epoch_seconds"] for e in epochs if _finite(e.get("train/epoch_seconds"))]
-        speed = [e["train/images_per_s"] for e in epochs if _finite(e.get("train/images_per_s"))]
-        r["train_seconds"] = sum(seconds) if seconds else None
-        r["train_images_per_s"] = sum(speed) / len(speed) if speed else None
+        r.update(_training_time(run))
     if run.test_samples.exists() and read_samples(run_dir) is None:
         problems.append("test_samples.pt cannot be read (left out of the pictures)")
     r["problems"] = problems
     return r
+
+
+def _epochs_from_args(run: RunFolder, problems: list):
+    """--epochs from args.json (older metrics.json files do not say), None when it is not a count."""
+    try:
+        epochs = json.loads(run.args.read_text()).get("epochs")
+        return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        problems.append("args.json cannot be read")
+        return None
+
+
+def _training_time(run: RunFolder) -> dict:
+    """{"train_seconds", "train_images_per_s"} from history.jsonl (None where it has none)."""
+    epochs = run.read_history()
+    seconds = [e["train/epoch_seconds"] for e in epochs if _finite(e.get("train/epoch_seconds"))]
+    speed = [e["train/images_per_s"] for e in epochs if _finite(e.get("train/images_per_s"))]
+    return {"train_seconds": sum(seconds) if seconds else None,
+            "train_images_per_s": sum(speed) / len(speed) if speed else None}
 
 
 def training_record(run_dir: Path, weights) -> dict:

@@ -50,42 +50,53 @@ def leaks(r: dict) -> bool:
     return bool(seen) and (seen["train"] + seen["val"]) > 0.01 * max(seen["of"], 1)
 
 
+def _test_setup(r: dict) -> tuple:
+    return tuple(r.get(k, r.get("test_images")) if k == "test_set" else r.get(k) for k, _ in SAME_TEST)
+
+
+def _fid_setup(r: dict):
+    """(images, weights) of a run's FID, None for a run that measured none."""
+    return (r.get("fid_images"), r.get("fid_weights")) if r.get("fid") is not None and r.get("fid_images") else None
+
+
 def split_comparable(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
     """(the largest group of comparable runs, [(another run, what differs), ...])."""
-    def base(r):
-        return tuple(r.get(k, r.get("test_images")) if k == "test_set" else r.get(k) for k, _ in SAME_TEST)
-
-    def fid(r):  # (images, weights), None for a run that measured no FID
-        return (r.get("fid_images"), r.get("fid_weights")) if r.get("fid") is not None and r.get("fid_images") else None
-
     clean = [r for r in rows if not leaks(r)] or rows  # a leaking test never sets the standard
-    trained = [(base(r), trained_epochs(r), trained_on(r)) for r in clean if trained_epochs(r) is not None]
-    keys = trained or [(base(r), None, None) for r in clean]
-    main_base, main_epochs, main_data = max(keys, key=keys.count)  # the most common setup (first on a tie)
-    fids = [fid(r) for r in rows if base(r) == main_base and fid(r)]
+    trained = [(_test_setup(r), trained_epochs(r), trained_on(r)) for r in clean if trained_epochs(r) is not None]
+    keys = trained or [(_test_setup(r), None, None) for r in clean]
+    main = max(keys, key=keys.count)  # the most common setup (first on a tie): (test setup, epochs, data)
+    fids = [_fid_setup(r) for r in rows if _test_setup(r) == main[0] and _fid_setup(r)]
     main_fid = max(fids, key=fids.count) if fids else None  # the FID setup most of those runs used
     group, apart = [], []
     for r in rows:
-        differs = [words for (k, words), mine, theirs in zip(SAME_TEST, base(r), main_base) if mine != theirs]
-        if fid(r) and main_fid and fid(r)[0] != main_fid[0]:
-            differs.append(f"FID images ({fid(r)[0]}, not {main_fid[0]})")
-        elif fid(r) and main_fid and fid(r)[1] != main_fid[1]:
-            differs.append(f"FID weights ({fid(r)[1]}, not {main_fid[1]})")
-        data = trained_on(r)
-        if data is not None and main_data is not None and data[0] != main_data[0]:
-            differs.append(f"training data ({Path(str(data[0])).name}, not {Path(str(main_data[0])).name})")
-        elif data is not None and main_data is not None and data[1] != main_data[1]:
-            differs.append(f"training images ({data[1]}, not {main_data[1]})")
-        if trained_epochs(r) not in (None, main_epochs):
-            differs.append(f"epochs ({trained_epochs(r)}, not {main_epochs})")
-        seen = r.get("seen_in_training")
-        if leaks(r):
-            differs.append(f"test images seen in training ({seen['train'] + seen['val']} of {seen['of']})")
+        differs = _differences(r, main, main_fid)
         if differs:
             apart.append((r, ", ".join(differs)))
         else:
             group.append(r)
     return group, apart
+
+
+def _differences(r: dict, main: tuple, main_fid) -> list[str]:
+    """What sets run `r` apart from the main setup (test setup, epochs, training data) and FID setup, in words."""
+    main_test, main_epochs, main_data = main
+    differs = [words for (_, words), mine, theirs in zip(SAME_TEST, _test_setup(r), main_test) if mine != theirs]
+    fid = _fid_setup(r)
+    if fid and main_fid and fid[0] != main_fid[0]:
+        differs.append(f"FID images ({fid[0]}, not {main_fid[0]})")
+    elif fid and main_fid and fid[1] != main_fid[1]:
+        differs.append(f"FID weights ({fid[1]}, not {main_fid[1]})")
+    data = trained_on(r)
+    if data is not None and main_data is not None and data[0] != main_data[0]:
+        differs.append(f"training data ({Path(str(data[0])).name}, not {Path(str(main_data[0])).name})")
+    elif data is not None and main_data is not None and data[1] != main_data[1]:
+        differs.append(f"training images ({data[1]}, not {main_data[1]})")
+    if trained_epochs(r) not in (None, main_epochs):
+        differs.append(f"epochs ({trained_epochs(r)}, not {main_epochs})")
+    if leaks(r):
+        seen = r["seen_in_training"]
+        differs.append(f"test images seen in training ({seen['train'] + seen['val']} of {seen['of']})")
+    return differs
 
 
 def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -97,11 +108,10 @@ def bootstrap_ci(values: torch.Tensor, n: int = 2000, level: float = 0.95, seed:
     return float(lo), float(hi)
 
 
-def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> tuple[list[str], list[list]]:
-    """(header, rows of (text, bold) cells): one row per run's metrics.json, with what it was
-    trained and tested on; rank=True marks the best value of each column; `why` adds a column."""
+def best_values(rows: list[dict]) -> dict:
+    """The best value of each metric column among `rows` (colourfulness: closest to the truth's)."""
     best = {}
-    for key, _, rule in SUMMARY_COLUMNS if rank else []:
+    for key, _, rule in SUMMARY_COLUMNS:
         vals = [r[key] for r in rows if r.get(key) is not None]
         if not vals:
             continue
@@ -111,6 +121,23 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
             best[key] = min(vals, key=lambda v: abs(v - target))
         else:
             best[key] = (min if rule == "min" else max)(vals)
+    return best
+
+
+def metric_text(r: dict, key: str) -> str:
+    """A metric's cell: n/a, or its value (4 or 2 digits) with its bootstrap interval when known."""
+    v = r.get(key)
+    text = "n/a" if v is None else f"{v:.4f}" if key in FOUR_DIGITS else f"{v:.2f}"
+    if v is not None and f"{key}_ci" in r:
+        lo, hi = r[f"{key}_ci"]
+        text += f" [{lo:.4f}, {hi:.4f}]" if key in FOUR_DIGITS else f" [{lo:.2f}, {hi:.2f}]"
+    return text
+
+
+def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> tuple[list[str], list[list]]:
+    """(header, rows of (text, bold) cells): one row per run's metrics.json, with what it was
+    trained and tested on; rank=True marks the best value of each column; `why` adds a column."""
+    best = best_values(rows) if rank else {}
     head = (["run", "model", "data", "size", "epochs", "trained on", "sampling", "images"]
             + [h for _, h, _ in SUMMARY_COLUMNS]
             + ["colourfulness (ground truth)", "training s", "training img/s"]
@@ -123,11 +150,7 @@ def table(rows: list[dict], rank: bool = True, why: list[str] | None = None) -> 
                                             training_text(r), sampling_text(r), r.get("n_images", "?"))]
         for key, _, _ in SUMMARY_COLUMNS:
             v = r.get(key)
-            text = "n/a" if v is None else f"{v:.4f}" if key in FOUR_DIGITS else f"{v:.2f}"
-            if v is not None and f"{key}_ci" in r:
-                lo, hi = r[f"{key}_ci"]
-                text += f" [{lo:.4f}, {hi:.4f}]" if key in FOUR_DIGITS else f" [{lo:.2f}, {hi:.2f}]"
-            cells.append((text, v is not None and v == best.get(key)))
+            cells.append((metric_text(r, key), v is not None and v == best.get(key)))
         for key, fmt in (("colorfulness_gt", "{:.2f}"), ("train_seconds", "{:.0f}"), ("train_images_per_s", "{:.3g}")):
             cells.append(("n/a" if r.get(key) is None else fmt.format(r[key]), False))
         if why:
@@ -217,20 +240,9 @@ def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
             "-" if n not in paste else f"{paste[n]['delta_e']:.2f} / {paste[n]['psnr']:.2f}" for n in counts) + " |")
     gains = []
     for r, set_apart in hinted:
-        by = {h["count"]: h for h in r["hints"]}
-        cells = []
-        for n in counts:
-            h = by.get(n)
-            cells.append("-" if h is None else f"{h['delta_e']:.2f} / {h['psnr']:.2f}"
-                         + (f" / {h['fid']:.1f}" if h.get("fid") is not None else ""))
-        name = f"{md(r['run'])} (set apart, not comparable)" if set_apart else md(r["run"])
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        mine = r.get("hints_paste") or (list(paste.values()) if not set_apart else [])
-        base = {h["count"]: h for h in mine}
-        if base:
-            gains.append(f"| {name} | " + " | ".join(
-                "-" if n not in by or n not in base else f"{base[n]['delta_e'] - by[n]['delta_e']:+.2f}"
-                for n in counts) + " |")
+        line, gain = _hint_rows(r, set_apart, counts, paste)
+        lines.append(line)
+        gains += [gain] if gain else []
     text = ("\n## Colour hints\n\nUser-guided runs (--guided) tested with --hint_counts: n hints per image revealed "
             "from the true colours at seeded positions (the same for every run). Each cell: delta E 2000 / PSNR "
             "(dB) / FID where measured; 0 hints is the automatic result. A run marked set apart is not comparable "
@@ -242,6 +254,23 @@ def hint_table(rows: list[dict], apart: list[dict] = ()) -> str:
                  + " | ".join(f"{n} hint{'s' if n != 1 else ''}" for n in counts) + " |\n|---|" + "---|" * len(counts)
                  + "\n" + "\n".join(gains) + "\n")
     return text + "\n![the hint curves](hints.png)\n"
+
+
+def _hint_rows(r: dict, set_apart: bool, counts: list[int], paste: dict) -> tuple[str, str | None]:
+    """A guided run's row of the hint table, and of the table of what it adds above pasting the
+    hints (None when there is nothing to compare with)."""
+    by = {h["count"]: h for h in r["hints"]}
+    cells = ["-" if by.get(n) is None else f"{by[n]['delta_e']:.2f} / {by[n]['psnr']:.2f}"
+             + (f" / {by[n]['fid']:.1f}" if by[n].get("fid") is not None else "") for n in counts]
+    name = f"{md(r['run'])} (set apart, not comparable)" if set_apart else md(r["run"])
+    mine = r.get("hints_paste") or (list(paste.values()) if not set_apart else [])
+    base = {h["count"]: h for h in mine}
+    gain = None
+    if base:
+        gain = f"| {name} | " + " | ".join(
+            "-" if n not in by or n not in base else f"{base[n]['delta_e'] - by[n]['delta_e']:+.2f}"
+            for n in counts) + " |"
+    return f"| {name} | " + " | ".join(cells) + " |", gain
 
 
 def setup_note(group: list[dict], mixed: bool) -> str:

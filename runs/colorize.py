@@ -7,14 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from models import hints
 from runs.settings import UsageError, pick_device, resolve
 from runs.weights import load_colorizer, load_weights
 from trainers import checkpoint as ckpt_io
 from trainers import photos
 from trainers.photos import OutputConflict, colorize_files, input_files
 from trainers.run_folder import RunFolder
-from util import images
+from util import hint_files, images
 
 
 def colorize_folder(colorizer, args, out_dir: Path, weights: str) -> tuple[int, int]:
@@ -96,7 +95,7 @@ def colorize(args, given, family, run_dir: Path) -> int:
                                        sheet=args.sheet, progress=True, hint_file=args.hints and Path(args.hints),
                                        maker=maker_of(args, weights, k, args.hints), own=args.output is None,
                                        overwrite=args.overwrite)
-    except hints.HintError as e:
+    except hint_files.HintError as e:
         raise UsageError(str(e)) from None
     if bad:
         print(f"warning: skipped {len(bad)} unreadable file(s): {'; '.join(bad[:3])}"

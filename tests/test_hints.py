@@ -12,6 +12,7 @@ import main
 import metrics
 from models import hints
 from trainers import REGISTRY
+from util import hint_files
 from util.colour import compose_rgb, rgb_to_model
 
 TINY = [*conftest.TINY, "--num_images", "2", "--input", ""]
@@ -100,7 +101,7 @@ def test_hint_files_json_and_png(tmp_path):
 
     good = tmp_path / "h.json"
     good.write_text(json.dumps([[0, 0, "#ff0000"], {"x": 99, "y": 49, "color": [0, 0, 255]}]))
-    points = hints.read_points(good, 100, 50)
+    points = hint_files.read_points(good, 100, 50)
     assert points == [(0, 0, (255, 0, 0)), (99, 49, (0, 0, 255))]
     m = hints.map_from_points(points, 100, 50, 16)
     assert m.shape == (1, 3, 16, 16) and m[0, 2].sum() == 2 and m[0, 2, 0, 0] == 1 and m[0, 2, 15, 15] == 1
@@ -110,17 +111,17 @@ def test_hint_files_json_and_png(tmp_path):
                              ([[0, 0, "red"]], "#rrggbb"), ({"x": 1}, "JSON list"), ([[1, 2]], r"\[x, y, colour\]")]:
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps(content))
-        with pytest.raises(hints.HintError, match=message):
-            hints.read_points(bad, 100, 50)
+        with pytest.raises(hint_files.HintError, match=message):
+            hint_files.read_points(bad, 100, 50)
     picture = np.zeros((50, 100, 4), np.uint8)
     picture[10, 20] = (0, 255, 0, 255)
     Image.fromarray(picture).save(tmp_path / "h.png")
-    assert hints.read_points(tmp_path / "h.png", 100, 50) == [(20, 10, (0, 255, 0))]
-    with pytest.raises(hints.HintError, match="draw the hints at the image's resolution"):
-        hints.read_points(tmp_path / "h.png", 64, 64)
+    assert hint_files.read_points(tmp_path / "h.png", 100, 50) == [(20, 10, (0, 255, 0))]
+    with pytest.raises(hint_files.HintError, match="draw the hints at the image's resolution"):
+        hint_files.read_points(tmp_path / "h.png", 64, 64)
     Image.fromarray(picture[..., :3]).save(tmp_path / "opaque.png")
-    with pytest.raises(hints.HintError, match="no transparency"):
-        hints.read_points(tmp_path / "opaque.png", 100, 50)
+    with pytest.raises(hint_files.HintError, match="no transparency"):
+        hint_files.read_points(tmp_path / "opaque.png", 100, 50)
 
 
 def toy_data(root, n_train=96, n_test=8, seed=0):

@@ -19,7 +19,7 @@ from PIL import Image
 import colorize_data as cd
 import main
 from trainers import checkpoint as ckpt_io
-from util import batches, colour, files, images
+from util import batches, colour, files, hint_files, images
 
 TINY = [*conftest.TINY, "--model", "unet", "--unet_channels", "8", "--unet_depth", "2"]
 
@@ -462,12 +462,11 @@ def png_header(width, height):
 @pytest.mark.parametrize("content", ['[[NaN, 1, "#ff0000"]]', '[[Infinity, 1, "#ff0000"]]',
                                      '[[1e400, 1, "#ff0000"]]', "[" * 100000 + "]" * 100000, "PNG"])
 def test_hint_files_that_are_not_hints_are_clear_errors(tmp_path, content):
-    from models import hints
 
     path = tmp_path / ("h.png" if content == "PNG" else "h.json")
     path.write_bytes(png_header(100000, 100000)) if content == "PNG" else path.write_text(content)
-    with pytest.raises(hints.HintError, match="--hints"):
-        hints.read_points(path, 40, 30)
+    with pytest.raises(hint_files.HintError, match="--hints"):
+        hint_files.read_points(path, 40, 30)
 
 
 def test_crafted_files_of_a_run_are_clear_errors(trained, tmp_path, capsys):

@@ -68,7 +68,12 @@ def load(path, family: str | tuple | None = None) -> dict:
 
 
 def schema_problem(ckpt: dict) -> str | None:
-    """What is wrong with the types of a loaded checkpoint's fields, or None."""
+    """What is wrong with the types of a loaded checkpoint's fields, or None (the first problem found)."""
+    return _container_problem(ckpt) or _tensors_problem(ckpt, "model") or _progress_problem(ckpt) \
+        or _tensors_problem(ckpt, "ema")
+
+
+def _container_problem(ckpt: dict) -> str | None:
     if not isinstance(ckpt["format_version"], int) or isinstance(ckpt["format_version"], bool):
         return f"format_version is {type(ckpt['format_version']).__name__}, not an integer"
     if not isinstance(ckpt.get("args"), dict):
@@ -76,8 +81,17 @@ def schema_problem(ckpt: dict) -> str | None:
     for key in ("model", "ema", "extra", "optimizers", "schedulers", "scalers", "network", "training"):
         if key in ckpt and not isinstance(ckpt[key], dict):
             return f"{key} is {type(ckpt[key]).__name__}, not a dict"
-    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt["model"].items()):
-        return "model holds something other than named tensors"
+    return None
+
+
+def _tensors_problem(ckpt: dict, key: str) -> str | None:
+    if key in ckpt and not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt[key].items()):
+        return f"{key} holds something other than named tensors"
+    return None
+
+
+def _progress_problem(ckpt: dict) -> str | None:
+    """Where the run stands (counts, best metric, names) and its random state."""
     for key in ("epoch", "step", "batch_in_epoch", "skipped_steps"):
         value = ckpt.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -92,9 +106,6 @@ def schema_problem(ckpt: dict) -> str | None:
     rng = ckpt.get("rng", {})
     if not isinstance(rng, dict) or not all(torch.is_tensor(v) and v.dtype == torch.uint8 for v in rng.values()):
         return "rng (the random state) is not a set of byte tensors"
-    for key in ("ema",):
-        if key in ckpt and not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt[key].items()):
-            return f"{key} holds something other than named tensors"
     return None
 
 

@@ -26,6 +26,7 @@ import torch
 from models import hints
 from models.config import setting
 from trainers import checkpoint
+from util import hint_files
 from util.colour import rgb_to_model, uint8_to_float
 
 
@@ -105,7 +106,7 @@ class Colorizer:
         hints) for a hinted network. Hints for a network trained without them are refused."""
         if not self.hinted:
             if hint_map is not None:
-                raise hints.HintError("this model was trained without colour hints, so it cannot take them; "
+                raise hint_files.HintError("this model was trained without colour hints, so it cannot take them; "
                                       "train one with --guided")
             return L
         return hints.attach(L, hint_map)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from models import hints
-from util import colour, files, images, visuals
+from util import colour, files, hint_files, images, visuals
 
 
 class OutputConflict(Exception):
@@ -134,15 +134,8 @@ class OutputFolder:
                 pass
         return len(gone)
 
-    def begin(self, maker: dict, targets: list[Path], inputs: list[Path], own: bool, overwrite: bool,
-              note=print) -> None:
-        """Check that writing `targets` (relative names) destroys nothing, then record them (and
-        `maker`) in the manifest before any is written. `own`: a folder of the run itself, whose
-        previous colorizations are removed first. Raises OutputConflict."""
-        if not targets:  # nothing to write (test mode with --input ""): the previous files are not kept
-            if own and self.read() is not None:
-                self.remove_own()
-            return
+    def _refuse_clashes(self, targets: list[Path], inputs: list[Path]) -> None:
+        """OutputConflict when two outputs share a name, or an output is one of the inputs (any link to it)."""
         if len(set(targets)) != len(targets):
             twice = [str(t) for t, n in Counter(targets).items() if n > 1]
             raise OutputConflict(f"two outputs would have the same name in {self.path} ({', '.join(twice[:3])}): "
@@ -163,9 +156,14 @@ class OutputFolder:
                 raise OutputConflict(f"--output {self.path}: the colorization of {ids[(st.st_dev, st.st_ino)]} "
                                      f"would be written over an input ({self.path / t}); choose an --output "
                                      f"folder apart from the photos")
+
+    def _previous(self, maker: dict, replace: bool, note) -> dict | None:
+        """The manifest of the colorizations already here that this run keeps (same maker), or None
+        after removing them (replace: a folder of the run itself, or --overwrite); OutputConflict when
+        another maker's are here and may not be replaced."""
         saved = self.read()
-        if saved is not None and (own or overwrite or saved["maker"] != maker):
-            if not (own or overwrite):
+        if saved is not None and (replace or saved["maker"] != maker):
+            if not replace:
                 raise OutputConflict(f"--output {self.path} holds colorizations by another model or setting "
                                      f"({describe(saved['maker'], maker)}); this run is {describe(maker)}. Use "
                                      f"another --output, or --overwrite to replace them")
@@ -173,6 +171,19 @@ class OutputFolder:
                 note(f"note: replacing the colorizations in {self.path} ({describe(saved['maker'], maker)})")
             self.remove_own()
             saved = None
+        return saved
+
+    def begin(self, maker: dict, targets: list[Path], inputs: list[Path], own: bool, overwrite: bool,
+              note=print) -> None:
+        """Check that writing `targets` (relative names) destroys nothing, then record them (and
+        `maker`) in the manifest before any is written. `own`: a folder of the run itself, whose
+        previous colorizations are removed first. Raises OutputConflict."""
+        if not targets:  # nothing to write (test mode with --input ""): the previous files are not kept
+            if own and self.read() is not None:
+                self.remove_own()
+            return
+        self._refuse_clashes(targets, inputs)
+        saved = self._previous(maker, own or overwrite, note)
         ours = set(saved["files"]) if saved else set()
         foreign = [t for t in targets if t.as_posix() not in ours and (self.path / t).exists()]
         if foreign and not (own or overwrite):
@@ -222,9 +233,9 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
     variants (name_sample1.png, ...) for a stochastic colorizer with samples K > 1, each written as
     soon as it is made (K full-resolution images are never held at once); with sheet, also
     sheets/name.png side by side; with hint_file (one image, a --guided colorizer) the colour hints
-    of that file (models/hints.read_points) guide it. The folder is checked and its manifest written
+    of that file (models/hint_files.read_points) guide it. The folder is checked and its manifest written
     first (OutputFolder.begin: `maker`, `own`, `overwrite`). Returns (files colorized, unreadable
-    files and why). A hint file that does not fit the image raises hints.HintError."""
+    files and why). A hint file that does not fit the image raises hint_files.HintError."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -245,7 +256,7 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
         original = images.to_chw_tensor(rgb)
         hint_map, points = None, None
         if hint_file is not None:
-            points = hints.read_points(hint_file, original.shape[2], original.shape[1])
+            points = hint_files.read_points(hint_file, original.shape[2], original.shape[1])
             hint_map = hints.map_from_points(points, original.shape[2], original.shape[1], image_size)
         drawn = {}
 

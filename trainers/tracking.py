@@ -74,18 +74,12 @@ def _wandb_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def start_wandb(args, run_dir: Path, job_type: str):
-    """One wandb run per invocation, or None. Never prompts, never stops the run on failure."""
-    env_mode = os.environ.get("WANDB_MODE")
-    if args.wandb == "disabled" or (args.wandb == "auto" and env_mode == "disabled"):
-        return None
-    try:
-        import wandb
-    except ImportError:
-        print("note: wandb is not installed; logging to the run folder only")
-        return None
-    if args.wandb in ("online", "offline"):
-        mode = args.wandb
+def wandb_mode(asked: str, env_mode: str | None) -> str:
+    """online or offline (or disabled from WANDB_MODE): --wandb online/offline as asked, else
+    WANDB_MODE, else online when a key is configured; online falls back to offline, said, when no
+    key is configured (wandb would prompt) or the server cannot be reached (it would stall)."""
+    if asked in ("online", "offline"):
+        mode = asked
     elif env_mode:
         mode = env_mode  # WANDB_MODE wins over auto, but goes through the checks below too
     else:
@@ -99,6 +93,20 @@ def start_wandb(args, run_dir: Path, job_type: str):
     elif mode == "online" and not _wandb_reachable():  # never stall: offline at once
         print("warning: wandb's server cannot be reached; logging offline instead")
         mode = "offline"
+    return mode
+
+
+def start_wandb(args, run_dir: Path, job_type: str):
+    """One wandb run per invocation, or None. Never prompts, never stops the run on failure."""
+    env_mode = os.environ.get("WANDB_MODE")
+    if args.wandb == "disabled" or (args.wandb == "auto" and env_mode == "disabled"):
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print("note: wandb is not installed; logging to the run folder only")
+        return None
+    mode = wandb_mode(args.wandb, env_mode)
     id_file = RunFolder(run_dir).wandb_id
     run_id = id_file.read_text().strip() if (job_type == "train" and args.resume and id_file.exists()) else None
     config = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
