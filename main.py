@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import random
 import sys
@@ -29,7 +28,7 @@ import public_data
 from models import backbones, config
 from runs.classifier import classifier
 from runs.colorize import colorize
-from runs.settings import UsageError, check_architecture, pick_device
+from runs.settings import RUN_OPTIONS_FIRST, RunConfig, UsageError, check_architecture, pick_device
 from runs.test import test
 from runs.train import train
 from trainers import REGISTRY, distributed, memory, photos
@@ -39,8 +38,6 @@ from trainers.loop import TrainingDiverged
 from trainers.photos import input_files
 from trainers.run_folder import RunFolder
 from util import files, images
-
-DEFAULT_MODEL = "unet"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -52,23 +49,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False) or "(default" in text or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
-
-
-def number(kind, minimum=None, above=None):
-    """An argparse type: an int or a finite float, at least `minimum` (or above `above`)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not math.isfinite(value) or (minimum is not None and value < minimum) \
-                or (above is not None and value <= above):
-            bound = f"at least {minimum}" if minimum is not None else f"above {above}"
-            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,68 +65,9 @@ def common_parser(add_help: bool = True, conflict_handler: str = "error", family
     p = Parser(description="Automatic image colorization: train and compare model families.",
                add_help=add_help, formatter_class=HelpFormatter, conflict_handler=conflict_handler,
                allow_abbrev=False)  # --encoder is not short for --encoder_lr_scale
-    p.add_argument("--model", choices=list(REGISTRY), default=DEFAULT_MODEL, help="family to train or test")
-    p.add_argument("--mode", choices=["train", "test", "colorize", "classifier"], default="train",
-                   help="colorize: colorize --input with a trained run (no data, no metrics); classifier: train "
-                        "the semantic-interpretability classifier on a data set with class folders")
-    p.add_argument("--seed", type=int, default=0, help="random seed (also decides the data split)")
-    p.add_argument("--data", default=None,
-                   help="image folder (searched recursively; train/ test/ val/ subfolders are used as splits), or "
-                        "the name of a public set (cifar10, cifar100, stl10, stl10-unlabeled, lfw, flowers102, "
-                        "places365, food101, imagenet, coco: downloaded once; an existing path wins). "
-                        "Default: Dataset/, built from scikit-image's photos when empty")
-    p.add_argument("--data_root", default=None,
-                   help="where named data sets are downloaded and laid out (default: $COLORIZATION_DATA, else "
-                        "~/.cache/colorization/datasets)")
-    p.add_argument("--max_images", type=number(int, minimum=0), default=0,
-                   help="train on N images of the training split only, picked by --seed (0: all); the "
-                        "validation and test splits are kept whole")
-    p.add_argument("--input", default="TestImages",
-                   help="images colorized at full resolution: a file, a folder (recursive) or a glob (quote it); "
-                        "in test mode after the metrics (\"\": none), in colorize mode alone")
-    p.add_argument("--output", default=None,
-                   help="colorize mode: where the PNGs go (default: RESULTS/RUN/colorize/WEIGHTS-INPUT/)")
-    p.add_argument("--sheet", action="store_true",
-                   help="colorize mode: also a side-by-side image per photo (grey | colorization(s) | original)")
-    p.add_argument("--hints", default=None,
-                   help="colorize mode, a --guided run: colour hints for the one --input image, at its resolution: a "
-                        "JSON list of [x, y, colour] (colour \"#rrggbb\" or [r, g, b]) or a PNG whose opaque pixels "
-                        "are the hints")
-    p.add_argument("--hint_counts", default=None,
-                   help="test mode, a --guided run: also evaluate with this many hints revealed from the true colours "
-                        "per image, e.g. 0,1,2,5,10,20,50 (delta E, PSNR, FID per count; 0 is the automatic result)")
-    p.add_argument("--results", default="Results", help="where runs are written: RESULTS/RUN_NAME/")
-    p.add_argument("--run_name", default=None, help="name of the run folder (default: the model name)")
-    p.add_argument("--load_size", type=int, default=None,
-                   help="training images are kept with this shorter side, then cropped (default: image_size)")
-    p.add_argument("--crop", choices=["random", "resized"], default="random",
-                   help="training crop: a random window, or a random 50-100%% window resized")
+    config.add_fields(p, RunConfig, names=set(RUN_OPTIONS_FIRST))
     config.add_fields(p, family.trainer.Config if family else TrainConfig, names=set(config.names(TrainConfig)))
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="threads that decode images (worker processes when streaming)")
-    p.add_argument("--data_cache", choices=["auto", "memory", "stream"], default="auto",
-                   help="keep the decoded training set in memory, or stream it from disk; "
-                        "auto: memory up to --cache_gb")
-    p.add_argument("--cache_gb", type=number(float, minimum=0), default=8.0,
-                   help="largest decoded training set kept in memory")
-    p.add_argument("--weights", default="best", help="checkpoint for test mode: best, last, an epoch number, or a file")
-    p.add_argument("--resume", action="store_true", help="continue the run in RESULTS/RUN_NAME from last.pt")
-    p.add_argument("--overwrite", action="store_true",
-                   help="train: start afresh over an existing run folder (its own files are removed); colorize: "
-                        "replace what --output holds from another model, or files no colorize run wrote")
-    p.add_argument("--init_from", default=None,
-                   help="fine-tune: start a new run from the network weights of another run (a checkpoint file, a "
-                        "run folder or a run name under --results; best.pt, else last.pt), same family or one whose "
-                        "network fits (unet to unetgan's generator); its architecture is taken from it")
-    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto",
-                   help="auto: online with an API key, else offline into the run folder; WANDB_MODE wins over auto")
-    p.add_argument("--wandb_project", default="colorization", help="the wandb project runs are logged to")
-    p.add_argument("--log_checkpoints", action="store_true", help="upload best.pt and last.pt to wandb as an artifact")
-    p.add_argument("--table_images", type=number(int, minimum=0), default=64,
-                   help="test images in the wandb table of per-image results (images and metrics)")
-    p.add_argument("--max_image_pixels", type=number(int, minimum=1), default=images.DEFAULT_MAX_IMAGE_PIXELS,
-                   help="decompression-bomb guard: larger images are skipped")
+    config.add_fields(p, RunConfig, names=set(config.names(RunConfig)) - set(RUN_OPTIONS_FIRST))
     return p
 
 
@@ -192,22 +113,10 @@ def validate(parser, args, family, given: set = frozenset()) -> None:
     """Reject bad arguments before any work starts, saying what is valid: the first problem that
     the checks below find, in their order (what the typed configs declare is checked by them:
     config.problems)."""
-    for check in (_numbers, _configs, _device_and_architecture, _hints, _data, _input, _run, _folders, _processes):
+    for check in (_configs, _device_and_architecture, _hints, _data, _input, _run, _folders, _processes):
         problem = check(args, family, given)
         if problem:
             parser.error(problem)
-
-
-def _numbers(args, family, given) -> str | None:
-    for name in ("epochs", "batch_size", "image_size", "num_images", "val_every", "workers"):
-        v = getattr(args, name)
-        if v < (0 if name in ("num_images", "workers") else 1):
-            return f"--{name} must be {'>= 0' if name in ('num_images', 'workers') else 'positive'}, got {v}"
-    if not (0 <= args.checkpoint_minutes < math.inf):
-        return f"--checkpoint_minutes must be 0 (off) or more, got {args.checkpoint_minutes}"
-    if not (0 < args.learning_rate < math.inf):  # NaN fails this too
-        return f"--learning_rate must be positive and finite, got {args.learning_rate}"
-    return None
 
 
 def _processes(args, family, given) -> str | None:
@@ -219,8 +128,8 @@ def _processes(args, family, given) -> str | None:
 
 
 def _configs(args, family, given) -> str | None:
-    problems = (config.problems(config.from_values(family.network.Config, args))
-                + config.problems(config.from_values(family.trainer.Config, args)))  # widths, ranges, NaN, ...
+    problems = [p for cls in (RunConfig, family.network.Config, family.trainer.Config)  # ranges, choices, NaN, ...
+                for p in config.problems(config.from_values(cls, args))]
     return problems[0] if problems else None
 
 
@@ -238,10 +147,6 @@ def _hints(args, family, given) -> str | None:
     for name in sorted({"hint_p", "hint_none"} & given):
         if not (getattr(args, "guided", False) or args.resume or args.init_from):  # those: guided if the run was
             return f"--{name} sets the simulated hints of --guided training; add --guided"
-    if not (0 < args.hint_p <= 1):
-        return f"--hint_p must be in (0, 1] (the paper's 1/8 = 0.125), got {args.hint_p}"
-    if not (0 <= args.hint_none < 1):
-        return f"--hint_none must be in [0, 1) (a share of the training images), got {args.hint_none}"
     if args.hints is not None and args.mode != "colorize":
         return "--hints FILE goes with --mode colorize (test mode reveals hints with --hint_counts)"
     if args.hint_counts is None:

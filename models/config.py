@@ -11,6 +11,15 @@ default and help).
 The flag is the field's name (--unet_depth). A subclass may change an inherited default (the
 diffusion trainers default to --learning_rate 2e-4). bool fields default to False and become
 switches; `int | None` fields take an integer or stay None.
+
+A setting's role is declared beside it, once (nanoGPT forces a listed set of architecture keys on
+resume; here each setting says what it is):
+    role="resume"     a --resume may change it (its length, how it is watched and saved, where it
+                      runs, how it samples); any other setting given differently makes another run
+    role="train" / "test" / "colorize"
+                      in that mode the command line's value wins over a checkpoint's saved one
+                      (what this command does, e.g. --weights, --output)
+A network's settings are forced back from its checkpoint (they must match its weights); no role.
 """
 from __future__ import annotations
 
@@ -19,16 +28,25 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 
+ROLES = ("resume", "train", "test", "colorize")
+
 
 def setting(default, help: str, choices=None, minimum=None, maximum=None, above=None, below=None,
-            cli: bool = True):
+            cli: bool = True, role: str | tuple = ()):
     """A dataclass field with what its command-line flag needs: help text, allowed values, and the
     range validation enforces (minimum/maximum inclusive, above/below exclusive; a float must also
-    be finite). cli=False: no flag (a value derived when the run's configuration is resolved,
-    saved with it)."""
+    be finite); its role(s) (ROLES, see above). cli=False: no flag (a value derived when the run's
+    configuration is resolved, saved with it)."""
+    roles = (role,) if isinstance(role, str) else tuple(role)
+    assert set(roles) <= set(ROLES), roles
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
                                                         "maximum": maximum, "above": above, "below": below,
-                                                        "cli": cli})
+                                                        "cli": cli, "roles": roles})
+
+
+def with_role(role: str, *classes) -> set[str]:
+    """The names of the settings of `classes` (config dataclasses) that declare `role`."""
+    return {f.name for cls in classes for f in dataclasses.fields(cls) if role in f.metadata.get("roles", ())}
 
 
 def _type(cls, f: dataclasses.Field):
@@ -92,6 +110,8 @@ def problems(cfg) -> list[str]:
             continue
         if meta.get("choices") is not None and value not in meta["choices"]:
             bad.append(f"--{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        elif kind in (int, float) and _interval(meta) and not _inside(value, meta):
+            bad.append(f"--{f.name} must be in {_interval(meta)}, got {value}")
         elif kind in (int, float):
             for key, fails, words in (("minimum", lambda v, b: v < b, "at least"),
                                       ("maximum", lambda v, b: v > b, "at most"),
@@ -102,3 +122,18 @@ def problems(cfg) -> list[str]:
                     bad.append(f"--{f.name} must be {words} {bound}, got {value}")
                     break
     return bad
+
+
+def _interval(meta) -> str | None:
+    """A two-sided range as an interval, "(0, 1]"; None when a side is open."""
+    low = ("[", meta.get("minimum")) if meta.get("minimum") is not None else ("(", meta.get("above"))
+    high = ("]", meta.get("maximum")) if meta.get("maximum") is not None else (")", meta.get("below"))
+    if low[1] is None or high[1] is None:
+        return None
+    return f"{low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+
+
+def _inside(value, meta) -> bool:
+    return ((meta.get("minimum") is None or value >= meta["minimum"]) and (meta.get("maximum") is None
+            or value <= meta["maximum"]) and (meta.get("above") is None or value > meta["above"])
+            and (meta.get("below") is None or value < meta["below"]))

@@ -65,7 +65,7 @@ def colorize(args, given, family, run_dir: Path) -> int:
     run's --weights into --output; no data folder, no metrics, only the family's Colorizer."""
     device = pick_device(args.device)
     saved, weights = load_weights(args, family, run_dir)
-    settings = resolve(family, args, given, saved, {"model", "mode", "weights", "input", "output", "sheet", "hints"})
+    settings = resolve(family, args, given, saved)
     args = settings.args
     paths, root = input_files(args.input)
     if not paths:

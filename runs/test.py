@@ -32,7 +32,7 @@ def test(args, given, family, run_dir: Path) -> int:
     if distributed.world_from_env()[2] > 1:
         raise SystemExit("error: test mode runs in one process; start it with python, not torchrun")
     saved, weights = load_weights(args, family, run_dir)
-    settings = resolve(family, args, given, saved, {"model", "mode", "weights"})
+    settings = resolve(family, args, given, saved)
     args = settings.args
     root, split_file, names, which, seen, images, paths = test_data(args, saved, weights, run_dir)
     colorizer = load_colorizer(family, settings, saved, device)

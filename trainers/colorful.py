@@ -23,7 +23,7 @@ from util.colour import AB_SCALE
 @dataclass(frozen=True)
 class ColorfulConfig(TrainConfig):
     learning_rate: float = setting(3e-4, "peak learning rate of AdamW", above=0.0)
-    temperature: float = setting(0.38, "annealed mean: 1 the mean, near 0 the mode", above=0.0)
+    temperature: float = setting(0.38, "annealed mean: 1 the mean, near 0 the mode", above=0.0, role="resume")
     rebalance_lambda: float = setting(0.5, "mix of the prior with a uniform one", minimum=0.0, maximum=1.0)
     prior_sigma: float = setting(5.0, "smoothing of the prior, ab units", above=0.0)
     soft_sigma: float = setting(5.0, "soft-encoding Gaussian, ab units", above=0.0)
@@ -44,7 +44,6 @@ class ColorfulColorizer(Colorizer):
 class ColorfulTrainer(Trainer):
     Config = ColorfulConfig
     Colorizer = ColorfulColorizer
-    resume_may_change = ("temperature",)  # decoding only
 
     def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):
         super().__init__(model, cfg, device, run_dir, log, echo, training, **kw)

@@ -34,10 +34,10 @@ class DiffusionConfig(Sampling, TrainConfig):
                                "that it counts as min(SNR, gamma) in x0 terms (5, the paper's, chosen by "
                                "validation: BENCHMARKS.md); 0: unweighted",
                                minimum=0.0)
-    steps: int = setting(50, "sampling steps of DDIM (unetddim; unetddpm samples all T)", minimum=1)
-    eta: float = setting(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", minimum=0.0, maximum=1.0)
-    val_images: int = setting(16, "validation images sampled each validation", minimum=0)
-    val_steps: int = setting(20, "DDIM steps of those validation samples", minimum=1)
+    steps: int = setting(50, "sampling steps of DDIM (unetddim; unetddpm samples all T)", minimum=1, role="resume")
+    eta: float = setting(0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", minimum=0.0, maximum=1.0, role="resume")
+    val_images: int = setting(16, "validation images sampled each validation", minimum=0, role="resume")
+    val_steps: int = setting(20, "DDIM steps of those validation samples", minimum=1, role="resume")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,6 @@ class DiffusionTrainer(Trainer):
     Config = DiffusionConfig
     Colorizer = DiffusionColorizer
     compatible = ("unetddpm", "unetddim")
-    resume_may_change = ("eta", "val_images", "val_steps")  # sampling only
     smoke = {"timesteps": 10, "steps": 3, "val_images": 2, "val_steps": 2}
 
     def __init__(self, model, cfg, device, run_dir=None, log=None, echo=print, training=True, **kw):

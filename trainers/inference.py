@@ -34,7 +34,7 @@ from util.colour import rgb_to_model, uint8_to_float
 class Sampling:
     """Settings of a family with several colorizations per image (a stochastic family)."""
     num_samples: int = setting(1, "test mode: colorizations per image (best-of-K and diversity when > 1)",
-                               minimum=1)
+                               minimum=1, role="resume")
 
 
 def inference_weights(ckpt: dict, use_ema: bool = True) -> dict:

@@ -49,9 +49,9 @@ class VAEConfig(Sampling, TrainConfig):
 @dataclass(frozen=True)
 class CVAEMDNConfig(VAEConfig):
     stage: str = setting("both", "train the CVAE, the MDN (on a trained CVAE, with --resume), or both in turn",
-                         choices=("both", "vae", "mdn"))
+                         choices=("both", "vae", "mdn"), role="resume")  # --stage mdn --resume: the MDN
     mdn_epochs: int | None = setting(None, "with --stage both: the last epochs, for the MDN (default: half)",
-                                     minimum=0)
+                                     minimum=0, role="resume")
     mdn_components: int = setting(8, "Gaussians in the mixture over z", minimum=1)
     mdn_features: str = setting("conditional", "grey-image features of the MDN: the CVAE's conditional encoder on "
                                 "L, or the trunk of a trained `colorful` model (--colorful_weights)",
@@ -175,7 +175,6 @@ class VAETrainer(Trainer):
 class CVAEMDNTrainer(VAETrainer):
     Config = CVAEMDNConfig
     Colorizer = CVAEMDNColorizer
-    resume_may_change = ("stage", "mdn_epochs")  # --stage mdn --resume trains the MDN on a trained CVAE
 
     @classmethod
     def derive(cls, cfg, network_cfg):
