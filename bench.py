@@ -41,7 +41,7 @@ import torch
 
 import colorize_data as cd
 import main as cli
-from trainers import REGISTRY
+from registry import REGISTRY
 from util import colour
 from util.batches import TrainBatches
 

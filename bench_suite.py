@@ -254,7 +254,7 @@ class Suite:
             kill = min(max(mine, 0) + TEST_SECONDS, self.left() - 60)  # a minute kept for the report
             step = self.child(run, [Path(__file__).name, "job", json.dumps(spec)], kill)
             if step["status"] == "stopped":  # its metrics.json says "epochs": the budget, not what it trained
-                from trainers.run_folder import RunFolder
+                from util.run_folder import RunFolder
 
                 done = [row.get("epoch", 0) for row in RunFolder(self.results / run).read_history()]
                 step["note"] = (f"stopped at its share of the time after epoch {int(max(done, default=0))} of "

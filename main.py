@@ -26,18 +26,21 @@ import torch
 import colorize_data as cd
 import public_data
 from models import backbones, config
+from registry import REGISTRY
+from runs import memory, photos
 from runs.classifier import classifier
 from runs.colorize import colorize
+from runs.photos import input_files
 from runs.settings import RUN_OPTIONS_FIRST, RunConfig, UsageError, check_architecture, pick_device
 from runs.test import test
 from runs.train import train
-from trainers import REGISTRY, distributed, memory, photos
 from trainers import checkpoint as ckpt_io
+from trainers import distributed
 from trainers.base import TrainConfig
 from trainers.loop import TrainingDiverged
-from trainers.photos import input_files
-from trainers.run_folder import RunFolder
 from util import files, images
+from util.output_folder import OutputConflict
+from util.run_folder import RunFolder
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -275,7 +278,7 @@ def main(argv=None) -> int:
                 for mode in modes:
                     locks.enter_context(ckpt_io.RunLock(run_dir, mode))
             return (train if args.mode == "train" else test)(args, given, family, run_dir)
-    except (ckpt_io.CheckpointError, public_data.DataUnavailable, photos.OutputConflict, photos.NonFiniteOutput,
+    except (ckpt_io.CheckpointError, public_data.DataUnavailable, OutputConflict, photos.NonFiniteOutput,
             cd.BadSplit, backbones.Unavailable, files.WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

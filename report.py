@@ -21,7 +21,7 @@ from reporting.charts import compare_image, plot_curves, plot_hints, plot_summar
 from reporting.page import write_index
 from reporting.runs import BadRun, load_run
 from reporting.tables import SUMMARY_COLUMNS, bootstrap_ci, hint_table, md, setup_note, split_comparable, summary_table
-from trainers.run_folder import RunFolder
+from util.run_folder import RunFolder
 
 __all__ = ["write_summary", "bootstrap_ci", "compare_image", "plot_hints", "summary_table"]  # what others use
 

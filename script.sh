@@ -58,7 +58,7 @@ trap 'rm -rf "$lock"' EXIT
 
 families=$($PY -c "
 import sys
-from trainers import REGISTRY
+from registry import REGISTRY
 only = [f for f in sys.argv[1].split(',') if f] or list(REGISTRY)
 unknown = [f for f in only if f not in REGISTRY]
 if unknown:

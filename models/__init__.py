@@ -10,5 +10,5 @@ Every network maps L scaled to [-1, 1], shape (B, 1, H, W), to ab scaled by 1/11
     build(cfg)            the network, from its Config
     size_multiple(cfg)    image sizes must be a multiple of this
     example_inputs(cfg, L)  optional: what forward takes in training, for a batch L (default: L
-                          alone); trainers/memory.py runs it on the meta device to estimate memory
+                          alone); runs/memory.py runs it on the meta device to estimate memory
 """

@@ -67,7 +67,7 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)                  # (B, N, C)
         # the MultiheadAttention's own weights, applied here so that attention is one call of
-        # scaled_dot_product_attention (fused kernels; trainers/memory.py counts it as such)
+        # scaled_dot_product_attention (fused kernels; runs/memory.py counts it as such)
         q, k, v = F.linear(tokens, self.attn.in_proj_weight, self.attn.in_proj_bias).chunk(3, dim=-1)
         heads = self.attn.num_heads
         q, k, v = (t.unflatten(-1, (heads, c // heads)).transpose(1, 2) for t in (q, k, v))  # (B, heads, N, C/heads)

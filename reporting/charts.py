@@ -10,8 +10,8 @@ import torch
 
 from reporting.runs import _finite, shared_samples
 from reporting.tables import SUMMARY_COLUMNS, _hinted, paste_curve
-from trainers.run_folder import RunFolder
 from util import colour, visuals
+from util.run_folder import RunFolder
 
 
 def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:

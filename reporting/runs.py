@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from reporting.tables import SUMMARY_COLUMNS, bootstrap_ci, trained_epochs
-from trainers.run_folder import RunFolder
+from util.run_folder import RunFolder
 
 
 class BadRun(Exception):

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import colorize_data as cd
+from runs import semantic
 from runs.data import data_root, eval_images
 from runs.settings import pick_device
-from trainers import semantic
 from util import colour
 
 
 def classifier(args) -> int:
-    """--mode classifier: train the semantic-interpretability classifier (trainers/semantic.py)."""
+    """--mode classifier: train the semantic-interpretability classifier (runs/semantic.py)."""
     root = data_root(args)
     split = cd.make_split(root, args.seed)
     classes = sorted({semantic.class_of(p) for p in split["train"]} - {""})

@@ -7,13 +7,14 @@ import os
 import sys
 from pathlib import Path
 
+from runs import photos
+from runs.photos import colorize_files, input_files
 from runs.settings import UsageError, pick_device, resolve
 from runs.weights import load_colorizer, load_weights
 from trainers import checkpoint as ckpt_io
-from trainers import photos
-from trainers.photos import OutputConflict, colorize_files, input_files
-from trainers.run_folder import RunFolder
 from util import hint_files, images
+from util.output_folder import OutputConflict
+from util.run_folder import RunFolder
 
 
 def colorize_folder(colorizer, args, out_dir: Path, weights: str) -> tuple[int, int]:
@@ -29,7 +30,7 @@ def colorize_folder(colorizer, args, out_dir: Path, weights: str) -> tuple[int, 
 
 
 def maker_of(args, weights: str, samples: int = 1, hint_file: str | None = None) -> dict:
-    """What makes a folder's colorizations (photos.OutputFolder's manifest): the family, the checkpoint
+    """What makes a folder's colorizations (util/output_folder.OutputFolder's manifest): the family, the checkpoint
     file and the training step it holds, the sampling."""
     step = None
     if weights not in (None, "none"):

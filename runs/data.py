@@ -10,9 +10,9 @@ import colorize_data as cd
 import public_data
 from runs.settings import UsageError
 from trainers import distributed
-from trainers.run_folder import RunFolder
 from util import files, images
 from util.batches import StreamingTrainBatches, TrainBatches
+from util.run_folder import RunFolder
 
 
 def data_root(args, prepare: bool = True) -> Path:

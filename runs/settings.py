@@ -13,11 +13,11 @@ import torch
 
 from models import backbones, config
 from models.config import setting
-from trainers import REGISTRY
+from registry import REGISTRY
 from trainers import checkpoint as ckpt_io
 from trainers.inference import inference_weights
-from trainers.run_folder import RunFolder
 from util.images import DEFAULT_MAX_IMAGE_PIXELS
+from util.run_folder import RunFolder
 
 ROLE_ALWAYS = ("resume", "train", "test", "colorize")  # what is run: the command line's, always
 

@@ -15,16 +15,17 @@ import torch
 import metrics
 import public_data
 from realism import Realism
+from runs import semantic
 from runs.colorize import colorize_folder
 from runs.data import data_root, eval_images, seen_in_training, test_images, training_record
 from runs.settings import UsageError, pick_device, resolve
 from runs.weights import load_colorizer, load_weights
-from trainers import distributed, semantic
+from trainers import distributed
 from trainers.evaluation import NonFiniteColorization, evaluate, paste_hints, write_sample_grid
 from trainers.loop import TrainingDiverged
-from trainers.run_folder import RunFolder
-from trainers.tracking import RunLog, log_test_table, start_wandb
 from util import files
+from util.run_folder import RunFolder
+from util.tracking import RunLog, log_test_table, start_wandb
 
 
 def test(args, given, family, run_dir: Path) -> int:

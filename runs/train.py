@@ -10,15 +10,16 @@ import sys
 from pathlib import Path
 
 import colorize_data as cd
+from runs import memory
 from runs.data import data_root, eval_images, get_split, train_batches, write_unless_same
 from runs.settings import UsageError, check_resume_flags, load_init, pick_device, resolve
 from trainers import checkpoint as ckpt_io
-from trainers import distributed, memory
+from trainers import distributed
 from trainers.inference import inference_weights
 from trainers.loop import TrainingDiverged, TrainingStopped
-from trainers.run_folder import RunFolder
-from trainers.tracking import RunLog, log_checkpoints, start_wandb
 from util import files
+from util.run_folder import RunFolder
+from util.tracking import RunLog, log_checkpoints, start_wandb
 
 
 def finished_same_run(args, given: set, run: RunFolder) -> bool:

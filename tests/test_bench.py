@@ -24,7 +24,7 @@ def test_bench_writes_a_row_per_family(tmp_path):
     from torch.utils.flop_counter import FlopCounterMode
 
     import main
-    from trainers import REGISTRY
+    from registry import REGISTRY
 
     _, args, _ = main.parse_args(["--model", "unet", "--unet_channels", "8", "--unet_depth", "2"])
     with FlopCounterMode(display=False) as counter:

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT
 
 import bench_suite
-from trainers import REGISTRY
+from registry import REGISTRY
 
 
 @pytest.mark.slow

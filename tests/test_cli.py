@@ -152,7 +152,7 @@ def test_wandb_online_never_prompts_nor_stalls(tiny_data, tmp_path, monkeypatch,
     import time
 
     monkeypatch.setenv("WANDB_MODE", "online")
-    from trainers import tracking
+    from util import tracking
 
     monkeypatch.setattr(tracking, "_wandb_key_configured", lambda: key)
     monkeypatch.setattr(tracking, "_wandb_reachable", lambda timeout=3.0: reachable)
@@ -197,8 +197,8 @@ def test_each_setting_states_its_role_beside_it():
     """What a resume may change and what a mode takes from its own command line are declared on the
     settings (setting(role=...)), not kept in lists: the sets are what they were as lists."""
     from models import config
+    from registry import REGISTRY
     from runs.settings import RunConfig
-    from trainers import REGISTRY
 
     ddim, colorful = REGISTRY["unetddim"], REGISTRY["colorful"]
     resume = config.with_role("resume", RunConfig, ddim.trainer.Config, ddim.network.Config)

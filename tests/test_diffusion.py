@@ -160,7 +160,7 @@ def test_after_a_short_run_the_average_is_no_worse_than_the_raw_weights(tmp_path
     from conftest import colour_crops, write_images
 
     import colorize_data as cd
-    from trainers import REGISTRY
+    from registry import REGISTRY
 
     root = tmp_path / "data"
     write_images(root / "train", colour_crops(33, seed=1))

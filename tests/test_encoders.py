@@ -9,7 +9,7 @@ import torch
 import main
 from models import backbones
 from models.diffusion import NoiseSchedule, ddim_sample, ddpm_sample
-from trainers import REGISTRY
+from registry import REGISTRY
 from trainers import checkpoint as ckpt_io
 
 TINY = [*conftest.TINY, "--unet_channels", "8", "--unet_depth", "2"]

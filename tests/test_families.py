@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import main
-from trainers import REGISTRY
+from registry import REGISTRY
 from trainers import checkpoint as ckpt_io
 from util import files
 

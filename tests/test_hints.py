@@ -11,7 +11,7 @@ from conftest import write_images
 import main
 import metrics
 from models import hints
-from trainers import REGISTRY
+from registry import REGISTRY
 from util import hint_files
 from util.colour import compose_rgb, rgb_to_model
 
@@ -164,7 +164,7 @@ def test_one_hint_tells_the_colour_that_grey_cannot(tmp_path):
 @pytest.mark.parametrize("name", [n for n in REGISTRY if hints.takes_hints(REGISTRY[n].network)])
 def test_every_network_taking_hints_takes_the_hint_channels(name):
     """Read from the registry: a new family that takes no hints is not listed here, one that does is."""
-    from trainers.memory import example_inputs
+    from runs.memory import example_inputs
 
     family = REGISTRY[name]
     guided, plain = (family.configs({**family.network.SMOKE, "guided": g})[0] for g in (True, False))

@@ -1,5 +1,5 @@
 """Memory: out of memory is a clear error, a size that cannot fit is refused before any data is
-loaded, and the estimate (trainers/memory.py) against a measured training step."""
+loaded, and the estimate (runs/memory.py) against a measured training step."""
 import os
 
 import conftest
@@ -23,7 +23,7 @@ def test_out_of_memory_is_a_clear_error(tiny_data, tmp_path, monkeypatch, capsys
 
 def test_an_image_size_that_cannot_fit_is_refused_before_any_data_is_loaded(tiny_data, tmp_path, monkeypatch,
                                                                               capsys):
-    from trainers import memory
+    from runs import memory
     monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * 2**30)  # a 2 GiB machine
     from runs import train as run_train
 
@@ -38,7 +38,7 @@ def test_an_image_size_that_cannot_fit_is_refused_before_any_data_is_loaded(tiny
 
 def test_the_memory_estimate_scales_with_batch_and_pixels_and_names_a_batch_that_fits():
     from models import unet
-    from trainers import memory
+    from runs import memory
     _, args, _ = main.parse_args(["--model", "unet", "--unet_channels", "8", "--unet_depth", "2"])
     one, four = memory.training_bytes(unet, args, 1, 64), memory.training_bytes(unet, args, 4, 64)
     big = memory.training_bytes(unet, args, 1, 128)
@@ -53,7 +53,7 @@ def test_attention_is_counted_as_the_fused_kernels_use_it():
     """Self-attention at 64x64 tokens would hold a 4096 x 4096 matrix per head on the meta device;
     the fused kernels that run on CPUs and GPUs never do, so the estimate must not count it."""
     from models import diffusion
-    from trainers import memory
+    from runs import memory
     _, args, _ = main.parse_args(["--model", "unetddpm", "--diff_channels", "8", "--diff_depth", "1"])
     small, large = memory.training_bytes(diffusion, args, 1, 32), memory.training_bytes(diffusion, args, 1, 128)
     assert large < 20 * small   # 16x the pixels: linear, not the 256x of a materialized attention matrix
@@ -62,15 +62,16 @@ def test_attention_is_counted_as_the_fused_kernels_use_it():
 @pytest.mark.parametrize("model", ["unet", "unetddpm"])
 def test_the_memory_estimate_is_near_a_measured_training_step(model):
     """The estimate against the real peak of one CPU training step (the kernel's VmHWM, reset just
-    before the step, in a fresh process): within the band trainers/memory.py documents and under
+    before the step, in a fresh process): within the band runs/memory.py documents and under
     REFUSE_ABOVE, so a run is never refused that would fit."""
     import subprocess
     import sys
 
-    from trainers import memory
+    from runs import memory
     code = f"""
 import torch, main
-from trainers import REGISTRY, memory
+from runs import memory
+from registry import REGISTRY
 def status(key):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
 torch.set_num_threads(1)

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import report
-from trainers.run_folder import RunFolder
 from util.files import save_atomic
+from util.run_folder import RunFolder
 
 
 def fake_run(root, name, size, paths, colour):

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 @pytest.mark.slow
 def test_script_quick_runs_the_families_and_writes_the_report(tiny_data, tmp_path):
-    from trainers import REGISTRY
+    from registry import REGISTRY
 
     families = ["unetddpm", "unetddim"]  # a trained family, its checkpoint sampled by another (the grey
     # baseline's place in the ranking: tests/test_report.py)

@@ -59,7 +59,7 @@ def test_the_classifier_trains_and_judges_on_one_thread_whatever_the_callers_cou
     accuracy trained on two threads, 0.6213 on one). The caller's thread count is given back."""
     import torch
 
-    from trainers import semantic
+    from runs import semantic
 
     seen = []
 

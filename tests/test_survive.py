@@ -252,8 +252,8 @@ def test_colorize_refuses_non_finite_weights(trained, tmp_path, capsys):
 
 
 def test_k_samples_are_written_one_by_one_and_identical_ones_are_said(tmp_path, monkeypatch, capsys):
-    from trainers import REGISTRY
-    from trainers import photos as photo_files
+    from registry import REGISTRY
+    from runs import photos as photo_files
     from trainers.vae import VAEColorizer
 
     family = REGISTRY["unetvae"]
@@ -329,7 +329,7 @@ def test_a_by_hand_set_without_its_folders_is_never_marked_complete(tmp_path):
 # 9. history.jsonl
 # ---------------------------------------------------------------------------------------------
 def test_the_log_is_never_written_through_a_link_nor_twice(tiny_data, tmp_path, capsys):
-    from trainers.tracking import RunLog
+    from util.tracking import RunLog
 
     run = tmp_path / "R" / "unet"
     run.mkdir(parents=True)

@@ -8,7 +8,7 @@ import torch
 
 import main
 from models.vae import mdn_loss
-from trainers import REGISTRY
+from registry import REGISTRY
 from trainers import checkpoint as ckpt_io
 
 TINY = [*conftest.TINY, "--num_images", "2", "--unet_channels", "8", "--unet_depth", "2", "--latent_dim", "4"]

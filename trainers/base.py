@@ -53,7 +53,7 @@ from trainers import checkpoint, distributed, evaluation, optim
 from trainers.average import MovingAverage
 from trainers.inference import Colorizer, amp_dtype
 from trainers.loop import SYNC_EVERY, NanGuard, StopClock, Tally, TrainingStopped, epoch_line, finishing_batch_size
-from trainers.tracking import RunLog
+from util.tracking import RunLog
 
 BEST_BY = ("delta_e", "ssim", "psnr", "lpips", "auc", "auc_rebalanced")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from trainers import distributed
-from trainers.run_folder import RunFolder
 from util import files
+from util.run_folder import RunFolder
 
 FORMAT_VERSION = 1
 RESUME_ONLY = ("optimizers", "schedulers", "scalers", "rng")  # what a lean checkpoint leaves out

@@ -117,7 +117,7 @@ def validate(trainer, val_images) -> dict:
     resumed after a validation is the same run); the metrics logged, the epoch's sample grid
     written. Non-finite colorizations stop the run (TrainingDiverged)."""
     from trainers.loop import TrainingDiverged
-    from trainers.run_folder import RunFolder
+    from util.run_folder import RunFolder
 
     if val_images is None or not len(val_images):
         return {}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from trainers.run_folder import RunFolder
 from util import colour, files
+from util.run_folder import RunFolder
 
 
 class RunLog:

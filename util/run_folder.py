@@ -130,10 +130,10 @@ class RunFolder:
     def own_files(self) -> list[Path]:
         """What the run itself wrote into its folder, by name: its checkpoints, split, settings,
         logs and test results; sample grids in samples/; the files colorize and test runs listed in
-        the manifests of colorized/ and colorize/*/ (trainers/photos.py); the test results in a
+        the manifests of colorized/ and colorize/*/ (util/output_folder.py); the test results in a
         test_WEIGHTS/ folder; wandb's own runs and logs in wandb/. Nothing else there is the run's:
         a file of yours in any of these folders stays."""
-        from trainers.photos import OutputFolder
+        from util.output_folder import OutputFolder
 
         if not self.path.is_dir():
             return []
