@@ -27,7 +27,7 @@ from torch import nn
 from models import backbones
 from models.backbones import EncoderInput
 from models.config import setting
-from models.hints import HintInput, in_channels, known_colours
+from models.hints import CHANNELS, HintInput, conditioning, in_channels, known_colours
 from util.colour import AB_BIN, AB_BINS_PER_AXIS, AB_SCALE, rgb_to_lab
 from util.files import cache_dir, load_cache, save_cache
 
@@ -140,26 +140,28 @@ class ColorfulNet(nn.Module):
             self.hint_gain = nn.Parameter(torch.tensor(HINT_GAIN))
         self.encoded = backbones.join(encoder_cfg, 8 * w) if encoder_cfg is not None else None  # --encoder
 
-    def trunk(self, L, features=None):
+    def trunk(self, L, features=None, hints=None):
         """The trunk's features (B, 8 width, h, w), a pretrained encoder's joined at its end (--encoder)."""
-        x = self.trunk_blocks(L)
+        x = self.trunk_blocks(conditioning(L, hints, self.hinted))
         return self.encoded(x, L, features) if self.encoded is not None else x
 
-    def hint_bins(self, L: torch.Tensor, size) -> torch.Tensor:
-        """The conditioning input (L and the hint map) -> (B, Q, h, w): per cell of size (h, w), the
-        soft encoding of the mean colour of the hints in it; zeros where it holds none."""
-        ab, mask = (x.float() for x in known_colours(L))
+    def hint_bins(self, hints: torch.Tensor, size) -> torch.Tensor:
+        """The hint map -> (B, Q, h, w): per cell of size (h, w), the soft encoding of the mean colour
+        of the hints in it; zeros where it holds none."""
+        ab, mask = (x.float() for x in known_colours(hints))
         count = nn.functional.adaptive_avg_pool2d(mask, size)
         mean = nn.functional.adaptive_avg_pool2d(ab * mask, size) / count.clamp(min=1e-6) * AB_SCALE
         index, weight = soft_encode(mean, self.lookup)
         bins = mean.new_zeros(len(mean), self.classes, *size)
         return bins.scatter_(1, index, weight) * (count > 0)
 
-    def forward(self, L, features=None):
-        logits = self.head(self.trunk(L, features))
+    def forward(self, L, features=None, *, hints=None):
+        logits = self.head(self.trunk(L, features, hints))
         if not self.hinted:
             return logits
-        return logits + self.hint_gain * self.hint_bins(L, logits.shape[-2:])
+        if hints is None:
+            hints = L.new_zeros(L.shape[0], CHANNELS, *L.shape[2:])
+        return logits + self.hint_gain * self.hint_bins(hints, logits.shape[-2:])
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from torch import nn
 from models import backbones
 from models.backbones import EncoderInput
 from models.config import setting
-from models.hints import HintInput, in_channels, known_colours
+from models.hints import HintInput, conditioning, in_channels, known_colours
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -86,6 +86,7 @@ class Denoiser(nn.Module):
         widths = [channels * min(2 ** i, 4) for i in range(depth + 1)]
         attend = lambda level: level >= depth + 1 - attention_levels  # noqa: E731  the lowest resolutions
         self.stem = nn.Conv2d(2 + in_channels, widths[0], 3, 1, 1)  # x_t and the conditioning input
+        self.guided = in_channels > 1  # L and a hint map (models/hints.py)
         self.down = nn.ModuleList()
         for i in range(depth):
             self.down.append(nn.ModuleList([ResBlock(widths[i], widths[i + 1], t_dim),
@@ -100,11 +101,12 @@ class Denoiser(nn.Module):
                                  nn.Conv2d(widths[0], 2, 3, 1, 1))
         self.encoded = backbones.join(encoder_cfg, widths[-1]) if encoder_cfg is not None else None  # --encoder
 
-    def forward(self, x_t: torch.Tensor, L: torch.Tensor, t: torch.Tensor, features=None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, L: torch.Tensor, t: torch.Tensor, features=None, *, hints=None
+                ) -> torch.Tensor:
         """`features`: the encoder's features of L, when the caller has them (a sampler computes
-        them once for all its steps)."""
+        them once for all its steps); `hints`: a hint map (models/hints.py) for a guided denoiser."""
         temb = self.time_mlp(timestep_embedding(t, self.channels).to(x_t.dtype))
-        x = self.stem(torch.cat([x_t, L], dim=1))
+        x = self.stem(torch.cat([x_t, conditioning(L, hints, self.guided)], dim=1))
         skips = []
         for block, attn in self.down:
             x = attn(block(x, temb))
@@ -178,13 +180,14 @@ class NoiseSchedule:
 
 
 @torch.no_grad()
-def ddpm_sample(net_fn, schedule: NoiseSchedule, L: torch.Tensor, generator=None, prediction: str = "eps"
-                ) -> torch.Tensor:
+def ddpm_sample(net_fn, schedule: NoiseSchedule, L: torch.Tensor, generator=None, prediction: str = "eps",
+                hints: torch.Tensor | None = None) -> torch.Tensor:
     """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2, with the posterior
     q(x_{t-1} | x_t, x0) of eq. 6-7 around the predicted x0). net_fn(x_t, L, t) -> the denoiser's
-    output, an eps, v or x0 as `prediction` says."""
+    output, an eps, v or x0 as `prediction` says. Hinted pixels keep their hints' ab (`hints`, the
+    map net_fn was given)."""
     b, _, h, w = L.shape
-    hinted = known_colours(L)
+    hinted = known_colours(hints)
     x = _noise_like(torch.empty(b, 2, h, w, device=L.device), generator)
     betas, abar = schedule.betas.to(L.device), schedule.abar.to(L.device)
     for i in reversed(range(schedule.T)):
@@ -202,12 +205,12 @@ def ddpm_sample(net_fn, schedule: NoiseSchedule, L: torch.Tensor, generator=None
 
 @torch.no_grad()
 def ddim_sample(net_fn, schedule: NoiseSchedule, L: torch.Tensor, steps: int = 50, eta: float = 0.0,
-                generator=None, prediction: str = "eps") -> torch.Tensor:
+                generator=None, prediction: str = "eps", hints: torch.Tensor | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) on `steps` evenly spaced timesteps; eta = 0 is deterministic,
     eta = 1 matches DDPM's variance. net_fn as for ddpm_sample; the eps of each step is the one
     consistent with the (clipped) predicted x0, whatever the denoiser predicts."""
     b, _, h, w = L.shape
-    hinted = known_colours(L)
+    hinted = known_colours(hints)
     x = _noise_like(torch.empty(b, 2, h, w, device=L.device), generator)
     abar = schedule.abar.to(L.device)
     times = torch.linspace(schedule.T - 1, 0, min(steps, schedule.T), device=L.device)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm as sn
 
 from models import unet
-from models.hints import in_channels
+from models.hints import conditioning, in_channels
 
 
 class PatchDiscriminator(nn.Module):
@@ -32,9 +32,11 @@ class PatchDiscriminator(nn.Module):
         mods += block(widths[layers - 1], widths[layers], 1)
         mods.append(wrap(nn.Conv2d(widths[layers], 1, 4, 1, 1)))
         self.net = nn.Sequential(*mods)
+        self.guided = in_channels > 3  # L and ab, and a hint map
 
-    def forward(self, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([L, ab], dim=1))
+    def forward(self, L: torch.Tensor, ab: torch.Tensor, *, hints=None) -> torch.Tensor:
+        """L, the (guided: hint map) and ab, all the generator saw and made."""
+        return self.net(torch.cat([conditioning(L, hints, self.guided), ab], dim=1))
 
 
 Config = unet.Config

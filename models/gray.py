@@ -14,7 +14,7 @@ class Config:
 
 
 class Gray(nn.Module):
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
+    def forward(self, L: torch.Tensor) -> torch.Tensor:  # takes no hints (no HintInput)
         return L.new_zeros(L.shape[0], 2, *L.shape[2:])
 
 

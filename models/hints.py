@@ -1,12 +1,13 @@
 """User-guided colorization (Zhang et al. 2017, "Real-Time User-Guided Image Colorization with
 Learned Deep Priors"): a network that takes L may also take a sparse map of colour hints.
 
-The conditioning input of a hinted network is (B, 1 + CHANNELS, H, W): L in [-1, 1], then the hint
-map: hint a and hint b (ab / 110 where a hint is, 0 elsewhere) and a mask (1 where a hint is). With
-no hint the map is all zeros, and the network colorizes automatically. A network opts in by
-deriving its Config from `HintInput` (the --guided switch) and building its first layer for
-`in_channels(cfg)`; nothing else in a family changes, because trainers and colorizers pass "L"
-(this whole input) to the network and take the luminance back as its first channel.
+The hints are a named input of the network, `forward(L, ..., hints=None)`, as richzhang's
+siggraph17 takes (input_A, input_B, mask_B): a hint map (B, CHANNELS, H, W) of hint a and hint b
+(ab / 110 where a hint is, 0 elsewhere) and a mask (1 where a hint is). With no hint the map is all
+zeros (hints=None means the same), and the network colorizes automatically. A network opts in by
+deriving its Config from `HintInput` (the --guided switch), building the layer that reads L for
+`in_channels(cfg)` channels and reading `conditioning(L, hints, guided)` there; trainers and
+colorizers pass `**given(hints)`, so a network that takes no hints is never handed any.
 
 Training hints are simulated as in the paper: per image a number of hints from a geometric
 distribution on 0, 1, 2, ... with p = 1/8 (so 1/8 of the images get none and the model stays
@@ -62,17 +63,26 @@ def in_channels(network_cfg) -> int:
     return 1 + CHANNELS if hinted(network_cfg) else 1
 
 
-def luminance(L: torch.Tensor) -> torch.Tensor:
-    """The L channel of a conditioning input (itself when it has no hint channels)."""
-    return L[:, :1]
+def given(hints: torch.Tensor | None) -> dict:
+    """The keyword arguments that hand a hint map to a network: none at all without hints."""
+    return {} if hints is None else {"hints": hints}
 
 
-def known_colours(L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The hints of a conditioning input: (ab (B, 2, H, W) at model scale, mask (B, 1, H, W)), or
-    None for an input without hint channels."""
-    if L.shape[1] == 1:
+def conditioning(L: torch.Tensor, hints: torch.Tensor | None, guided: bool) -> torch.Tensor:
+    """What a network's first layer reads: L, or for a guided network L and the hint map (zeros
+    when none is given). Hints for a network built without them are a ValueError."""
+    if not guided:
+        if hints is not None:
+            raise ValueError("this network was built without colour hints (--guided)")
+        return L
+    return attach(L, hints)
+
+
+def known_colours(hints: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A hint map as (ab (B, 2, H, W) at model scale, mask (B, 1, H, W)), or None without one."""
+    if hints is None:
         return None
-    return L[:, 1:3], L[:, 3:4]
+    return hints[:, :2], hints[:, 2:3]
 
 
 def attach(L: torch.Tensor, hint_map: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,7 +13,7 @@ from models import backbones
 from models.backbones import EncoderInput
 from models.blocks import NORM_HELP, NORMS, Up, norm_layer
 from models.config import setting
-from models.hints import HintInput, in_channels
+from models.hints import HintInput, conditioning, in_channels
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,10 @@ class ResNetColorizer(nn.Module):
         self.decoder = nn.Sequential(Up(2 * w, w, norm), Up(w, w // 2, norm), Up(w // 2, w // 4, norm),
                                      nn.Conv2d(w // 4, 2, 3, 1, 1))
         self.encoded = backbones.join(encoder_cfg, 2 * w) if encoder_cfg is not None else None  # --encoder
+        self.guided = in_channels > 1
 
-    def forward(self, L: torch.Tensor, features=None) -> torch.Tensor:
-        x = self.encoder(L)
+    def forward(self, L: torch.Tensor, features=None, *, hints=None) -> torch.Tensor:
+        x = self.encoder(conditioning(L, hints, self.guided))
         if self.encoded is not None:
             x = self.encoded(x, L, features)
         return self.decoder(x)

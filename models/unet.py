@@ -15,7 +15,7 @@ from models import backbones
 from models.backbones import EncoderInput
 from models.blocks import NORM_HELP, NORMS, Up, conv_bn_relu
 from models.config import setting
-from models.hints import HintInput, in_channels
+from models.hints import HintInput, conditioning, in_channels
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class UNet(nn.Module):
             return nn.Sequential(conv_bn_relu(c_in, c_out, norm=norm), conv_bn_relu(c_out, c_out, norm=norm))
 
         self.stem = double(in_channels, widths[0])
+        self.guided = in_channels > 1  # L and a hint map (models/hints.py)
         self.down = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), double(widths[i], widths[i + 1]))
                                   for i in range(depth))
         self.up = nn.ModuleList(Up(widths[i + 1], widths[i], norm) for i in reversed(range(depth)))
@@ -46,10 +47,10 @@ class UNet(nn.Module):
         self.encoded = (backbones.join(encoder_cfg, widths[-1], tuple(reversed(widths[:-1])))
                         if encoder_cfg is not None else None)
 
-    def encode(self, L: torch.Tensor, features=None):
+    def encode(self, L: torch.Tensor, features=None, hints=None):
         """Bottleneck features (B, C, h, w), with a pretrained encoder's features of the grey image
         joined when the network has one (--encoder), and the skip features of every scale."""
-        x = self.stem(L)
+        x = self.stem(conditioning(L, hints, self.guided))
         skips = []
         for down in self.down:
             skips.append(x)
@@ -58,10 +59,10 @@ class UNet(nn.Module):
             x = self.encoded(x, L, features)
         return x, skips
 
-    def forward(self, L: torch.Tensor, z: torch.Tensor | None = None, features=None) -> torch.Tensor:
+    def forward(self, L: torch.Tensor, z: torch.Tensor | None = None, features=None, *, hints=None) -> torch.Tensor:
         if self.encoded is not None and self.encoded.levels and features is None:
             features = self.encoded.features(L)  # once, for the bottleneck and every decoder level
-        x, skips = self.encode(L, features)
+        x, skips = self.encode(L, features, hints)
         if self.latent_dim:
             z = x.new_zeros(x.shape[0], self.latent_dim) if z is None else z.to(x.dtype)
             x = self.fuse(torch.cat([x, z[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1))

@@ -22,7 +22,7 @@ from torch import nn
 from models import unet
 from models.blocks import conv_bn_relu
 from models.config import setting
-from models.hints import in_channels
+from models.hints import conditioning, given, in_channels
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,19 @@ class ConditionalVAE(nn.Module):
         self.decoder = unet.UNet(in_channels, 2, channels, depth, skips=skips, norm=norm, latent_dim=latent_dim,
                                  encoder_cfg=encoder_cfg)
 
-    def posterior(self, L, ab):
-        return self.encoder(torch.cat([L, ab], 1) if self.posterior_sees_L else ab)
+    def posterior(self, L, ab, hints=None):
+        if not self.posterior_sees_L:
+            return self.encoder(ab)
+        return self.encoder(torch.cat([conditioning(L, hints, self.decoder.guided), ab], 1))
 
-    def decode(self, L, z):
-        return self.decoder(L, z)
+    def decode(self, L, z, hints=None):
+        return self.decoder(L, z, **given(hints))
 
-    def forward(self, L, ab):
+    def forward(self, L, ab, *, hints=None):
         """Training pass: (ab prediction from a posterior sample, mu, logvar)."""
-        mu, logvar = self.posterior(L, ab)
+        mu, logvar = self.posterior(L, ab, hints)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        return self.decode(L, z), mu, logvar
+        return self.decode(L, z, hints), mu, logvar
 
 
 class MDN(nn.Module):

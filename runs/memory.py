@@ -54,14 +54,16 @@ class _FusedAttention(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def example_inputs(network, cfg, batch: int, size: int) -> tuple:
-    """What the network's forward takes, for a batch of L images (meta tensors): the network
-    module's own `example_inputs(cfg, L)` if it has one, else just L."""
-    from models.hints import in_channels
+def example_inputs(network, cfg, batch: int, size: int) -> tuple[tuple, dict]:
+    """What the network's forward takes, for a batch of L images (meta tensors): (arguments: the
+    network module's own `example_inputs(cfg, L)` if it has one, else just L; keywords: the hint
+    map of a guided network)."""
+    from models.hints import CHANNELS, hinted
 
-    L = torch.zeros(batch, in_channels(cfg), size, size)
+    L = torch.zeros(batch, 1, size, size)
     make = getattr(network, "example_inputs", None)
-    return make(cfg, L) if make is not None else (L,)
+    return (make(cfg, L) if make is not None else (L,)), ({"hints": torch.zeros(batch, CHANNELS, size, size)}
+                                                           if hinted(cfg) else {})
 
 
 def training_bytes(network, cfg, batch: int, size: int) -> int | None:
@@ -70,12 +72,12 @@ def training_bytes(network, cfg, batch: int, size: int) -> int | None:
     try:
         with torch.device("meta"):
             net = network.build(cfg)
-            inputs = example_inputs(network, cfg, batch, size)
+            inputs, named = example_inputs(network, cfg, batch, size)
         weights = sum(p.numel() * p.element_size() for p in net.parameters())
         counter = _CountCreated()
         net.train()
         with _FusedAttention(), counter:
-            net(*inputs)
+            net(*inputs, **named)
     except Exception:  # an operator without a meta kernel, a data-dependent branch: no estimate
         return None
     return int(4 * weights + counter.bytes)

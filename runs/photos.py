@@ -122,9 +122,10 @@ def colorize_files(colorizer, paths: list[Path], root: Path, out_dir: Path, imag
 
         def predict(L, i, hint_map=hint_map, drawn=drawn, path=path):  # the K colorizations, drawn once
             if "ab" not in drawn:
-                L = colorizer.condition(L, None if hint_map is None else hint_map.to(L.device))
+                colorizer.check_hints(hint_map)
+                given = None if hint_map is None else hint_map.to(L.device)
                 with colorizer.autocast():
-                    ab = colorizer.sample_ab(L, k) if k > 1 else colorizer.predict_ab(L)[None]
+                    ab = colorizer.sample_ab(L, k, given) if k > 1 else colorizer.predict_ab(L, given)[None]
                 if not torch.isfinite(ab).all():
                     raise NonFiniteOutput(f"the model's colours for {path} are not finite (NaN or infinite): "
                                           f"its weights are broken; nothing more is written")

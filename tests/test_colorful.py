@@ -166,7 +166,7 @@ def test_a_guided_network_takes_each_hints_bins_straight_to_its_logits():
     hint_map = torch.zeros(1, 3, 16, 16)
     for y, x, a, b in ((1, 1, 40, 20), (2, 3, 20, 0), (9, 13, -30, 50)):   # cell (0, 0) twice, cell (2, 3) once
         hint_map[0, :, y, x] = torch.tensor([a / 110, b / 110, 1.0])
-    bins = net.hint_bins(hints.attach(L, hint_map), (4, 4))
+    bins = net.hint_bins(hint_map, (4, 4))
     assert bins.shape == (1, len(centres), 4, 4)
     sums = bins.sum(1)[0]
     assert torch.allclose(sums[0, 0], torch.tensor(1.0)) and torch.allclose(sums[2, 3], torch.tensor(1.0))
@@ -175,8 +175,8 @@ def test_a_guided_network_takes_each_hints_bins_straight_to_its_logits():
     assert nearest.tolist() == [30.0, 10.0]                                 # the mean of (40, 20) and (20, 0)
     assert centres[bins[0, :, 2, 3].argmax()].tolist() == [-30.0, 50.0]
     with torch.no_grad():
-        plain = net(hints.attach(L))
-        hinted = net(hints.attach(L, hint_map))
+        plain = net(L)
+        hinted = net(L, hints=hint_map)
     assert net.hint_gain.item() == HINT_GAIN and net.hint_gain.requires_grad
     change = (hinted - plain).abs().sum(1)[0]
     assert change[0, 0] > 1 and change[2, 3] > 1 and change[1, 1] < change[0, 0] / 100

@@ -35,8 +35,8 @@ def test_samplers_return_x0_with_an_oracle(kind):
 
 
 def test_samplers_keep_the_hints_and_leave_unhinted_inputs_alone():
-    """With hint channels, both samplers hold the hinted pixels to their hints (the predicted x0
-    takes the hint at every step, so the sample ends on it); an empty hint map changes nothing."""
+    """Given a hint map (by name), both samplers hold the hinted pixels to their hints (the predicted
+    x0 takes the hint at every step, so the sample ends on it); an empty hint map changes nothing."""
     from models import hints
 
     schedule = NoiseSchedule(20, "cosine")
@@ -45,25 +45,29 @@ def test_samplers_keep_the_hints_and_leave_unhinted_inputs_alone():
     hint_map = torch.zeros(2, 3, 8, 8)
     hint_map[0, :, 2, 5] = torch.tensor([0.5, -0.3, 1.0])
     hint_map[1, :, 7, 0] = torch.tensor([-0.2, 0.4, 1.0])
-    for sample in (lambda c, g: ddpm_sample(net, schedule, c, g),
-                   lambda c, g: ddim_sample(net, schedule, c, 5, eta=0.0, generator=g),
-                   lambda c, g: ddim_sample(net, schedule, c, 5, eta=1.0, generator=g)):
-        with_hints = sample(hints.attach(L, hint_map), torch.Generator().manual_seed(0))
+
+    def denoiser(h):
+        return lambda x, L_, t: net(x, L_, t, hints=h)
+
+    for sample in (lambda h, g: ddpm_sample(denoiser(h), schedule, L, g, hints=h),
+                   lambda h, g: ddim_sample(denoiser(h), schedule, L, 5, eta=0.0, generator=g, hints=h),
+                   lambda h, g: ddim_sample(denoiser(h), schedule, L, 5, eta=1.0, generator=g, hints=h)):
+        with_hints = sample(hint_map, torch.Generator().manual_seed(0))
         assert torch.allclose(with_hints[0, :, 2, 5], torch.tensor([0.5, -0.3]))
         assert torch.allclose(with_hints[1, :, 7, 0], torch.tensor([-0.2, 0.4]))
-        without = sample(hints.attach(L), torch.Generator().manual_seed(0))
+        empty = torch.zeros_like(hint_map)
+        without = sample(empty, torch.Generator().manual_seed(0))
         assert not torch.allclose(without[0, :, 2, 5], torch.tensor([0.5, -0.3]))
-        # no hint: no projection (the network also sees the hint channels, so compare with a
-        # sampler that is told of none)
-        assert torch.equal(without, sample_without_projection(sample, hints.attach(L)))
+        # no hint: no projection (compare with a sampler that keeps no hints at all)
+        assert torch.equal(without, sample_without_projection(sample, empty))
 
 
-def sample_without_projection(sample, conditioning):
+def sample_without_projection(sample, hint_map):
     from models import diffusion
 
     keep, diffusion._keep_hints = diffusion._keep_hints, lambda x0, hinted: x0
     try:
-        return sample(conditioning, torch.Generator().manual_seed(0))
+        return sample(hint_map, torch.Generator().manual_seed(0))
     finally:
         diffusion._keep_hints = keep
 

@@ -35,7 +35,8 @@ def test_non_finite_colorizations_stop_validation_and_test_cleanly(tiny_data, tm
     assert main.main([*flags, "--epochs", "1"]) == 0
     from trainers.inference import Colorizer  # what unet colorizes with, in validation and test alike
 
-    monkeypatch.setattr(Colorizer, "predict_ab", lambda self, L: torch.full_like(L, float("nan")).repeat(1, 2, 1, 1))
+    monkeypatch.setattr(Colorizer, "predict_ab",
+                        lambda self, L, hints=None: torch.full_like(L, float("nan")).repeat(1, 2, 1, 1))
     assert main.main([*flags, "--epochs", "2", "--resume"]) == 2  # validation
     assert main.main([*flags, "--mode", "test"]) == 2
     err = capsys.readouterr().err

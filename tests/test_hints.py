@@ -162,18 +162,22 @@ def test_one_hint_tells_the_colour_that_grey_cannot(tmp_path):
 
 
 @pytest.mark.parametrize("name", [n for n in REGISTRY if hints.takes_hints(REGISTRY[n].network)])
-def test_every_network_taking_hints_takes_the_hint_channels(name):
-    """Read from the registry: a new family that takes no hints is not listed here, one that does is."""
+def test_every_network_taking_hints_takes_them_by_name(name):
+    """Read from the registry: a new family that takes no hints is not listed here, one that does is.
+    The hints are a named input (hints=...), never channels of L."""
     from runs.memory import example_inputs
 
     family = REGISTRY[name]
     guided, plain = (family.configs({**family.network.SMOKE, "guided": g})[0] for g in (True, False))
-    inputs = example_inputs(family.network, guided, 2, 16)        # L with the hint channels, among its inputs
-    assert [x.shape[1] for x in inputs if x.dim() == 4].count(1 + hints.CHANNELS) == 1
-    out = family.network.build(guided)(*inputs)
-    assert (out[0] if isinstance(out, tuple) else out).shape[0] == 2
-    with pytest.raises(RuntimeError):                              # an unguided network takes L alone
-        family.network.build(plain)(*inputs)
+    inputs, named = example_inputs(family.network, guided, 2, 16)
+    assert [x.shape[1] for x in inputs if x.dim() == 4].count(1) >= 1 and named["hints"].shape[1] == hints.CHANNELS
+    net, first = family.network.build(guided).eval(), lambda o: o[0] if isinstance(o, tuple) else o
+    torch.manual_seed(0)  # (a VAE draws its latent)
+    out = first(net(*inputs, **named))
+    torch.manual_seed(0)
+    assert out.shape[0] == 2 and torch.equal(first(net(*inputs)), out)  # no hints given: an empty map
+    with pytest.raises(ValueError, match="without colour hints"):  # an unguided network takes L alone
+        family.network.build(plain)(*inputs, **named)
 
 
 def test_refusals_and_a_guided_run_end_to_end(tiny_data, tmp_path, capsys):
@@ -260,7 +264,7 @@ def test_hint_p_and_hint_none_set_the_training_hints_of_a_guided_run(capsys, mon
                         lambda ab, p, none: drawn.append((p, none)) or torch.zeros(ab.shape[0], 3, *ab.shape[2:]))
     colorizer = Colorizer(torch.nn.Identity(), cfg, network_cfg, "cpu")
     batch = colorizer.prepare(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), simulated=True)
-    assert drawn == [(0.25, 0.5)] and batch["L"].shape == (2, 4, 16, 16)
+    assert drawn == [(0.25, 0.5)] and batch["L"].shape == (2, 1, 16, 16) and batch["hints"].shape == (2, 3, 16, 16)
     for argv, why in ((["--hint_p", "0.25"], "add --guided"), (["--hint_none", "0.1"], "add --guided"),
                       (["--guided", "--hint_p", "0"], "must be in (0, 1]"),
                       (["--guided", "--hint_p", "1.5"], "must be in (0, 1]"),

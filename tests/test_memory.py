@@ -79,7 +79,7 @@ _, args, _ = main.parse_args(["--model", "{model}", "--{'diff' if 'ddpm' in mode
 family = REGISTRY["{model}"]
 net = family.network.build(args).train()
 inputs = tuple(torch.randn_like(x) if x.is_floating_point() else x
-               for x in memory.example_inputs(family.network, args, 8, 96))
+               for x in memory.example_inputs(family.network, args, 8, 96)[0])
 opt = torch.optim.Adam(net.parameters())
 open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts from here
 base = status("VmRSS:")

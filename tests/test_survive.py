@@ -270,7 +270,8 @@ def test_k_samples_are_written_one_by_one_and_identical_ones_are_said(tmp_path, 
         return real(*a, **k)
 
     monkeypatch.setattr(colour, "colorize_full_resolution", watch)
-    monkeypatch.setattr(VAEColorizer, "sample_ab", lambda self, L, k: self.predict_ab(L)[None].repeat(k, 1, 1, 1, 1))
+    monkeypatch.setattr(VAEColorizer, "sample_ab",
+                        lambda self, L, k, hints=None: self.predict_ab(L, hints)[None].repeat(k, 1, 1, 1, 1))
     done, _ = photo_files.colorize_files(colorizer, sorted(inputs.glob("*.png")), inputs, out, 16, 10 ** 8, 3,
                                          sheet=True)
     assert done == 1 and seen == [0, 1, 2]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from models.colorful import ab_gamut, annealed_mean, grid_to_gamut, smoothed_prior, soft_encode
 from models.config import setting
+from models.hints import given
 from trainers.base import TrainConfig, Trainer
 from trainers.inference import Colorizer
 from trainers.statistics import rebalancing_weights, train_ab_counts
@@ -36,8 +37,8 @@ class ColorfulColorizer(Colorizer):
     def parts(cls, net, cfg, network_cfg, device, extra, echo=print):
         return {"centres": ab_gamut(network_cfg.gamut)[0].to(device)}  # the bins the network was built for
 
-    def predict_ab(self, L):
-        ab = annealed_mean(self.net(L), self.centres, self.cfg.temperature)
+    def predict_ab(self, L, hints=None):
+        ab = annealed_mean(self.net(L, **given(hints)), self.centres, self.cfg.temperature)
         return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False) / AB_SCALE
 
 
@@ -60,7 +61,7 @@ class ColorfulTrainer(Trainer):
 
     def train_step(self, batch):
         with self.autocast():
-            logits = self.net(batch["L"])
+            logits = self.net(batch["L"], **given(batch["hints"]))
         ab = F.adaptive_avg_pool2d(batch["ab"], logits.shape[-2:]) * AB_SCALE  # target at the logits' size
         index, target = soft_encode(ab, self.lookup, sigma=self.cfg.soft_sigma)
         logp = torch.log_softmax(logits.float(), dim=1)

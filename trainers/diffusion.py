@@ -18,6 +18,7 @@ import torch
 
 from models.config import setting
 from models.diffusion import NoiseSchedule, ddim_sample, ddpm_sample
+from models.hints import given
 from trainers.base import TrainConfig, Trainer
 from trainers.inference import Colorizer, Sampling
 
@@ -72,7 +73,7 @@ class DiffusionColorizer(Colorizer):
         other.sampler = sampler
         return other
 
-    def sample(self, L, generator=None):
+    def sample(self, L, generator=None, hints=None):
         L = L.float()
         encoded = getattr(self.net, "encoded", None)
         with self.autocast():  # a pretrained encoder's features of L (--encoder): once for every step
@@ -80,22 +81,22 @@ class DiffusionColorizer(Colorizer):
 
         def denoise(x_t, L, t):
             with self.autocast():
-                return self.net(x_t, L, t, features=features).float()
+                return self.net(x_t, L, t, features=features, **given(hints)).float()
 
         if isinstance(self.sampler, DDPM):
-            return ddpm_sample(denoise, self.schedule, L, generator, self.network_cfg.prediction)
+            return ddpm_sample(denoise, self.schedule, L, generator, self.network_cfg.prediction, hints)
         return ddim_sample(denoise, self.schedule, L, self.sampler.steps, self.sampler.eta, generator,
-                           self.network_cfg.prediction)
+                           self.network_cfg.prediction, hints)
 
-    def predict_ab(self, L):
-        return self.sample(L)
+    def predict_ab(self, L, hints=None):
+        return self.sample(L, hints=hints)
 
     def sampling(self) -> dict:
         steps = self.cfg.timesteps if isinstance(self.sampler, DDPM) else self.sampler.steps
         return {**super().sampling(), "sampler": self.sampler.name, "sampling_steps": steps}
 
-    def sample_ab(self, L, k):
-        return torch.stack([self.sample(L) for _ in range(k)])
+    def sample_ab(self, L, k, hints=None):
+        return torch.stack([self.sample(L, hints=hints) for _ in range(k)])
 
 
 class DDPMColorizer(DiffusionColorizer):
@@ -119,7 +120,7 @@ class DiffusionTrainer(Trainer):
         opt = self.adam(self.model.parameters(), self.cfg.learning_rate, betas=(0.9, 0.999))
         return {"model": opt}, self.cosine({"model": opt}, total_steps)
 
-    def noise_loss(self, net, ab, L, generator=None):
+    def noise_loss(self, net, ab, L, generator=None, hints=None):
         b = len(ab)
         t = torch.randint(0, self.schedule.T, (b,), generator=generator).to(ab.device)
         if generator is None:
@@ -128,7 +129,7 @@ class DiffusionTrainer(Trainer):
             noise = torch.randn(ab.shape, generator=generator).to(ab.device)
         x_t = self.schedule.q_sample(ab, t, noise)  # float32 schedule arithmetic, outside autocast
         with self.autocast():
-            pred = net(x_t, L, t)
+            pred = net(x_t, L, t, **given(hints))
         prediction = self.network_cfg.prediction
         error = (pred.float() - self.schedule.target(ab, t, noise, prediction)) ** 2
         if not self.cfg.snr_gamma:
@@ -140,7 +141,7 @@ class DiffusionTrainer(Trainer):
         return (error.mean((1, 2, 3)) * (snr.clamp(max=self.cfg.snr_gamma) / per).flatten()).mean()
 
     def train_step(self, batch):
-        loss = self.noise_loss(self.net, batch["ab"], batch["L"])
+        loss = self.noise_loss(self.net, batch["ab"], batch["L"], hints=batch["hints"])
         self.optimize("model", loss)
         return {"loss": loss.detach()}
 
@@ -153,7 +154,7 @@ class DiffusionTrainer(Trainer):
             losses = []
             for i in range(0, len(val_images), self.cfg.batch_size):
                 b = self.prepare(val_images[i:i + self.cfg.batch_size])
-                losses.append(self.noise_loss(self.eval_model, b["ab"], b["L"], g) * len(b["ab"]))
+                losses.append(self.noise_loss(self.eval_model, b["ab"], b["L"], g, b["hints"]) * len(b["ab"]))
             val_loss = float(torch.stack(losses).sum()) / len(val_images)
         val = super().validate(val_images[: self.cfg.val_images])
         val["loss"] = val_loss

@@ -21,7 +21,7 @@ class NonFiniteColorization(RuntimeError):
 class Evaluation:
     summary: dict           # metrics averaged over images
     per_image: dict         # name -> (N,) tensor, every image in order
-    grid: list | None       # first `keep` (L, prediction(s), ground truth), for a sample grid
+    grid: list | None       # first `keep` (L, prediction(s), ground truth, hint map or None), for a sample grid
     predictions: torch.Tensor | None = None  # collect=True: every (first) colorization, uint8 (N, 3, S, S)
 
 
@@ -47,7 +47,7 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
                   disable=not progress or rank != 0, mininterval=1.0, dynamic_ncols=True):
         b = colorizer.prepare(mine[i:i + batch_size], first_index=rank * chunk + i)
         with colorizer.autocast():
-            ab = colorizer.sample_ab(b["L"], k) if k > 1 else colorizer.predict_ab(b["L"])
+            ab = colorizer.sample_ab(b["L"], k, b["hints"]) if k > 1 else colorizer.predict_ab(b["L"], b["hints"])
         if not bool(torch.isfinite(ab).all()):  # one host read per evaluation batch
             raise NonFiniteColorization("the model's colorizations are not finite (NaN or infinite ab); "
                                         "its metrics would be meaningless")
@@ -63,7 +63,7 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
         if collect:
             collected.append((first * 255).round().to(torch.uint8).cpu())
         if sum(len(x[0]) for x in kept) < keep:
-            kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu()))
+            kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu(), None if b["hints"] is None else b["hints"].cpu()))
     per_image = distributed.gather_cat(acc.per_image())
     per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
         529, metrics.AUC_MAX + 2, dtype=torch.long, device=colorizer.device)
@@ -72,9 +72,10 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
         summary.update(realism.compute())
     grid = None
     if kept:
-        L, pred, rgb = zip(*kept)
+        L, pred, rgb, hint_maps = zip(*kept)
         pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
-        grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep]]
+        grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep],
+                None if hint_maps[0] is None else torch.cat(hint_maps)[:keep]]
     return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None)
 
 
@@ -99,13 +100,14 @@ def paste_hints(images: torch.Tensor, counts: list[int], batch_size: int) -> lis
     return rows
 
 
-def write_sample_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
+def write_sample_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+                      hint_map: torch.Tensor | None = None) -> None:
     """An Evaluation's grid as a picture: one row per image, grey input (with its colour hints, for
-    a hinted network's input) | colorization (or K samples, pred (K, B, 3, H, W)) | ground truth."""
+    a hinted network) | colorization (or K samples, pred (K, B, 3, H, W)) | ground truth."""
     from util import visuals
 
     preds = list(pred) if pred.dim() == 5 else [pred]
-    hinted = hints.known_colours(L)  # a hinted network's input (models/hints.py): the grey column shows its hints
+    hinted = hints.known_colours(hint_map)  # a hinted network's (models/hints.py): the grey column shows them
     grey = grey_from_L(L, hinted[0] * hinted[1] if hinted else None)
     samples = [("colorization", preds[0])] if len(preds) == 1 else [(f"sample {i + 1}", p) for i, p in enumerate(preds)]
     visuals.save_grid(path, [("grey + hints" if hinted else "grey input", grey), *samples, ("ground truth", target)])

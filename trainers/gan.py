@@ -74,15 +74,15 @@ class GANTrainer(Trainer):
         return opts, self.cosine(opts, total_steps)
 
     def train_step(self, batch):
-        a, L, ab = self.cfg, batch["L"], batch["ab"]
+        a, L, ab, hinted = self.cfg, batch["L"], batch["ab"], hints.given(batch["hints"])
         with self.autocast():
-            fake = self.net(L)
+            fake = self.net(L, **hinted)
         out = {}
         adversarial = self.epoch >= a.pretrain_epochs  # self.epoch counts completed epochs
         if adversarial:
             self.disc.requires_grad_(True)
             with self.autocast():
-                d_real, d_fake = self.disc_net(L, ab), self.disc_net(L, fake.detach())
+                d_real, d_fake = self.disc_net(L, ab, **hinted), self.disc_net(L, fake.detach(), **hinted)
             d_real, d_fake = d_real.float(), d_fake.float()
             loss_d = d_loss_fn(a.gan_loss, d_real, d_fake)
             self.optimize("discriminator", loss_d)
@@ -94,7 +94,7 @@ class GANTrainer(Trainer):
         loss_g = a.lambda_l1 * l1
         if adversarial:
             with self.autocast():  # the bare module: D is not updated here, so DDP has nothing to sync
-                judged = self.disc(L, fake)
+                judged = self.disc(L, fake, **hinted)
             g_adv = g_loss_fn(a.gan_loss, judged.float())
             loss_g = loss_g + g_adv
             out["g_adv"] = g_adv.detach()

@@ -7,9 +7,10 @@ network and its feature trunk (cvae_mdn). Test mode, colorizing and bench.py bui
 checkpoint with `from_checkpoint` (no optimizer, no discriminator, no second copy for the EMA);
 a trainer builds the same class around its own networks and validates with it.
 
-    predict_ab(L) -> ab              (B, 1, H, W) L in [-1, 1] -> (B, 2, H, W) ab / 110: the one
-                                     colorization (the most likely, for stochastic families)
-    sample_ab(L, k) -> (K, B, 2, H, W)  K colorizations, the first predict_ab's
+    predict_ab(L, hints=None) -> ab  (B, 1, H, W) L in [-1, 1] -> (B, 2, H, W) ab / 110: the one
+                                     colorization (the most likely, for stochastic families);
+                                     `hints` a hint map for a guided network (models/hints.py)
+    sample_ab(L, k, hints=None) -> (K, B, 2, H, W)  K colorizations, the first predict_ab's
     stochastic                       whether they differ (the family's Config includes Sampling)
 
 A family's Colorizer subclass sits beside its trainer (trainers/<way>.py) and is named by the
@@ -25,6 +26,7 @@ import torch
 
 from models import hints
 from models.config import setting
+from models.hints import given
 from trainers import checkpoint
 from util import hint_files
 from util.colour import rgb_to_model, uint8_to_float
@@ -67,11 +69,11 @@ class Colorizer:
         return isinstance(self.cfg, Sampling)
 
     # -- what a family overrides -------------------------------------------------------------
-    def predict_ab(self, L: torch.Tensor) -> torch.Tensor:
-        return self.net(L)
+    def predict_ab(self, L: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(L, **given(hints))
 
-    def sample_ab(self, L: torch.Tensor, k: int) -> torch.Tensor:
-        return self.predict_ab(L)[None].expand(k, -1, -1, -1, -1)
+    def sample_ab(self, L: torch.Tensor, k: int, hints: torch.Tensor | None = None) -> torch.Tensor:
+        return self.predict_ab(L, hints)[None].expand(k, -1, -1, -1, -1)
 
     def sampling(self) -> dict:
         """How it colorizes, where that matters when runs are compared (the report shows it): the
@@ -101,32 +103,29 @@ class Colorizer:
         """Whether the network takes colour hints (models/hints.py): then L is L and a hint map."""
         return hints.hinted(self.network_cfg)
 
-    def condition(self, L: torch.Tensor, hint_map: torch.Tensor | None = None) -> torch.Tensor:
-        """What the network takes for L (B, 1, H, W): L itself, or L and the hint map (none: no
-        hints) for a hinted network. Hints for a network trained without them are refused."""
-        if not self.hinted:
-            if hint_map is not None:
-                raise hint_files.HintError("this model was trained without colour hints, so it cannot take them; "
-                                      "train one with --guided")
-            return L
-        return hints.attach(L, hint_map)
+    def check_hints(self, hint_map: torch.Tensor | None) -> None:
+        """Hints for a network trained without them are refused (HintError), before any work."""
+        if hint_map is not None and not self.hinted:
+            raise hint_files.HintError("this model was trained without colour hints, so it cannot take them; "
+                                       "train one with --guided")
 
     def prepare(self, images: torch.Tensor, first_index: int = 0, simulated: bool = False) -> dict:
-        """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on this device. For a
-        hinted network L also holds `self.hint_count` hints revealed from the true colours, seeded
-        by the images' indices first_index, first_index + 1, ... (0 hints: automatic), or with
-        `simulated` training's random hints (models/hints.simulate)."""
+        """uint8 (B, 3, H, W) on any device -> dict of rgb, L, ab (float32) on this device, and
+        "hints": None, or for a hinted network a hint map of `self.hint_count` hints revealed from
+        the true colours, seeded by the images' indices first_index, first_index + 1, ... (0 hints:
+        automatic), or with `simulated` training's random hints (models/hints.simulate)."""
         rgb = uint8_to_float(images.to(self.device, non_blocking=True))
         L, ab = rgb_to_model(rgb)
+        hint_map = None
         if self.hinted:
             if simulated:
                 hint_map = hints.simulate(ab, self.cfg.hint_p, self.cfg.hint_none)
             else:
                 hint_map = hints.reveal(ab, self.hint_count, first_index)
-            L = hints.attach(L, hint_map)
         if self.channels_last:
             L, ab = L.contiguous(memory_format=torch.channels_last), ab.contiguous(memory_format=torch.channels_last)
-        return {"rgb": rgb, "L": L, "ab": ab}
+            hint_map = hint_map.contiguous(memory_format=torch.channels_last) if hint_map is not None else None
+        return {"rgb": rgb, "L": L, "ab": ab, "hints": hint_map}
 
     @classmethod
     def from_checkpoint(cls, family, ckpt: dict, network_cfg, cfg, device, echo=print) -> Colorizer:

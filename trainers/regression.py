@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from models.config import setting
+from models.hints import given
 from trainers.base import TrainConfig, Trainer
 
 LOSSES = {
@@ -26,7 +27,7 @@ class RegressionTrainer(Trainer):
 
     def train_step(self, batch):
         with self.autocast():
-            pred = self.net(batch["L"])
+            pred = self.net(batch["L"], **given(batch["hints"]))
         loss = LOSSES[self.cfg.loss](pred.float(), batch["ab"])
         self.optimize("model", loss)
         return {"loss": loss.detach()}

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from models.config import setting
-from models.hints import luminance
+from models.hints import given
 from models.vae import MDN, mdn_loss
 from trainers.base import TrainConfig, Trainer
 from trainers.inference import Colorizer, Sampling
@@ -66,16 +66,16 @@ class CVAEMDNConfig(VAEConfig):
 class VAEColorizer(Colorizer):
     """Decodes z = 0 (the prior's mode) first, then z ~ N(0, I)."""
 
-    def decode(self, L, z):
-        return self.net.decode(L, z)
+    def decode(self, L, z, hints=None):
+        return self.net.decode(L, z, hints)
 
-    def predict_ab(self, L):
-        return self.decode(L, L.new_zeros(len(L), self.net.latent_dim))
+    def predict_ab(self, L, hints=None):
+        return self.decode(L, L.new_zeros(len(L), self.net.latent_dim), hints)
 
-    def sample_ab(self, L, k):
+    def sample_ab(self, L, k, hints=None):
         zs = [L.new_zeros(len(L), self.net.latent_dim)] + [torch.randn(len(L), self.net.latent_dim, device=L.device)
                                                            for _ in range(k - 1)]
-        return torch.stack([self.decode(L, z) for z in zs])
+        return torch.stack([self.decode(L, z, hints) for z in zs])
 
 
 def colorful_trunk(cfg):
@@ -110,32 +110,32 @@ class CVAEMDNColorizer(VAEColorizer):
                  "decode z = 0 (a plain CVAE), not Deshpande et al.'s method")
         return {"mdn": mdn.to(device).eval(), "feature_net": feature_net, "mdn_trained": trained}
 
-    def features(self, L):
+    def features(self, L, hints=None):
         if self.feature_net is not None:
-            return self.feature_net.trunk(luminance(L))  # grey-image features: L alone
-        return self.net.decoder.encode(L)[0]
+            return self.feature_net.trunk(L)  # grey-image features: L alone
+        return self.net.decoder.encode(L, hints=hints)[0]
 
-    def mixture(self, L):
+    def mixture(self, L, hints=None):
         """Component means ordered by decreasing weight (B, K, latent) and the weights (B, K)."""
         self.mdn.eval()
-        logits, means = self.mdn(self.features(L))
+        logits, means = self.mdn(self.features(L, hints))
         order = logits.argsort(1, descending=True)
         return torch.gather(means, 1, order[..., None].expand_as(means)), torch.softmax(logits, 1).gather(1, order)
 
-    def predict_ab(self, L):
+    def predict_ab(self, L, hints=None):
         if not self.mdn_trained:
-            return super().predict_ab(L)
-        return self.decode(L, self.mixture(L)[0][:, 0])
+            return super().predict_ab(L, hints)
+        return self.decode(L, self.mixture(L, hints)[0][:, 0], hints)
 
-    def sample_ab(self, L, k):
+    def sample_ab(self, L, k, hints=None):
         if not self.mdn_trained:
-            return super().sample_ab(L, k)
-        means, weights = self.mixture(L)
+            return super().sample_ab(L, k, hints)
+        means, weights = self.mixture(L, hints)
         zs = [means[:, i] for i in range(min(k, means.shape[1]))]
         for _ in range(k - len(zs)):  # more colorizations than components: draw from the mixture
             pick = torch.multinomial(weights.float(), 1)[:, 0]
             zs.append(means[torch.arange(len(L), device=L.device), pick] + torch.randn_like(means[:, 0]))
-        return torch.stack([self.decode(L, z) for z in zs])
+        return torch.stack([self.decode(L, z, hints) for z in zs])
 
 
 class VAETrainer(Trainer):
@@ -154,9 +154,9 @@ class VAETrainer(Trainer):
         return F.l1_loss(pred, ab)
 
     def train_step(self, batch):
-        L, ab = batch["L"], batch["ab"]
+        L, ab, hints = batch["L"], batch["ab"], batch["hints"]
         with self.autocast():
-            pred, mu, logvar = self.net(L, ab)
+            pred, mu, logvar = self.net(L, ab, **given(hints))
         recon = self.reconstruction(pred.float(), ab)
         kl, active = self.kl_terms(mu, logvar)
         beta = self.kl_factor()
@@ -260,18 +260,18 @@ class CVAEMDNTrainer(VAETrainer):
             net.load_state_dict(checkpoint.load(path, family="colorful")["model"])
         return net.to(self.device).eval().requires_grad_(False)
 
-    def features(self, L):
+    def features(self, L, hints=None):
         if self.feature_net is not None:
-            return self.feature_net.trunk(luminance(L))  # grey-image features: L alone
-        return self.model.decoder.encode(L)[0]
+            return self.feature_net.trunk(L)  # grey-image features: L alone
+        return self.model.decoder.encode(L, hints=hints)[0]
 
     def train_step(self, batch):
-        L, ab = batch["L"], batch["ab"]
+        L, ab, hints = batch["L"], batch["ab"], batch["hints"]
         if self.in_mdn_stage():
             self.model.eval()  # frozen CVAE: its posterior mean is the MDN's target
             with torch.no_grad(), self.autocast():
-                z, _ = self.model.posterior(L, ab)
-                feats = self.features(L)
+                z, _ = self.model.posterior(L, ab, hints)
+                feats = self.features(L, hints)
             self.mdn.train()
             with self.autocast():
                 logits, means = self.mdn_net(feats)
@@ -280,7 +280,7 @@ class CVAEMDNTrainer(VAETrainer):
             self.mdn_trained = True
             return {"mdn": loss.detach()}
         with self.autocast():
-            pred, mu, logvar = self.net(L, ab)
+            pred, mu, logvar = self.net(L, ab, **given(hints))
         pred = pred.float()
         w = self.bin_weights[ab_bin_index(ab)]
         hist = (w * ((pred - ab) ** 2).sum(1)).mean()
