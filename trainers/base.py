@@ -7,9 +7,9 @@ A family implements a few hooks and inherits the rest:
                                          (its flags are generated from it; shown in --help)
     configure_optimizers(total_steps)    -> ({name: optimizer}, {name: scheduler}); self.adam() helps
     train_step(batch) -> {name: loss}    one optimisation step; batch holds "L", "ab" (model scale)
-                                         and "rgb" (in [0, 1]), all (B, C, H, W) on the device
-                                         ("L" of a --guided network also holds the hint map, see
-                                         models/hints.py: pass it to the network whole).
+                                         and "rgb" (in [0, 1]), all (B, C, H, W) on the device,
+                                         and "hints" (a --guided network's hint map, else None:
+                                         pass it by name, **models.hints.given(batch["hints"])).
                                          Run networks through self.net (the DDP/compiled wrapper of
                                          self.model) inside `with self.autocast():`, and step with
                                          self.optimize(name, loss). Return detached tensors on the
