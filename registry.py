@@ -1,5 +1,5 @@
 """The registry: every `--model` name, its network and the trainer that trains it. main.py has no
-branches on model names; adding a family is one entry here (see README, "Adding a family")."""
+branches on model names; adding a family is one entry here (docs/development.md, "Adding a family")."""
 import dataclasses
 from dataclasses import dataclass
 

@@ -1,7 +1,7 @@
 """Regression on ab: one network, one pixel loss. Used by `resnet` and `unet`; `gray` subclasses it.
 
 Losses on ab scaled by 1/110: l1, mse, or smooth_l1 (Huber with beta 0.05, about 5.5 ab units:
-quadratic for small errors, L1 beyond). The default is chosen in the README."""
+quadratic for small errors, L1 beyond). The default is chosen in docs/development.md ("Choices and their reasons")."""
 from dataclasses import dataclass
 
 import torch.nn.functional as F
