@@ -3,8 +3,9 @@
 # RESULTS/summary.md (one row per family, best values in bold).
 #
 #   bash script.sh                                   # demo data, defaults of main.py
-#   bash script.sh --data ../shared/data/cifar10 --image_size 32 --epochs 30 --device cuda
-#   bash script.sh --quick                           # a CPU smoke run: small images, one epoch
+#   bash script.sh --data cifar10 --image_size 32 --epochs 30 --device cuda
+#   bash script.sh --quick                           # a CPU smoke run: small images, one epoch,
+#                                                    # into Results/quick (apart from full-size runs)
 #   bash script.sh --families unet,unetgan           # only these families (default: all of them)
 #   bash script.sh --guided --hint_counts 0,1,5,10   # the hint-taking families, tested with n hints
 #   bash script.sh --encoder inception_v3            # the families that take a pretrained encoder, with it
@@ -20,7 +21,8 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 PY=${PYTHON:-python}
-RESULTS=Results
+RESULTS=
+QUICK=
 FORCE=
 ONLY=
 COMMON=()
@@ -29,7 +31,7 @@ TEST_ONLY=()
 SUFFIX=  # --encoder NAME: run folders FAMILY_NAME
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) TRAIN_ONLY+=(--epochs 1)  # small images, one epoch, short diffusion chains
+    --quick) QUICK=1; TRAIN_ONLY+=(--epochs 1)  # small images, one epoch, short diffusion chains
              COMMON+=(--image_size 32 --batch_size 64 --timesteps 100 --steps 10); shift ;;
     --results) RESULTS=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
@@ -37,10 +39,13 @@ while [ $# -gt 0 ]; do
     --epochs) TRAIN_ONLY+=(--epochs "$2"); shift 2 ;;
     --hint_counts) TEST_ONLY+=(--hint_counts "$2"); shift 2 ;;  # test mode's hint curve (--guided runs)
     --encoder) COMMON+=(--encoder "$2"); [ "$2" != none ] && SUFFIX="_$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) COMMON+=("$1"); shift ;;
   esac
 done
+# a smoke run has its own folder: the main job's unet (10 epochs, 64 px) would otherwise count as
+# done and then be set apart from the one-epoch 32 px runs it is compared with
+[ -z "$RESULTS" ] && RESULTS=$([ -n "$QUICK" ] && echo Results/quick || echo Results)
 COMMON+=(--results "$RESULTS")
 mkdir -p "$RESULTS/logs"
 # one script.sh per results folder (a second one would truncate the first one's logs)

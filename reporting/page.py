@@ -43,7 +43,7 @@ def write_index(results_dir: Path, runs: list[Path], group: list[dict], apart: l
     scores = {name: per_image_metrics(results_dir / name) for name, _ in samples}
     grid = []
     if common:
-        grid.append("<h2>The same test images, every run</h2>\n<table class=\"images\">")
+        grid.append("<h2>Each test image, every run's colorization</h2>\n<table class=\"images\">")
         grid.append("<tr><th>test image</th><th>grey input</th>" + "".join(f"<th>{escape(n)}</th>" for n, _ in samples)
                     + "<th>ground truth</th></tr>")
         for i, path in enumerate(common):

@@ -54,7 +54,8 @@ def test(args, given, family, run_dir: Path) -> int:
     try:
         evaluation = evaluate(colorizer, images, args.batch_size, lpips, keep=args.num_images,
                               num_samples=settings.training.num_samples if colorizer.stochastic else 1,
-                              collect=judge is not None or wandb_run is not None, progress=True, realism=realism)
+                              collect=judge is not None or wandb_run is not None, progress=True, realism=realism,
+                              spread_grid=True)  # the grid and compare.png: images from across the test set
     except NonFiniteColorization as e:
         raise TrainingDiverged(str(e)) from None
     summary, per_image, grid = evaluation.summary, evaluation.per_image, evaluation.grid
@@ -67,7 +68,7 @@ def test(args, given, family, run_dir: Path) -> int:
               "seconds": round(time.time() - t0, 2)}
     if judge is not None:  # semantic interpretability: the classifier's accuracy on our colorizations
         result.update(semantic_score(judge, paths, evaluation.predictions, device))
-    write_per_image(out, paths, per_image, grid)
+    write_per_image(out, paths, per_image, grid, evaluation.grid_index)
     n_done, n_bad = colorize_folder(colorizer, args, out.colorized, weights)
     # last: a metrics.json says the whole test finished (script.sh skips runs that have one)
     files.write_text_atomic(out.metrics, json.dumps(result, indent=1))
@@ -130,7 +131,7 @@ def semantic_score(judge, paths, predictions, device) -> dict:
     return {}
 
 
-def write_per_image(out: RunFolder, paths, per_image: dict, grid) -> None:
+def write_per_image(out: RunFolder, paths, per_image: dict, grid, grid_index=None) -> None:
     """per_image.csv, and the test grid with the samples the report's compare sheet reads."""
     table = io.StringIO()
     w = csv.writer(table)
@@ -142,7 +143,8 @@ def write_per_image(out: RunFolder, paths, per_image: dict, grid) -> None:
         write_sample_grid(out.test_grid, *grid)
         first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
         as_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
-        files.save_atomic({"paths": list(paths[:len(first)]), "pred": as_uint8(first), "truth": as_uint8(grid[2])},
+        shown = [paths[i] for i in grid_index] if grid_index is not None else list(paths[:len(first)])
+        files.save_atomic({"paths": shown, "pred": as_uint8(first), "truth": as_uint8(grid[2])},
                             out.test_samples)
 
 

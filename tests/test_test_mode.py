@@ -77,3 +77,23 @@ def test_architecture_flags_are_validated_after_the_checkpoint_is_read(tiny_data
     with pytest.raises(SystemExit) as e:  # and a size the checkpoint's network cannot take is still refused
         main.main(["--model", "unet", "--mode", "test", *flags[2:], "--image_size", "18"])
     assert e.value.code == 2 and "multiple of 4" in capsys.readouterr().err
+
+
+def test_the_test_grid_shows_images_from_across_the_test_set(tmp_path):
+    """A test set sorted by class folder: the grid (and so compare.png and the page) shows every
+    class, not the first --num_images files of the first one."""
+    import torch
+    from conftest import TINY, colour_crops, write_images
+
+    from trainers.evaluation import spread
+
+    assert spread(3000, 8) == [0, 375, 750, 1125, 1500, 1875, 2250, 2625] and spread(3, 8) == [0, 1, 2]
+    root = tmp_path / "data"
+    write_images(root / "train", colour_crops(8, seed=1))
+    for k, cls in enumerate(("airplane", "bird", "cat", "dog")):
+        write_images(root / "test" / cls, colour_crops(6, seed=10 + k))
+    flags = [*TINY, "--data", str(root), "--results", str(tmp_path / "R"), "--epochs", "1", "--num_images", "4",
+             "--unet_channels", "8", "--unet_depth", "2", "--input", ""]
+    assert main.main(flags) == 0 and main.main([*flags, "--mode", "test"]) == 0
+    shown = torch.load(tmp_path / "R" / "unet" / "test_samples.pt")["paths"]
+    assert sorted(p.split("/")[1] for p in shown) == ["airplane", "bird", "cat", "dog"]

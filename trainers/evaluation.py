@@ -21,24 +21,34 @@ class NonFiniteColorization(RuntimeError):
 class Evaluation:
     summary: dict           # metrics averaged over images
     per_image: dict         # name -> (N,) tensor, every image in order
-    grid: list | None       # first `keep` (L, prediction(s), ground truth, hint map or None), for a sample grid
+    grid: list | None       # `keep` (L, prediction(s), ground truth, hint map or None), for a sample grid
     predictions: torch.Tensor | None = None  # collect=True: every (first) colorization, uint8 (N, 3, S, S)
+    grid_index: list | None = None  # which images the grid shows (indices into the evaluated images)
+
+
+def spread(n: int, keep: int) -> list[int]:
+    """`keep` indices evenly spaced over n images (all of them when keep >= n): a data set sorted by
+    class folder or by photo shows several classes or photos, not the first few of one."""
+    return list(range(n)) if keep >= n else sorted({i * n // keep for i in range(keep)})
 
 
 @torch.no_grad()
 def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LPIPS, keep: int = 0,
              num_samples: int = 1, collect: bool = False, progress: bool = False,
-             realism: Realism | None = None) -> Evaluation:
+             realism: Realism | None = None, spread_grid: bool = False) -> Evaluation:
     """Metrics over uint8 (N, 3, S, S) images, batched on the colorizer's device, shared out over
     processes (torchrun). A stochastic colorizer with num_samples K > 1 adds best-of-K and
     diversity, and its grid shows the K colorizations. collect=True also returns every (first)
     colorization (one process); progress=True shows a progress bar (sampling can take minutes).
-    `realism` (one process, its reference set to `images`) adds FID and KID of the (first) colorizations."""
+    `realism` (one process, its reference set to `images`) adds FID and KID of the (first) colorizations.
+    The grid shows the first `keep` images, or with spread_grid `keep` spread evenly over them."""
     from tqdm import tqdm
 
     rank, _, world = distributed.world_from_env()
     k = num_samples if colorizer.stochastic else 1
     collected, kept = [], []
+    wanted = set(spread(len(images), keep) if spread_grid else range(min(keep, len(images))))
+    shown = []  # the indices kept (this process's share of them, under torchrun)
     colorizer.eval()
     acc = metrics.MetricAccumulator(lpips)
     chunk = -(-len(images) // world)
@@ -62,8 +72,11 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
             realism.update(first)
         if collect:
             collected.append((first * 255).round().to(torch.uint8).cpu())
-        if sum(len(x[0]) for x in kept) < keep:
-            kept.append((b["L"].cpu(), pred.cpu(), b["rgb"].cpu(), None if b["hints"] is None else b["hints"].cpu()))
+        rows = [j for j in range(len(b["L"])) if rank * chunk + i + j in wanted]
+        shown += [rank * chunk + i + j for j in rows]
+        if rows:
+            kept.append((b["L"][rows].cpu(), (pred[:, rows] if k > 1 else pred[rows]).cpu(), b["rgb"][rows].cpu(),
+                         None if b["hints"] is None else b["hints"][rows].cpu()))
     per_image = distributed.gather_cat(acc.per_image())
     per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
         529, metrics.AUC_MAX + 2, dtype=torch.long, device=colorizer.device)
@@ -76,7 +89,7 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
         pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
         grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep],
                 None if hint_maps[0] is None else torch.cat(hint_maps)[:keep]]
-    return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None)
+    return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None, shown if grid else None)
 
 
 PASTE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc")
