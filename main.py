@@ -244,6 +244,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_deterministic() -> None:
+    """--deterministic: the same figures on any machine with the same library versions. One CPU
+    thread (a float sum split over more threads adds in another order: on the demo run, 1 and 2
+    threads differ in the third digit, BENCHMARKS.md "Reproducibility"), deterministic kernels
+    where torch has a choice (an error where it has none), no cuDNN autotuning."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS: reproducible reductions
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def where_note(args, given: set) -> str | None:
     """Run from outside the project folder with the default folders: say where they go."""
     here = Path.cwd().resolve()
@@ -265,6 +277,8 @@ def main(argv=None) -> int:
     run_dir = Path(args.results) / (args.run_name or args.model)
     seed_everything(args.seed)
     torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick the fastest kernels
+    if args.deterministic:
+        make_deterministic()
     try:
         if args.mode == "classifier":
             return classifier(args)

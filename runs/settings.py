@@ -31,6 +31,9 @@ class RunConfig:
                         "train the semantic-interpretability classifier on a data set with class folders",
                         choices=("train", "test", "colorize", "classifier"), role=ROLE_ALWAYS)
     seed: int = setting(0, "random seed (also decides the data split)")
+    deterministic: bool = setting(False, "the same figures on any machine with the same library versions: one "
+                                  "CPU thread, deterministic kernels (slower: the demo run takes 1.7x as long)",
+                                  role="resume")
     data: str | None = setting(None, "image folder (searched recursively; train/ test/ val/ subfolders are used as "
                                "splits), or the name of a public set (cifar10, cifar100, stl10, stl10-unlabeled, lfw, "
                                "flowers102, places365, food101, imagenet, coco: downloaded once; an existing path "
@@ -85,8 +88,8 @@ class RunConfig:
 
 
 # the options listed before the training settings in --help; the rest come after them
-RUN_OPTIONS_FIRST = ("model", "mode", "seed", "data", "data_root", "max_images", "input", "output", "sheet", "hints",
-                     "hint_counts", "results", "run_name", "load_size", "crop")
+RUN_OPTIONS_FIRST = ("model", "mode", "seed", "deterministic", "data", "data_root", "max_images", "input", "output",
+                     "sheet", "hints", "hint_counts", "results", "run_name", "load_size", "crop")
 
 
 class UsageError(Exception):

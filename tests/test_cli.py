@@ -208,3 +208,30 @@ def test_each_setting_states_its_role_beside_it():
     assert config.with_role("train", RunConfig) == {"model", "mode", "resume"}
     assert config.with_role("test", RunConfig) == {"model", "mode", "weights"}
     assert config.with_role("colorize", RunConfig) == {"model", "mode", "weights", "input", "output", "sheet", "hints"}
+
+
+@pytest.mark.slow
+def test_deterministic_gives_the_same_figures_whatever_the_thread_count(tiny_data, tmp_path):
+    """Float sums split over more threads add in another order, so the same run on a machine with
+    more cores gives other figures; --deterministic pins one thread and deterministic kernels."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import TINY
+
+    root = Path(main.__file__).parent
+    figures = []
+    for threads in ("1", "2"):
+        results = tmp_path / f"R{threads}"
+        flags = [*TINY, "--data", str(tiny_data), "--results", str(results), "--epochs", "2",
+                 "--unet_channels", "8", "--unet_depth", "2", "--deterministic"]
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        r = subprocess.run([sys.executable, "main.py", *flags], cwd=root, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        m = json.loads((results / "unet" / "val_metrics.json").read_text())
+        figures.append((m["delta_e"], m["ssim"], m["psnr"]))
+    assert figures[0] == figures[1]
