@@ -245,7 +245,7 @@ def seed_everything(seed: int) -> None:
 
 
 def make_deterministic() -> None:
-    """--deterministic: the same figures on any machine with the same library versions. One CPU
+    """--deterministic: figures that do not depend on the machine's thread count. One CPU
     thread (a float sum split over more threads adds in another order: on the demo run, 1 and 2
     threads differ in the third digit, BENCHMARKS.md "Reproducibility"), deterministic kernels
     where torch has a choice (an error where it has none), no cuDNN autotuning."""

@@ -31,8 +31,8 @@ class RunConfig:
                         "train the semantic-interpretability classifier on a data set with class folders",
                         choices=("train", "test", "colorize", "classifier"), role=ROLE_ALWAYS)
     seed: int = setting(0, "random seed (also decides the data split)")
-    deterministic: bool = setting(False, "the same figures on any machine with the same library versions: one "
-                                  "CPU thread, deterministic kernels (slower: the demo run takes 1.7x as long)",
+    deterministic: bool = setting(False, "figures that do not depend on the machine's thread count: one CPU "
+                                  "thread, deterministic kernels (slower: the demo run takes 1.7x as long)",
                                   role="resume")
     data: str | None = setting(None, "image folder (searched recursively; train/ test/ val/ subfolders are used as "
                                "splits), or the name of a public set (cifar10, cifar100, stl10, stl10-unlabeled, lfw, "
