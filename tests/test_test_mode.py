@@ -92,8 +92,8 @@ def test_the_test_grid_shows_images_from_across_the_test_set(tmp_path):
     write_images(root / "train", colour_crops(8, seed=1))
     for k, cls in enumerate(("airplane", "bird", "cat", "dog")):
         write_images(root / "test" / cls, colour_crops(6, seed=10 + k))
-    flags = [*TINY, "--data", str(root), "--results", str(tmp_path / "R"), "--epochs", "1", "--num_images", "4",
-             "--unet_channels", "8", "--unet_depth", "2", "--input", ""]
+    flags = [*TINY, "--model", "gray", "--data", str(root), "--results", str(tmp_path / "R"), "--num_images", "4",
+             "--input", ""]
     assert main.main(flags) == 0 and main.main([*flags, "--mode", "test"]) == 0
-    shown = torch.load(tmp_path / "R" / "unet" / "test_samples.pt")["paths"]
+    shown = torch.load(tmp_path / "R" / "gray" / "test_samples.pt")["paths"]
     assert sorted(p.split("/")[1] for p in shown) == ["airplane", "bird", "cat", "dog"]
