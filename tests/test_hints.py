@@ -305,3 +305,13 @@ def test_every_hint_count_samples_with_the_same_noise(tiny_data, tmp_path, monke
                *flags, "--batch_size", 2) == 0
     curve = json.loads((res / "unetddpm" / "metrics.json").read_text())["hints"]
     assert curve[0]["delta_e"] == curve[1]["delta_e"]
+
+
+def test_a_one_pixel_hint_is_drawn_large_enough_to_see_in_the_grid():
+    from trainers.evaluation import visible_hints
+
+    ab, mask = torch.zeros(1, 2, 32, 32), torch.zeros(1, 1, 32, 32)
+    ab[0, :, 10, 20], mask[0, 0, 10, 20] = torch.tensor([0.5, -0.25]), 1.0
+    shown = visible_hints(ab, mask)
+    assert torch.allclose(shown[0, :, 9:12, 19:22], torch.tensor([0.5, -0.25]).view(2, 1, 1).expand(2, 3, 3))
+    assert shown[0, :, 13:, :].abs().sum() == 0 and shown[0, :, :, :18].abs().sum() == 0

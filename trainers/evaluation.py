@@ -121,9 +121,20 @@ def write_sample_grid(path, L: torch.Tensor, pred: torch.Tensor, target: torch.T
 
     preds = list(pred) if pred.dim() == 5 else [pred]
     hinted = hints.known_colours(hint_map)  # a hinted network's (models/hints.py): the grey column shows them
-    grey = grey_from_L(L, hinted[0] * hinted[1] if hinted else None)
+    grey = grey_from_L(L, visible_hints(*hinted) if hinted else None)
     samples = [("colorization", preds[0])] if len(preds) == 1 else [(f"sample {i + 1}", p) for i, p in enumerate(preds)]
-    visuals.save_grid(path, [("grey + hints" if hinted else "grey input", grey), *samples, ("ground truth", target)])
+    label = "grey input" if not hinted else "grey + hints" if bool(hinted[1].any()) else "grey, 0 hints"
+    visuals.save_grid(path, [(label, grey), *samples, ("ground truth", target)])
+
+
+def visible_hints(ab: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A hint map's colours spread over a square around each hint (3 px at 32 px, wider for larger
+    images; the mean where squares meet), so that a hint of one pixel can be seen in a grid."""
+    radius = max(1, mask.shape[-1] // 32)
+    k = 2 * radius + 1
+    count = torch.nn.functional.avg_pool2d(mask.float(), k, 1, radius) * k * k
+    total = torch.nn.functional.avg_pool2d((ab * mask).float(), k, 1, radius) * k * k
+    return total / count.clamp(min=1e-6) * (count > 0.5)
 
 
 def validate(trainer, val_images) -> dict:
