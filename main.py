@@ -31,6 +31,7 @@ from runs import memory, photos
 from runs.classifier import classifier
 from runs.colorize import colorize
 from runs.photos import input_files
+from runs.serve import serve
 from runs.settings import RUN_OPTIONS_FIRST, RunConfig, UsageError, check_architecture, pick_device
 from runs.test import test
 from runs.train import train
@@ -198,7 +199,7 @@ def _run(args, family, given) -> str | None:
     run_dir = Path(args.results) / (args.run_name or args.model)
     if args.mode == "train" and args.resume and not (RunFolder(run_dir).last).is_file():
         return f"--resume: there is no {run_dir / 'last.pt'} to resume"
-    if args.mode in ("test", "colorize") and not ckpt_io.names_run_checkpoint(args.weights) \
+    if args.mode in ("test", "colorize", "serve") and not ckpt_io.names_run_checkpoint(args.weights) \
             and not Path(args.weights).is_file():
         return f"--weights {args.weights}: no such checkpoint file (or use best, last, an epoch number)"
     return None
@@ -286,6 +287,8 @@ def main(argv=None) -> int:
         # removes test outputs, so it waits for no test either
         if args.mode == "colorize":  # reads a checkpoint, writes only its own output folder: no lock
             return colorize(args, given, family, run_dir)
+        if args.mode == "serve":  # reads a checkpoint, writes nothing: no lock
+            return serve(args, given, family, run_dir)
         modes = ["train", "test"] if args.mode == "train" and args.overwrite else [args.mode]
         with contextlib.ExitStack() as locks:
             if distributed.world_from_env()[0] == 0:

@@ -16,7 +16,7 @@ A setting's role is declared beside it, once (nanoGPT forces a listed set of arc
 resume; here each setting says what it is):
     role="resume"     a --resume may change it (its length, how it is watched and saved, where it
                       runs, how it samples); any other setting given differently makes another run
-    role="train" / "test" / "colorize"
+    role="train" / "test" / "colorize" / "serve"
                       in that mode the command line's value wins over a checkpoint's saved one
                       (what this command does, e.g. --weights, --output)
 A network's settings are forced back from its checkpoint (they must match its weights); no role.
@@ -28,7 +28,7 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 
-ROLES = ("resume", "train", "test", "colorize")
+ROLES = ("resume", "train", "test", "colorize", "serve")
 
 
 def setting(default, help: str, choices=None, minimum=None, maximum=None, above=None, below=None,

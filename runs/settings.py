@@ -19,7 +19,7 @@ from trainers.inference import inference_weights
 from util.images import DEFAULT_MAX_IMAGE_PIXELS
 from util.run_folder import RunFolder
 
-ROLE_ALWAYS = ("resume", "train", "test", "colorize")  # what is run: the command line's, always
+ROLE_ALWAYS = ("resume", "train", "test", "colorize", "serve")  # what is run: the command line's, always
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +27,10 @@ class RunConfig:
     """main.py's own options: what to run and on what, where results go, how it is watched. With
     the network's and the trainer's Config they are every setting of a run (args.json)."""
     model: str = setting("unet", "family to train or test", choices=tuple(REGISTRY), role=ROLE_ALWAYS)
-    mode: str = setting("train", "colorize: colorize --input with a trained run (no data, no metrics); classifier: "
-                        "train the semantic-interpretability classifier on a data set with class folders",
-                        choices=("train", "test", "colorize", "classifier"), role=ROLE_ALWAYS)
+    mode: str = setting("train", "colorize: colorize --input with a trained run (no data, no metrics); serve: a "
+                        "local page and API that colorize an uploaded photo, with colour hints (runs/serve.py); "
+                        "classifier: train the semantic-interpretability classifier on a data set with class folders",
+                        choices=("train", "test", "colorize", "serve", "classifier"), role=ROLE_ALWAYS)
     seed: int = setting(0, "random seed (also decides the data split)")
     deterministic: bool = setting(False, "figures that do not depend on the machine's thread count: one CPU "
                                   "thread, deterministic kernels (slower: the demo run takes 1.7x as long)",
@@ -68,7 +69,10 @@ class RunConfig:
                               "memory up to --cache_gb", choices=("auto", "memory", "stream"), role="resume")
     cache_gb: float = setting(8.0, "largest decoded training set kept in memory", minimum=0.0, role="resume")
     weights: str = setting("best", "checkpoint for test mode: best, last, an epoch number, or a file",
-                           role=("test", "colorize"))
+                           role=("test", "colorize", "serve"))
+    host: str = setting("127.0.0.1", "serve mode: the address served (another than localhost opens the page to "
+                        "the network)", role="serve")
+    port: int = setting(8000, "serve mode: the port (0: any free one)", minimum=0, maximum=65535, role="serve")
     resume: bool = setting(False, "continue the run in RESULTS/RUN_NAME from last.pt", role=("resume", "train"))
     overwrite: bool = setting(False, "train: start afresh over an existing run folder (its own files are removed); "
                               "colorize: replace what --output holds from another model, or files no colorize run "

@@ -1,0 +1,96 @@
+"""Serve mode's HTTP API: a photo in, its colorization at full resolution out; hints change it
+where they are; bad requests are clear 4xx errors and the server goes on."""
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import TINY
+from PIL import Image
+
+import main
+from registry import REGISTRY
+
+
+def form(fields: dict) -> tuple[bytes, str]:
+    boundary = "----colorize-test-boundary"
+    body = b""
+    for name, (filename, data) in fields.items():
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def post(url: str, fields: dict):
+    body, kind = form(fields)
+    request = urllib.request.Request(url + "/api/colorize", data=body, headers={"Content-Type": kind})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, r.headers["Content-Type"], r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def guided_server(tiny_data, tmp_path):
+    from runs.serve import open_server
+
+    flags = [*TINY, *REGISTRY["unet"].smoke_flags(), "--data", str(tiny_data), "--results", str(tmp_path / "R"),
+             "--epochs", "1", "--guided", "--input", ""]
+    assert main.main(flags) == 0
+    _, args, given = main.parse_args(["--mode", "serve", "--port", "0", *flags])
+    server = open_server(args, given, REGISTRY["unet"], tmp_path / "R" / "unet")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://{server.server_address[0]}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_api_colorizes_at_full_resolution_and_hints_change_it_where_they_are(guided_server):
+    info = json.loads(urllib.request.urlopen(guided_server + "/api/info", timeout=30).read())
+    assert info["hinted"] and info["model"] == "unet"
+    page = urllib.request.urlopen(guided_server + "/", timeout=30).read().decode()
+    assert "/api/colorize" in page and "<canvas" in page
+    rng = np.random.default_rng(0)
+    photo = (rng.random((90, 130, 3)) * 255).astype(np.uint8)
+    status, kind, body = post(guided_server, {"image": ("p.png", png_bytes(photo))})
+    assert status == 200 and kind == "image/png"
+    plain = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    assert plain.shape == photo.shape
+    from skimage.color import rgb2lab
+
+    lightness = np.abs(rgb2lab(plain)[..., 0] - rgb2lab(photo)[..., 0])
+    assert lightness.mean() < 3, lightness.mean()  # the photo's own L (up to 8-bit rounding and gamut clipping)
+    hints = json.dumps([[100, 20, "#00ff00"], [101, 21, "#00ff00"]]).encode()
+    status, _, body = post(guided_server, {"image": ("p.png", png_bytes(photo)), "hints": (None, hints)})
+    assert status == 200
+    hinted = np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(int)
+    change = np.abs(hinted - plain.astype(int)).sum(2)
+    assert change[15:27, 95:107].mean() > change[60:, :40].mean()  # the change is where the hints are
+
+
+def test_bad_requests_are_clear_errors_and_the_server_goes_on(guided_server):
+    cases = [({"image": ("x.png", b"not an image")}, 400, "image"),
+             ({"nothing": (None, b"1")}, 400, "no \"image\""),
+             ({"image": ("p.png", png_bytes(np.zeros((20, 20, 3), np.uint8))), "hints": (None, b"[[99, 1, \"#fff\"]]")},
+              400, "outside"),
+             ({"image": ("p.png", png_bytes(np.zeros((20, 20, 3), np.uint8))), "hints": (None, b"{oops")}, 400, "JSON")]
+    for fields, code, words in cases:
+        status, kind, body = post(guided_server, fields)
+        assert status == code and kind == "application/json" and words in json.loads(body)["error"], body
+    request = urllib.request.Request(guided_server + "/api/colorize", data=b"x" * 10,
+                                     headers={"Content-Type": "text/plain"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request, timeout=30)
+    assert e.value.code == 400
+    status, _, _ = post(guided_server, {"image": ("p.png", png_bytes(np.zeros((20, 20, 3), np.uint8)))})
+    assert status == 200  # still serving
