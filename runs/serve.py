@@ -119,9 +119,10 @@ def handler_for(colorizing: Colorizing):
             self._send(status, json.dumps({"error": message}).encode(), "application/json")
 
         def do_GET(self):
-            if self.path in ("/", "/index.html"):
+            path = self.path.split("?", 1)[0]  # the page reads its own query (?photo=...&hints=...)
+            if path in ("/", "/index.html"):
                 self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
-            elif self.path == "/api/info":
+            elif path == "/api/info":
                 self._send(200, json.dumps({**colorizing.info, "max_upload_bytes": MAX_UPLOAD_BYTES}).encode(),
                            "application/json")
             else:

@@ -40,12 +40,18 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def guided_server(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def guided_server(tmp_path_factory):
+    """A guided unet trained one epoch on tiny data, served on a free port (once for this module)."""
+    from conftest import colour_crops, write_images
+
     from runs.serve import open_server
 
-    flags = [*TINY, *REGISTRY["unet"].smoke_flags(), "--data", str(tiny_data), "--results", str(tmp_path / "R"),
-             "--epochs", "1", "--guided", "--input", ""]
+    tmp_path = tmp_path_factory.mktemp("serve")
+    write_images(tmp_path / "data" / "train", colour_crops(10, seed=1))
+    write_images(tmp_path / "data" / "test", colour_crops(4, seed=2))
+    flags = [*TINY, *REGISTRY["unet"].smoke_flags(), "--data", str(tmp_path / "data"), "--results",
+             str(tmp_path / "R"), "--epochs", "1", "--guided", "--input", ""]
     assert main.main(flags) == 0
     _, args, given = main.parse_args(["--mode", "serve", "--port", "0", *flags])
     server = open_server(args, given, REGISTRY["unet"], tmp_path / "R" / "unet")
@@ -94,3 +100,41 @@ def test_bad_requests_are_clear_errors_and_the_server_goes_on(guided_server):
     assert e.value.code == 400
     status, _, _ = post(guided_server, {"image": ("p.png", png_bytes(np.zeros((20, 20, 3), np.uint8)))})
     assert status == 200  # still serving
+
+
+def test_the_page_in_chromium_colorizes_a_photo_and_recolours_it_where_a_hint_is_placed(guided_server, tmp_path):
+    """Headless Chromium opens the page on a photo (?photo=), once without and once with a green
+    hint (?hints=): the page draws the hint on the grey photo and the colorization it shows changes."""
+    import base64
+    import shutil
+    import subprocess
+    import urllib.parse
+
+    import torch
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium here (.ci/run installs the Debian package)")
+    photo = np.full((120, 160, 3), 128, np.uint8)
+    photo_url = "data:image/png;base64," + base64.b64encode(png_bytes(photo)).decode()
+
+    def screenshot(name, hints):
+        query = urllib.parse.urlencode({"photo": photo_url, "hints": json.dumps(hints)})
+        shot = tmp_path / name
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=900,700", "--virtual-time-budget=20000", f"--screenshot={shot}",
+                        f"{guided_server}/?{query}"], capture_output=True, timeout=120, check=True)
+        return torch.from_numpy(np.array(Image.open(shot).convert("RGB"))).int()
+
+    plain = screenshot("plain.png", [])
+    hinted = screenshot("hinted.png", [[40, 60, "#00ff00"], [41, 60, "#00ff00"], [40, 61, "#00ff00"]])
+    # the colorization: the coloured pixels of the page without hints (the picker's swatch is above them)
+    coloured = (plain.max(-1).values - plain.min(-1).values) > 12
+    coloured[:plain.shape[0] // 3] = False
+    ys, xs = coloured.nonzero(as_tuple=True)
+    assert len(ys) > 1000, "no colorization is shown"
+    box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+    photo_box = (box[0], slice(0, int(xs.min())))  # the grey photo, left of it
+    changed = (hinted - plain).abs().sum(-1)
+    assert (changed[photo_box] > 100).sum() > 20, "the hint is not drawn on the grey photo"
+    assert (changed[box] > 0).sum() > 0, "the colorization did not change with the hint"
