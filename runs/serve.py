@@ -177,7 +177,12 @@ def open_server(args, given, family, run_dir: Path) -> ThreadingHTTPServer:
 
 def serve(args, given, family, run_dir: Path) -> int:
     """--mode serve: the page and API until Ctrl-C."""
-    server = open_server(args, given, family, run_dir)
+    try:
+        server = open_server(args, given, family, run_dir)
+    except OSError as e:  # the port is taken, the address is not this machine's, ...
+        print(f"error: cannot serve on {args.host}:{args.port}: {e.strerror or e}; choose another --port "
+              f"(0: any free one)", file=sys.stderr)
+        return 2
     host, port = server.server_address[:2]
     info = server.RequestHandlerClass.colorizing.info
     print(f"serving {info['model']} ({info['weights']}) on http://{host}:{port}/"

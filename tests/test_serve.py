@@ -5,6 +5,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -56,19 +57,20 @@ def guided_server(tmp_path_factory):
     _, args, given = main.parse_args(["--mode", "serve", "--port", "0", *flags])
     server = open_server(args, given, REGISTRY["unet"], tmp_path / "R" / "unet")
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{server.server_address[0]}:{server.server_address[1]}"
+    host, port = server.server_address[:2]
+    yield SimpleNamespace(url=f"http://{host}:{port}", port=port, flags=flags)
     server.shutdown()
     server.server_close()
 
 
 def test_the_api_colorizes_at_full_resolution_and_hints_change_it_where_they_are(guided_server):
-    info = json.loads(urllib.request.urlopen(guided_server + "/api/info", timeout=30).read())
+    info = json.loads(urllib.request.urlopen(guided_server.url + "/api/info", timeout=30).read())
     assert info["hinted"] and info["model"] == "unet"
-    page = urllib.request.urlopen(guided_server + "/", timeout=30).read().decode()
+    page = urllib.request.urlopen(guided_server.url + "/", timeout=30).read().decode()
     assert "/api/colorize" in page and "<canvas" in page
     rng = np.random.default_rng(0)
     photo = (rng.random((90, 130, 3)) * 255).astype(np.uint8)
-    status, kind, body = post(guided_server, {"image": ("p.png", png_bytes(photo))})
+    status, kind, body = post(guided_server.url, {"image": ("p.png", png_bytes(photo))})
     assert status == 200 and kind == "image/png"
     plain = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
     assert plain.shape == photo.shape
@@ -77,7 +79,7 @@ def test_the_api_colorizes_at_full_resolution_and_hints_change_it_where_they_are
     lightness = np.abs(rgb2lab(plain)[..., 0] - rgb2lab(photo)[..., 0])
     assert lightness.mean() < 3, lightness.mean()  # the photo's own L (up to 8-bit rounding and gamut clipping)
     hints = json.dumps([[100, 20, "#00ff00"], [101, 21, "#00ff00"]]).encode()
-    status, _, body = post(guided_server, {"image": ("p.png", png_bytes(photo)), "hints": (None, hints)})
+    status, _, body = post(guided_server.url, {"image": ("p.png", png_bytes(photo)), "hints": (None, hints)})
     assert status == 200
     hinted = np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(int)
     change = np.abs(hinted - plain.astype(int)).sum(2)
@@ -91,14 +93,14 @@ def test_bad_requests_are_clear_errors_and_the_server_goes_on(guided_server):
               400, "outside"),
              ({"image": ("p.png", png_bytes(np.zeros((20, 20, 3), np.uint8))), "hints": (None, b"{oops")}, 400, "JSON")]
     for fields, code, words in cases:
-        status, kind, body = post(guided_server, fields)
+        status, kind, body = post(guided_server.url, fields)
         assert status == code and kind == "application/json" and words in json.loads(body)["error"], body
-    request = urllib.request.Request(guided_server + "/api/colorize", data=b"x" * 10,
+    request = urllib.request.Request(guided_server.url + "/api/colorize", data=b"x" * 10,
                                      headers={"Content-Type": "text/plain"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(request, timeout=30)
     assert e.value.code == 400
-    status, _, _ = post(guided_server, {"image": ("p.png", png_bytes(np.zeros((20, 20, 3), np.uint8)))})
+    status, _, _ = post(guided_server.url, {"image": ("p.png", png_bytes(np.zeros((20, 20, 3), np.uint8)))})
     assert status == 200  # still serving
 
 
@@ -123,7 +125,7 @@ def test_the_page_in_chromium_colorizes_a_photo_and_recolours_it_where_a_hint_is
         shot = tmp_path / name
         subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--window-size=900,700", "--virtual-time-budget=20000", f"--screenshot={shot}",
-                        f"{guided_server}/?{query}"], capture_output=True, timeout=120, check=True)
+                        f"{guided_server.url}/?{query}"], capture_output=True, timeout=120, check=True)
         return torch.from_numpy(np.array(Image.open(shot).convert("RGB"))).int()
 
     plain = screenshot("plain.png", [])
@@ -138,3 +140,9 @@ def test_the_page_in_chromium_colorizes_a_photo_and_recolours_it_where_a_hint_is
     changed = (hinted - plain).abs().sum(-1)
     assert (changed[photo_box] > 100).sum() > 20, "the hint is not drawn on the grey photo"
     assert (changed[box] > 0).sum() > 0, "the colorization did not change with the hint"
+
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback(guided_server, capsys):
+    assert main.main(["--mode", "serve", "--port", str(guided_server.port), *guided_server.flags]) == 2
+    assert "cannot serve on 127.0.0.1" in capsys.readouterr().err
