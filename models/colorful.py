@@ -156,11 +156,11 @@ class ColorfulNet(nn.Module):
         return bins.scatter_(1, index, weight) * (count > 0)
 
     def forward(self, L, features=None, *, hints=None):
+        if self.hinted and hints is None:  # no hint given: an empty map, for the trunk and the bins alike
+            hints = L.new_zeros(L.shape[0], CHANNELS, *L.shape[2:])
         logits = self.head(self.trunk(L, features, hints))
         if not self.hinted:
             return logits
-        if hints is None:
-            hints = L.new_zeros(L.shape[0], CHANNELS, *L.shape[2:])
         return logits + self.hint_gain * self.hint_bins(hints, logits.shape[-2:])
 
 

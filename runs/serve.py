@@ -33,7 +33,7 @@ import torch
 from models import hints as hint_maps
 from runs.settings import pick_device, resolve
 from runs.weights import load_colorizer, load_weights
-from util import colour, hint_files, images
+from util import colour, hint_files, images, visuals
 
 MAX_UPLOAD_BYTES = 40 * 2 ** 20  # a 12-megapixel JPEG is 3-8 MB; a PNG of one up to ~36 MB
 PAGE = Path(__file__).with_name("serve.html")
@@ -59,23 +59,20 @@ class Colorizing:
         h, w = rgb.shape[:2]
         hint_map = None
         if hints_json:
-            if not self.colorizer.hinted:
-                raise RequestError(400, "this run was trained without colour hints (--guided), so it takes none")
             try:
                 points = hint_files.points_from_json(json.loads(hints_json), "hints", w, h)
+                hint_map = hint_maps.map_from_points(points, w, h, self.image_size).to(self.colorizer.device)
+                self.colorizer.check_hints(hint_map)  # a run trained without hints refuses them
             except json.JSONDecodeError as e:
                 raise RequestError(400, f"hints: not valid JSON ({e})") from None
             except hint_files.HintError as e:
                 raise RequestError(400, str(e)) from None
-            hint_map = hint_maps.map_from_points(points, w, h, self.image_size).to(self.colorizer.device)
         original = images.to_chw_tensor(rgb)[None].to(self.colorizer.device)
         with self.lock, torch.no_grad(), self.colorizer.autocast():
             out = colour.colorize_full_resolution(lambda L: self.colorizer.predict_ab(L, hint_map), original,
                                                   self.image_size)
-        from PIL import Image
-
         buffer = io.BytesIO()
-        Image.fromarray(out[0].permute(1, 2, 0).cpu().numpy()).save(buffer, format="PNG", compress_level=1)  # fast
+        visuals.to_pil(out[0]).save(buffer, format="PNG", compress_level=1)  # level 1: 3x faster at 12 MP
         return buffer.getvalue()
 
     def _decode(self, photo: bytes):
