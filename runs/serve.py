@@ -83,7 +83,7 @@ class Colorizing:
             try:
                 return images.load_rgb(path, self.max_pixels)
             except images.BadImage as e:
-                raise RequestError(400, f"image: {e}") from None
+                raise RequestError(400, f"image: {str(e).replace(repr(str(path)), 'the upload')}") from None
 
 
 def form_fields(content_type: str, body: bytes) -> dict:
