@@ -1,7 +1,7 @@
 """Throughput benchmark of every family: a benchmark, not a test. Prints a table and appends it,
 with the device and the command, to BENCHMARKS.md (or --write FILE; --write '' to only print).
 
-    python bench.py --device cuda --image_size 256 --batch_size 256 --data ../shared/data/photos
+    python bench.py --device cuda --image_size 256 --batch_size 256 --data photos/
     python bench.py --device cpu --image_size 32 --batch_size 16 --iters 3      # small CPU run
 
 Columns, per family:

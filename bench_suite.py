@@ -27,8 +27,11 @@ import threading
 import time
 from pathlib import Path
 
+import public_data
+
 ROOT = Path(__file__).resolve().parent
 CARRY = ROOT / ".gpu"
+SHARED = ROOT.parent / "shared" / "data" / "cifar10"  # beside the repository here: cifar10-bench's JPEG copy
 DATA_TAR = "cifar10.tar.gz"
 INCEPTION_FILE = "inception-2015-12-05-fp16.pt"
 LIMIT_MIB = 64  # the device tool's working tree and carried paths, together
@@ -85,8 +88,7 @@ def pack(source: Path, carry: Path, n_train: int = 10_000, n_test: int = 0, seed
 
 
 def _write_inception(path: Path) -> None:
-    """The FID network's weights (the standard file when downloaded, else the packaged conversion)
-    in fp16, without the classifier (zeros in the conversion, unused by FID and the encoder)."""
+    """The FID network's weights in fp16 (the standard file, else the packaged conversion), no classifier."""
     import torch
 
     from models import inception
@@ -109,8 +111,7 @@ def _tree_mib() -> float:
 
 
 def tiny_source(root: Path) -> Path:
-    """A CIFAR-like folder for the dry run: train/ and test/ with two classes of 32 px JPEG crops
-    of scikit-image's photos."""
+    """A CIFAR-like folder for the dry run: train/ and test/, two classes of 32 px crops of skimage photos."""
     import numpy as np
     import skimage.data
     from PIL import Image
@@ -357,19 +358,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", help="gpu: where suite.md, suite.json, the report's pictures and logs.tar.gz go")
     p.add_argument("--work", default=None, help="gpu: run folders, data and logs (default: a temporary folder)")
     p.add_argument("--carry", default=str(CARRY), help="the folder pack writes and the GPU call carries")
-    p.add_argument("--source", default=str(ROOT.parent / "shared" / "data" / "cifar10"),
-                   help="pack: the CIFAR-10 folder (train/ and test/ of class folders)")
+    p.add_argument("--source", default=str(SHARED) if SHARED.is_dir() else "cifar10-bench",
+                   help="pack: a CIFAR-10 folder (train/ and test/ of class folders) or cifar10-bench (downloaded)")
     p.add_argument("--pack_images", type=int, default=10_000, help="pack: training images (the protocol's 10,000)")
     p.add_argument("--budget", type=float, default=450, help="gpu: seconds the suite may take, all steps together")
     p.add_argument("--epochs", type=int, default=10, help="gpu: the protocol's epochs (the CPU rows: 2)")
     p.add_argument("--runs", default="", help="gpu: only these of the protocol's runs, comma-separated (default: "
                    "all: " + ",".join(r[0] for r in RUNS) + ")")
-    p.add_argument("--dry-run", dest="dry_run", action="store_true",
-                   help="every step on the CPU at tiny sizes (a tiny generated data set unless --source)")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="every step on the CPU, tiny sizes")
     opts = p.parse_args(argv)
     try:
         if opts.suite == "pack":
-            print(pack(Path(opts.source), Path(opts.carry), n_train=opts.pack_images))
+            source = public_data.prepare(opts.source) if public_data.is_name(opts.source) else Path(opts.source)
+            print(pack(source, Path(opts.carry), n_train=opts.pack_images))
             return 0
         if not opts.out:
             p.error("--suite gpu needs --out DIR")
@@ -380,8 +381,7 @@ def main(argv: list[str]) -> int:
                      "--steps", "2", "--val_images", "2", "--val_steps", "2", *SMALL] if opts.dry_run else []
         if opts.dry_run:
             opts.epochs, opts.budget = 1, min(opts.budget, 300)
-            if opts.source == p.get_default("source"):
-                opts.source = None  # generated images
+            opts.source = None if opts.source == p.get_default("source") else opts.source  # None: generated
         previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill ends the current step too
         try:
             with tempfile.TemporaryDirectory(prefix="colorize-suite-") as tmp:
@@ -389,7 +389,7 @@ def main(argv: list[str]) -> int:
                 return Suite(opts).run()
         finally:
             signal.signal(signal.SIGTERM, previous)
-    except SuiteError as e:
+    except (SuiteError, public_data.DataUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -46,6 +46,8 @@ class PublicSet:
     by_hand: bool = False  # archives the user must already have (no public download)
     why_by_hand: str = ""  # why (by default: the terms of use)
     layout: dict = field(default_factory=dict)  # dataset "": our split -> folder under download/
+    first: dict = field(default_factory=dict)   # our split -> keep only the first N images of each class
+    download_of: str = ""  # share another set's download/ folder (the same files, another selection)
 
 
 SETS = {s.name: s for s in [
@@ -54,6 +56,14 @@ SETS = {s.name: s for s in [
               "https://www.cs.toronto.edu/~kriz/cifar.html (free for research)",
               "quick experiments and the CPU benchmark; tiny images, little detail",
               ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",), ("cifar-10-python.tar.gz",)),
+    PublicSet("cifar10-bench", "CIFAR10", {"train": [{"train": True}], "test": [{"train": False}]},
+              "23,000 of cifar10 at 32x32: the first 2,000 training and 300 test images of each class",
+              "163 MB: cifar10's download",
+              "https://www.cs.toronto.edu/~kriz/cifar.html (free for research)",
+              "the CPU benchmark protocol (docs/benchmark.md): with --max_images 10000 --seed 0 the same "
+              "images it was measured on",
+              ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",), ("cifar-10-python.tar.gz",),
+              first={"train": 2000, "test": 300}, download_of="cifar10"),
     PublicSet("cifar100", "CIFAR100", {"train": [{"train": True}], "test": [{"train": False}]},
               "60,000 at 32x32, 100 classes", "161 MB",
               "https://www.cs.toronto.edu/~kriz/cifar.html (free for research)",
@@ -148,7 +158,7 @@ def prepare(name: str, data_root: str | None = None, echo=print) -> Path:
     target = images_folder(spec.name, data_root)
     if complete(target):
         return target
-    download = target.parent / "download"
+    download = cache_root(data_root) / (spec.download_of or spec.name) / "download"
     download.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(target.parent, echo)
     source = f"from the files you put in {download}" if spec.by_hand else f"{spec.download} to fetch"
@@ -169,8 +179,8 @@ def prepare(name: str, data_root: str | None = None, echo=print) -> Path:
             counts[split] = _link_folder(download / folder, tmp / split / "all")
     else:
         for split, datasets in parts.items():
-            counts[split] = sum(_lay_out(ds, tmp / split, f"{i}_" if len(datasets) > 1 else "")
-                                for i, ds in enumerate(datasets))
+            counts[split] = sum(_lay_out(ds, tmp / split, f"{i}_" if len(datasets) > 1 else "",
+                                         spec.first.get(split, 0)) for i, ds in enumerate(datasets))
     empty = [split for split, n in counts.items() if not n]
     if empty:  # never marked complete: the next run looks again, once the files are there
         shutil.rmtree(tmp, ignore_errors=True)
@@ -240,7 +250,8 @@ def offline_message(spec: PublicSet, download: Path, error: Exception) -> str:
             f"{', '.join(spec.urls)} into {download}; with no network, fetch {files} elsewhere and put "
             f"{'it' if len(spec.files) == 1 else 'them'} in {download} (torchvision verifies and unpacks "
             f"{'it' if len(spec.files) == 1 else 'them'} there), or pass --data_root to a folder that "
-            f"already holds {spec.name}/download/. Nothing was written to {download.parent / 'images'}.")
+            f"already holds {download.parent.name}/download/. Nothing was written to "
+            f"{download.parent.parent / spec.name / 'images'}.")
 
 
 def _class_names(ds) -> list[str]:
@@ -263,9 +274,11 @@ def _files_and_labels(ds):
     return None
 
 
-def _lay_out(ds, out: Path, prefix: str) -> int:
+def _lay_out(ds, out: Path, prefix: str, first: int = 0) -> int:
     """Write one split of a torchvision dataset as out/<class>/<n>.<ext> (links to its files,
-    or PNGs of its arrays). Unlabelled images (STL-10's, label -1) go to out/unlabeled/."""
+    or PNGs of its arrays). Unlabelled images (STL-10's, label -1) go to out/unlabeled/.
+    With `first`, only the first that many images of each class in the set's own order, named
+    by their place in the class (0000.png, 0001.png, ...: the order of a sorted folder)."""
     from tqdm import tqdm
 
     names = _class_names(ds)
@@ -277,19 +290,33 @@ def _lay_out(ds, out: Path, prefix: str) -> int:
 
     files = _files_and_labels(ds)
     n = len(files) if files is not None else len(ds)
+    labels = [y for _, y in files] if files is not None else getattr(ds, "targets", None)
+    seen: dict = {}  # label -> images of it written so far
+    written = 0
     for i in tqdm(range(n), desc=f"laying out {out.name}", unit="image", mininterval=2.0, leave=False,
                   disable=n < 2000):
+        if first and labels is not None:
+            label = int(labels[i])
+            if seen.get(label, 0) >= first:
+                continue
         if files is not None:
             path, label = files[i]
-            dest = folder(int(label)) / f"{prefix}{i:07d}{Path(path).suffix.lower()}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(Path(path).resolve(), dest)
+            suffix = Path(path).suffix.lower()
         else:
             image, label = ds[i]
-            dest = folder(int(label)) / f"{prefix}{i:07d}.png"
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            suffix = ".png"
+        label = int(label)
+        k = seen[label] = seen.get(label, 0) + 1
+        if first and k > first:
+            continue
+        dest = folder(label) / (f"{prefix}{k - 1:04d}{suffix}" if first else f"{prefix}{i:07d}{suffix}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if files is not None:
+            os.symlink(Path(path).resolve(), dest)
+        else:
             image.convert("RGB").save(dest)
-    return n
+        written += 1
+    return written
 
 
 def _link_folder(source: Path, out: Path) -> int:

@@ -2,10 +2,12 @@
 pickled batches, STL-10's binaries, Flowers-102's JPEG folder and .mat files, LFW's folders and
 people lists, Food-101's JSON split, Places365's file lists, COCO's folders), with
 torchvision's checksums set to those of the fakes: no network is touched."""
+import dataclasses
 import hashlib
 import json
 import pickle
 import urllib.error
+from pathlib import Path
 
 import conftest
 import numpy as np
@@ -181,6 +183,41 @@ def test_max_images_is_a_seeded_subset_of_train_and_streaming_reads_a_named_set(
     assert len(a["test"]) == 8 and a["max_images"] == 10
 
 
+def test_cifar10_bench_keeps_the_first_images_of_each_class_from_cifar10s_download(tmp_path, monkeypatch):
+    """The benchmark's selection: the first N of each class in the official order, named by place in
+    the class as the JPEG copy under ../shared/data is, from the download cifar10 already holds."""
+    no_network(monkeypatch)
+    fake_cifar10(tmp_path, monkeypatch)  # labels 0,1,2,0,1,2,... in each batch
+    small = dataclasses.replace(public_data.SETS["cifar10-bench"], first={"train": 4, "test": 2})
+    monkeypatch.setitem(public_data.SETS, "cifar10-bench", small)
+    folder = public_data.prepare("cifar10-bench", str(tmp_path))
+    assert not (tmp_path / "cifar10-bench" / "download").exists()  # cifar10's download, shared
+    for split, n in (("train", 4), ("test", 2)):
+        for name in ["airplane", "automobile", "bird"]:
+            files = sorted(p.name for p in (folder / split / name).iterdir())
+            assert files == [f"{k:04d}.png" for k in range(n)]
+    # the images are the first of their class: the fake's first batch holds airplane at 0, 3, 6, 9
+    batch = tvd.CIFAR10(str(tmp_path / "cifar10" / "download"), train=True)
+    for k, i in enumerate((0, 3, 6, 9)):
+        assert np.array_equal(np.asarray(Image.open(folder / "train" / "airplane" / f"{k:04d}.png")),
+                              np.asarray(batch[i][0]))
+
+
+@pytest.mark.skipif(not (conftest.SHARED / "cifar10").is_dir(), reason="needs ../shared/data/cifar10")
+def test_cifar10_bench_with_max_images_picks_the_images_the_benchmark_was_measured_on(tmp_path):
+    """make_split sees only sorted relative paths: the same names (.png for .jpg) give the same picks."""
+    shared_root = conftest.SHARED / "cifar10"
+    shared = cd.make_split(shared_root, seed=0, max_images=10000)
+    for p in find_images(shared_root):
+        dest = tmp_path / p.relative_to(shared_root).with_suffix(".png")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.touch()
+    ours = cd.make_split(tmp_path, seed=0, max_images=10000)
+    for split in ("train", "val", "test"):
+        assert [str(Path(p).with_suffix(".jpg")) for p in ours[split]] == shared[split]
+    assert (len(ours["train"]), len(ours["val"]), len(ours["test"])) == (10000, 1000, 3000)
+
+
 def test_stl10_with_its_unlabeled_split_and_flowers_train_plus_val(tmp_path, monkeypatch):
     no_network(monkeypatch)
     fake_stl10(tmp_path, monkeypatch)
@@ -246,7 +283,7 @@ def test_offline_is_one_clear_paragraph_and_leaves_no_half_written_set(tmp_path,
     # an unknown name lists the known ones; an existing folder of that name wins over the name
     with pytest.raises(SystemExit):
         main.main(["--data", "cifar11", *TINY])
-    assert "cifar10, cifar100, stl10" in capsys.readouterr().err
+    assert "cifar10, cifar10-bench, cifar100, stl10" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     cd.build_demo_dataset(tmp_path / "cifar10", tmp_path / "none", seed=0)
     assert not public_data.is_name("cifar10")
