@@ -17,9 +17,11 @@ The comparison of runs (summary table, charts, compare image) is report.py.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -138,9 +140,24 @@ def _pretrained_lpips():
                 return lpips.LPIPS(net="alex", verbose=False).eval()
         except Exception as e:  # a bad file, ...
             why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    print(f"LPIPS unavailable, reported as null: AlexNet's weights could not be had ({why}). Put {ALEXNET_FILE} "
-          f"(from {ALEXNET_URL}) at {where} to enable it.", file=sys.stderr)
+    if not _said_lately(where.with_name(ALEXNET_FILE + ".missing"), why):
+        print(f"LPIPS unavailable, reported as null: AlexNet's weights could not be had ({why}). Put {ALEXNET_FILE} "
+              f"(from {ALEXNET_URL}) at {where} to enable it.", file=sys.stderr)
     return None
+
+
+def _said_lately(marker: Path, why: str, hours: float = 1.0) -> bool:
+    """Whether this machine printed the same failure within the hour (a main job's test after its
+    training, a script's next family): said once, not again every process. Marks it now."""
+    try:
+        lately = marker.read_text() == why and time.time() - marker.stat().st_mtime < hours * 3600
+    except OSError:
+        lately = False
+    if not lately:
+        with contextlib.suppress(OSError):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(why)
+    return lately
 
 
 class LPIPS:

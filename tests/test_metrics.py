@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -177,5 +179,12 @@ def test_lpips_without_weights_says_so_once_and_announces_no_download(tmp_path, 
         assert err.count("LPIPS unavailable") == 1 and "Downloading" not in err
         assert str(tmp_path / "checkpoints" / metrics.ALEXNET_FILE) in err
         assert not list(tmp_path.rglob("*.pth"))  # nothing half-written
+        # the next process within the hour (a main job's test after its training) says nothing more
+        metrics._pretrained_lpips.cache_clear()
+        assert not metrics.LPIPS().available and "LPIPS" not in capsys.readouterr().err
+        marker = tmp_path / "checkpoints" / (metrics.ALEXNET_FILE + ".missing")
+        os.utime(marker, (marker.stat().st_atime - 7200, marker.stat().st_mtime - 7200))
+        metrics._pretrained_lpips.cache_clear()  # hours later: said again
+        assert not metrics.LPIPS().available and "LPIPS unavailable" in capsys.readouterr().err
     finally:
         metrics._pretrained_lpips.cache_clear()
