@@ -183,3 +183,24 @@ def test_a_guided_network_takes_each_hints_bins_straight_to_its_logits():
     assert hinted[0, :, 2, 3].argmax() == bins[0, :, 2, 3].argmax()         # the hint's bin now leads
     with pytest.raises(ValueError, match="centres"):
         ColorfulNet(len(centres), 4, 3, 1 + hints.CHANNELS)
+
+
+def test_the_palette_proposes_the_colorization_then_the_most_probable_bins():
+    """ColorfulColorizer.proposals (serve mode's palette): the annealed mean first, then the bins
+    in order of probability, at L's size."""
+    from types import SimpleNamespace
+
+    from trainers.colorful import ColorfulColorizer
+    from util.colour import AB_SCALE
+
+    centres, _ = ab_gamut("corners")
+    logits = torch.full((1, len(centres), 2, 2), -20.0)
+    logits[0, 7], logits[0, 3] = 5.0, 4.0  # bin 7 most probable everywhere, then bin 3
+    colorizer = ColorfulColorizer.__new__(ColorfulColorizer)
+    colorizer.net, colorizer.centres = (lambda L: logits), centres
+    colorizer.cfg = SimpleNamespace(temperature=0.38)
+    out = colorizer.proposals(torch.zeros(1, 1, 8, 8), k=2)
+    assert out.shape == (3, 1, 2, 8, 8)
+    assert torch.allclose(out[0], colorizer.predict_ab(torch.zeros(1, 1, 8, 8)))
+    assert torch.allclose(out[1] * AB_SCALE, centres[7].view(2, 1, 1).expand(2, 8, 8))
+    assert torch.allclose(out[2] * AB_SCALE, centres[3].view(2, 1, 1).expand(2, 8, 8))

@@ -41,6 +41,15 @@ class ColorfulColorizer(Colorizer):
         ab = annealed_mean(self.net(L, **given(hints)), self.centres, self.cfg.temperature)
         return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False) / AB_SCALE
 
+    def proposals(self, L, k, hints=None):
+        """The annealed mean (the colorization), then the k most probable bins' centres at each pixel."""
+        logits = self.net(L, **given(hints)).float()
+        mean = annealed_mean(logits, self.centres, self.cfg.temperature)
+        first = F.interpolate(mean, size=L.shape[-2:], mode="bilinear", align_corners=False)[None]
+        top = self.centres[logits.topk(min(k, logits.shape[1]), dim=1).indices]  # (B, k, h, w, 2)
+        top = F.interpolate(top.permute(1, 0, 4, 2, 3).flatten(0, 1), size=L.shape[-2:], mode="nearest")
+        return torch.cat([first, top.view(-1, *first.shape[1:])]) / AB_SCALE
+
 
 class ColorfulTrainer(Trainer):
     Config = ColorfulConfig

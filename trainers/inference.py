@@ -75,6 +75,13 @@ class Colorizer:
     def sample_ab(self, L: torch.Tensor, k: int, hints: torch.Tensor | None = None) -> torch.Tensor:
         return self.predict_ab(L, hints)[None].expand(k, -1, -1, -1, -1)
 
+    def proposals(self, L: torch.Tensor, k: int, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """Colours the model itself proposes at each pixel, most likely first (serve mode's palette,
+        as Zhang et al. 2017's): (n <= k + 1, B, 2, H, W). By default its colorization, then for a
+        stochastic family its first k samples; a family that predicts a distribution overrides it."""
+        first = self.predict_ab(L, hints)[None]
+        return torch.cat([first, self.sample_ab(L, k, hints)]) if self.stochastic and k > 0 else first
+
     def sampling(self) -> dict:
         """How it colorizes, where that matters when runs are compared (the report shows it): the
         number of samples of a stochastic family by default."""
