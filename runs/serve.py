@@ -242,6 +242,7 @@ def serve(args, given, family, run_dir: Path) -> int:
     info = server.RequestHandlerClass.colorizing.info
     print(f"serving {info['model']} ({info['weights']}) on http://{host}:{port}/"
           + ("" if info["hinted"] else " (this run takes no colour hints: automatic colorization only)")
+          + (f" with its {info['samples']} samples as variants" if info["samples"] > 1 else "")
           + "; Ctrl-C stops")
     try:
         server.serve_forever()

@@ -4,9 +4,11 @@ import io
 import json
 import os
 import shutil
+import struct
 import threading
 import urllib.error
 import urllib.request
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -103,6 +105,7 @@ def test_the_api_colorizes_at_full_resolution_and_hints_change_it_where_they_are
     assert change[15:27, 95:107].mean() > change[60:, :40].mean()  # the change is where the hints are
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, on reading the bomb's header
 def test_bad_requests_are_clear_errors_and_the_server_goes_on(guided_server):
     cases = [({"image": ("x.png", b"not an image")}, 400, "image"),
              ({"nothing": (None, b"1")}, 400, "no \"image\""),
@@ -112,6 +115,28 @@ def test_bad_requests_are_clear_errors_and_the_server_goes_on(guided_server):
     for fields, code, words in cases:
         status, kind, body = post(guided_server.url, fields)
         assert status == code and kind == "application/json" and words in json.loads(body)["error"], body
+    # a decompression bomb: a small file whose header claims more pixels than --max_image_pixels
+    from util.images import DEFAULT_MAX_IMAGE_PIXELS
+
+    side = int(DEFAULT_MAX_IMAGE_PIXELS ** 0.5) + 100
+    bomb = bytearray(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    bomb[16:24] = struct.pack(">II", side, side)  # IHDR's width and height, then its CRC
+    bomb[29:33] = struct.pack(">I", zlib.crc32(bytes(bomb[12:29])))
+    status, _, body = post(guided_server.url, {"image": ("bomb.png", bytes(bomb))})
+    assert status == 400 and "max_image_pixels" in json.loads(body)["error"], body
+    # an upload over the size limit is refused from its Content-Length, before it is read
+    import http.client
+
+    from runs.serve import MAX_UPLOAD_BYTES
+
+    connection = http.client.HTTPConnection("127.0.0.1", guided_server.port, timeout=30)
+    connection.putrequest("POST", "/api/colorize")
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(MAX_UPLOAD_BYTES + 1))
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 413 and "limit" in json.loads(answer.read())["error"]
+    connection.close()
     request = urllib.request.Request(guided_server.url + "/api/colorize", data=b"x" * 10,
                                      headers={"Content-Type": "text/plain"})
     with pytest.raises(urllib.error.HTTPError) as e:
