@@ -32,6 +32,38 @@ def spread(n: int, keep: int) -> list[int]:
     return list(range(n)) if keep >= n else sorted({i * n // keep for i in range(keep)})
 
 
+def _colorize(colorizer, b: dict, k: int) -> torch.Tensor:
+    """A prepared batch's colorization(s) as RGB: (B, 3, H, W), or (K, B, 3, H, W) for K > 1."""
+    with colorizer.autocast():
+        ab = colorizer.sample_ab(b["L"], k, b["hints"]) if k > 1 else colorizer.predict_ab(b["L"], b["hints"])
+    if not bool(torch.isfinite(ab).all()):  # one host read per evaluation batch
+        raise NonFiniteColorization("the model's colorizations are not finite (NaN or infinite ab); "
+                                    "its metrics would be meaningless")
+    return torch.stack([compose_rgb(b["L"], a.float()) for a in ab]) if k > 1 else compose_rgb(b["L"], ab.float())
+
+
+class _Grid:
+    """The images a sample grid shows, kept as their batches pass: (L, prediction(s), truth, hints)."""
+
+    def __init__(self, wanted: set):
+        self.wanted, self.kept, self.shown = wanted, [], []  # shown: the indices kept (this process's)
+
+    def add(self, start: int, b: dict, pred: torch.Tensor, k: int) -> None:
+        rows = [j for j in range(len(b["L"])) if start + j in self.wanted]
+        if rows:
+            self.shown += [start + j for j in rows]
+            self.kept.append((b["L"][rows].cpu(), (pred[:, rows] if k > 1 else pred[rows]).cpu(),
+                              b["rgb"][rows].cpu(), None if b["hints"] is None else b["hints"][rows].cpu()))
+
+    def result(self, keep: int, k: int) -> list | None:
+        if not self.kept:
+            return None
+        L, pred, rgb, hint_maps = zip(*self.kept)
+        pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
+        return [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep],
+                None if hint_maps[0] is None else torch.cat(hint_maps)[:keep]]
+
+
 @torch.no_grad()
 def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LPIPS, keep: int = 0,
              num_samples: int = 1, collect: bool = False, progress: bool = False,
@@ -46,9 +78,8 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
 
     rank, _, world = distributed.world_from_env()
     k = num_samples if colorizer.stochastic else 1
-    collected, kept = [], []
-    wanted = set(spread(len(images), keep) if spread_grid else range(min(keep, len(images))))
-    shown = []  # the indices kept (this process's share of them, under torchrun)
+    collected = []
+    grid = _Grid(set(spread(len(images), keep) if spread_grid else range(min(keep, len(images)))))
     colorizer.eval()
     acc = metrics.MetricAccumulator(lpips)
     chunk = -(-len(images) // world)
@@ -56,40 +87,23 @@ def evaluate(colorizer, images: torch.Tensor, batch_size: int, lpips: metrics.LP
     for i in tqdm(range(0, len(mine), batch_size), desc="evaluating", unit="batch", leave=False,
                   disable=not progress or rank != 0, mininterval=1.0, dynamic_ncols=True):
         b = colorizer.prepare(mine[i:i + batch_size], first_index=rank * chunk + i)
-        with colorizer.autocast():
-            ab = colorizer.sample_ab(b["L"], k, b["hints"]) if k > 1 else colorizer.predict_ab(b["L"], b["hints"])
-        if not bool(torch.isfinite(ab).all()):  # one host read per evaluation batch
-            raise NonFiniteColorization("the model's colorizations are not finite (NaN or infinite ab); "
-                                        "its metrics would be meaningless")
-        if k > 1:
-            pred = torch.stack([compose_rgb(b["L"], a.float()) for a in ab])
-            acc.update_samples(pred, b["rgb"])
-        else:
-            pred = compose_rgb(b["L"], ab.float())
-            acc.update(pred, b["rgb"])
+        pred = _colorize(colorizer, b, k)
+        (acc.update_samples if k > 1 else acc.update)(pred, b["rgb"])
         first = pred[0] if k > 1 else pred  # a stochastic family's first (most likely) colorization
         if realism is not None:
             realism.update(first)
         if collect:
             collected.append((first * 255).round().to(torch.uint8).cpu())
-        rows = [j for j in range(len(b["L"])) if rank * chunk + i + j in wanted]
-        shown += [rank * chunk + i + j for j in rows]
-        if rows:
-            kept.append((b["L"][rows].cpu(), (pred[:, rows] if k > 1 else pred[rows]).cpu(), b["rgb"][rows].cpu(),
-                         None if b["hints"] is None else b["hints"][rows].cpu()))
+        grid.add(rank * chunk + i, b, pred, k)
     per_image = distributed.gather_cat(acc.per_image())
     per_bin = acc.per_bin if acc.per_bin is not None else torch.zeros(  # a process may have had no images
         529, metrics.AUC_MAX + 2, dtype=torch.long, device=colorizer.device)
     summary = metrics.summarize(per_image, distributed.all_sum(per_bin))
     if realism is not None:
         summary.update(realism.compute())
-    grid = None
-    if kept:
-        L, pred, rgb, hint_maps = zip(*kept)
-        pred = torch.cat(pred, dim=1)[:, :keep] if k > 1 else torch.cat(pred)[:keep]
-        grid = [torch.cat(L)[:keep], pred, torch.cat(rgb)[:keep],
-                None if hint_maps[0] is None else torch.cat(hint_maps)[:keep]]
-    return Evaluation(summary, per_image, grid, torch.cat(collected) if collected else None, shown if grid else None)
+    shown = grid.result(keep, k)
+    return Evaluation(summary, per_image, shown, torch.cat(collected) if collected else None,
+                      grid.shown if shown else None)
 
 
 PASTE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc")
