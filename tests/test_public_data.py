@@ -204,14 +204,16 @@ def test_cifar10_bench_keeps_the_first_images_of_each_class_from_cifar10s_downlo
 
 
 @pytest.mark.skipif(not (conftest.SHARED / "cifar10").is_dir(), reason="needs ../shared/data/cifar10")
-def test_cifar10_bench_with_max_images_picks_the_images_the_benchmark_was_measured_on(tmp_path):
-    """make_split sees only sorted relative paths: the same names (.png for .jpg) give the same picks."""
+def test_cifar10_bench_with_max_images_picks_the_images_the_benchmark_was_measured_on(tmp_path, monkeypatch):
+    """make_split sees only the sorted relative paths: the same names (.png for .jpg) give the same picks."""
     shared_root = conftest.SHARED / "cifar10"
     shared = cd.make_split(shared_root, seed=0, max_images=10000)
-    for p in find_images(shared_root):
-        dest = tmp_path / p.relative_to(shared_root).with_suffix(".png")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.touch()
+    listed = {}  # folder -> its files, as find_images gives them, renamed to what cifar10-bench writes
+    for folder in ("train", "test"):
+        (tmp_path / folder).mkdir()
+        listed[tmp_path / folder] = [tmp_path / p.relative_to(shared_root).with_suffix(".png")
+                                     for p in find_images(shared_root / folder)]
+    monkeypatch.setattr(cd, "find_images", lambda folder: listed[Path(folder)])
     ours = cd.make_split(tmp_path, seed=0, max_images=10000)
     for split in ("train", "val", "test"):
         assert [str(Path(p).with_suffix(".jpg")) for p in ours[split]] == shared[split]
