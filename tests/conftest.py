@@ -3,7 +3,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
+if os.environ.get("PYTEST_XDIST_WORKER"):  # -n N: N processes share the cores, one thread each (their
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses too); torch's own 2 threads each oversubscribe
+
+import numpy as np  # noqa: E402
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ def test_the_readme_fits_its_budget_and_opens_with_the_two_commands():
     assert len(text.encode()) <= README_BUDGET, f"README.md is {len(text.encode())} bytes; move detail to docs/"
     first_screen = text[:text.index("## Colorize your photos")]
     assert "pip install -r requirements.txt && python main.py" in first_screen
-    assert "python -m pytest -q tests" in first_screen and "![" in first_screen
+    assert "python -m pytest -q -n auto tests" in first_screen and "![" in first_screen
 
 
 def test_every_relative_link_of_the_documentation_resolves():
