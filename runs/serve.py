@@ -22,6 +22,7 @@ otherwise. Colorizations run one at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sys
@@ -70,8 +71,7 @@ class Colorizing:
         def predict(L):
             if v == 0:
                 return self.colorizer.predict_ab(L, hint_map)
-            with torch.random.fork_rng(devices=[]):  # sample v of the same draw, whatever came before
-                torch.manual_seed(self.seed)
+            with self._seeded():  # sample v of the same draw, whatever came before
                 return self.colorizer.sample_ab(L, samples, hint_map)[v - 1]
 
         original = images.to_chw_tensor(rgb)[None].to(self.colorizer.device)
@@ -92,8 +92,7 @@ class Colorizing:
         small = F.interpolate(L, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
                               antialias=True)
         with self.lock, torch.no_grad(), self.colorizer.autocast():
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
+            with self._seeded():
                 ab = self.colorizer.proposals(small, k, hint_map).float()  # (n, 1, 2, S, S)
         sy, sx = (y + 0.5) * self.image_size // h, (x + 0.5) * self.image_size // w
         ab = ab[:, 0, :, int(sy), int(sx)]
@@ -119,6 +118,15 @@ class Colorizing:
         except hint_files.HintError as e:
             raise RequestError(400, str(e)) from None
         return rgb, hint_map
+
+    @contextlib.contextmanager
+    def _seeded(self):
+        """Random draws from --seed, the process's generators (the colorizer's device's) left as they were."""
+        device = self.colorizer.device
+        cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.seed)
+            yield
 
     @staticmethod
     def _number(text: str | None, name: str) -> int:
