@@ -295,7 +295,7 @@ def _lay_out(ds, out: Path, prefix: str, first: int = 0) -> int:
     written = 0
     for i in tqdm(range(n), desc=f"laying out {out.name}", unit="image", mininterval=2.0, leave=False,
                   disable=n < 2000):
-        if first and labels is not None:
+        if first and labels is not None:  # labels known up front: skip without decoding the image
             label = int(labels[i])
             if seen.get(label, 0) >= first:
                 continue
@@ -307,7 +307,7 @@ def _lay_out(ds, out: Path, prefix: str, first: int = 0) -> int:
             suffix = ".png"
         label = int(label)
         k = seen[label] = seen.get(label, 0) + 1
-        if first and k > first:
+        if first and k > first:  # a set without a label list: known only once decoded
             continue
         dest = folder(label) / (f"{prefix}{k - 1:04d}{suffix}" if first else f"{prefix}{i:07d}{suffix}")
         dest.parent.mkdir(parents=True, exist_ok=True)

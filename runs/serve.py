@@ -34,7 +34,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from models import hints as hint_maps
 from runs.settings import pick_device, resolve
@@ -89,8 +88,7 @@ class Colorizing:
             raise RequestError(400, f"x, y: ({x}, {y}) is outside the {w}x{h} photo")
         original = images.to_chw_tensor(rgb)[None].to(self.colorizer.device).float() / 255
         L = colour.rgb_to_model(original)[0]
-        small = F.interpolate(L, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                              antialias=True)
+        small = colour.L_at_model_size(L, self.image_size)
         with self.lock, torch.no_grad(), self.colorizer.autocast():
             with self._seeded():
                 ab = self.colorizer.proposals(small, k, hint_map).float()  # (n, 1, 2, S, S)

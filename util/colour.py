@@ -117,6 +117,12 @@ def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 
+def L_at_model_size(L: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Scaled L (B, 1, H, W) of a photo of any size as the network sees it: image_size x image_size,
+    bilinear with antialiasing (what colorize_full_resolution predicts from)."""
+    return F.interpolate(L, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+
+
 @torch.no_grad()
 def colorize_full_resolution(predict_ab, rgb: torch.Tensor, image_size: int, rows: int | None = None) -> torch.Tensor:
     """Colorize (B, 3, H, W) RGB of any size, uint8 or float in [0, 1] (the result is of the same
@@ -131,9 +137,7 @@ def colorize_full_resolution(predict_ab, rgb: torch.Tensor, image_size: int, row
     L_full = torch.empty(b, 1, h, w, device=rgb.device)
     for r in range(0, h, rows):
         L_full[:, :, r:r + rows] = rgb_to_model(as_float(rgb[:, :, r:r + rows]))[0]
-    L_small = F.interpolate(L_full, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                            antialias=True)
-    ab_small = predict_ab(L_small).float()
+    ab_small = predict_ab(L_at_model_size(L_full, image_size)).float()
     # bilinear upsampling is separable: to full width at the small height now, to full height per strip
     ab_wide = F.interpolate(ab_small, size=(ab_small.shape[-2], w), mode="bilinear", align_corners=False)
     out = torch.empty_like(rgb)
