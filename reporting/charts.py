@@ -16,15 +16,37 @@ from util.run_folder import RunFolder
 
 def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96) -> Path | None:
     """Results/compare.png: the same test images (by path, those every run tested) in columns;
-    rows: the grey input, each run's (first) colorization, the ground truth; every run's own
-    image size scaled to one cell size, rows labelled. Read from each run's test_samples.pt."""
-    samples, common = shared_samples(runs, columns)
+    rows: the grey input, each run's colorization (the no-colour baseline's first, a stochastic
+    run's samples 2 and 3 below its first when it was tested with --num_samples), the ground
+    truth; a row that repeats an earlier one (a run tested again on the same checkpoint) is named
+    on that row instead. Every run's own image size scaled to one cell size, rows labelled. Read
+    from each run's test_samples.pt."""
+    samples, common = shared_samples(sorted(runs, key=lambda d: _model(d) != "gray"), columns)
     if not common:
         return None
     truth = torch.stack([samples[0][1][p][1] for p in common]).float() / 255
-    rows = [("grey input", colour.grey_rgb(truth))] + [(name, torch.stack([s[p][0] for p in common]).float() / 255)
-                                                       for name, s in samples] + [("ground truth", truth)]
-    return visuals.compare_sheet(rows, out, cell)
+    rows: list[tuple[str, torch.Tensor]] = []
+    for name, s in samples:
+        for k in range(1 + len(s[common[0]][2])):
+            images = torch.stack([s[p][0] if k == 0 else s[p][2][k - 1] for p in common])
+            label = name if k == 0 else f"{name} sample {k + 1}"
+            same = next((i for i, (_, seen) in enumerate(rows) if torch.equal(seen, images)), None)
+            if same is None:
+                rows.append((label, images))
+            else:
+                rows[same] = (f"{rows[same][0]}\n= {label}", images)
+    rows = [(label, images.float() / 255) for label, images in rows]
+    return visuals.compare_sheet([("grey input", colour.grey_rgb(truth)), *rows, ("ground truth", truth)], out, cell)
+
+
+def _model(run: Path) -> str | None:
+    """The family a run's metrics.json names (None when it cannot be read)."""
+    import json
+
+    try:
+        return json.loads(RunFolder(run).metrics.read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def plot_summary(rows: list[dict], out: Path) -> Path:

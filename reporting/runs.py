@@ -142,8 +142,9 @@ def training_record(run_dir: Path, weights) -> dict:
 
 
 def read_samples(run_dir: Path) -> dict | None:
-    """{test image path: (colorization, truth) uint8 (3, S, S)} from a run's test_samples.pt, or
-    None when it is missing or not what test mode writes."""
+    """{test image path: (colorization, truth, more samples)} from a run's test_samples.pt: uint8
+    (3, S, S) each, more samples a tuple (a stochastic run tested with --num_samples K > 1: its
+    samples 2 and 3, else empty); None when it is missing or not what test mode writes."""
     path = RunFolder(run_dir).test_samples
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -154,7 +155,10 @@ def read_samples(run_dir: Path) -> dict | None:
             and torch.is_tensor(truth) and pred.dtype == truth.dtype == torch.uint8 and pred.shape == truth.shape
             and pred.ndim == 4 and pred.shape[0] == len(paths) and pred.shape[1] == 3 and 0 < pred.shape[2]):
         return None
-    return dict(zip(paths, zip(pred, truth)))
+    more = saved.get("samples")
+    if not (torch.is_tensor(more) and more.dtype == torch.uint8 and more.ndim == 5 and more.shape[1:] == pred.shape):
+        more = pred.new_empty((0, *pred.shape))  # none, or not what test mode writes: the first colorization only
+    return {p: (pred[i], truth[i], tuple(more[:, i])) for i, p in enumerate(paths)}
 
 
 def shared_samples(runs: list[Path], first: int) -> tuple[list, list[str]]:

@@ -144,8 +144,10 @@ def write_per_image(out: RunFolder, paths, per_image: dict, grid, grid_index=Non
         first = grid[1][0] if grid[1].dim() == 5 else grid[1]  # a stochastic family's first colorization
         as_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
         shown = [paths[i] for i in grid_index] if grid_index is not None else list(paths[:len(first)])
-        files.save_atomic({"paths": shown, "pred": as_uint8(first), "truth": as_uint8(grid[2])},
-                            out.test_samples)
+        saved = {"paths": shown, "pred": as_uint8(first), "truth": as_uint8(grid[2])}
+        if grid[1].dim() == 5 and len(grid[1]) > 1:  # and two more of its samples: the sheet shows they differ
+            saved["samples"] = as_uint8(grid[1][1:3])
+        files.save_atomic(saved, out.test_samples)
 
 
 HINT_CURVE_KEYS = ("delta_e", "psnr", "ssim", "colorfulness", "auc", "fid", "kid")

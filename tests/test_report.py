@@ -36,6 +36,29 @@ def test_compare_image_lines_up_the_same_images_of_runs_of_different_sizes(tmp_p
         assert img.getpixel((x, 22 + 10))[0] < 30 and img.getpixel((x, 2 * 22 + 10))[0] > 220
 
 
+def test_compare_image_puts_the_baseline_first_shows_samples_and_names_a_repeated_row_once(tmp_path):
+    """gray's row comes first whatever the order; a run tested with --num_samples shows samples 2
+    and 3 below its first; a run tested again on the same checkpoint (the same pictures) is named
+    on that row instead of repeating it."""
+    paths = ["x.png", "y.png"]
+    runs = {}
+    for name, model, colour in (("a_unet", "unet", 10), ("mdn", "cvae_mdn", 60), ("mdn_k8", "cvae_mdn", 60),
+                                ("z_gray", "gray", 120)):
+        runs[name] = fake_run(tmp_path, name, 16, paths, colour)
+        (runs[name] / "metrics.json").write_text(json.dumps({"model": model}))
+    saved = torch.load(RunFolder(runs["mdn_k8"]).test_samples)
+    saved["samples"] = torch.stack([torch.full_like(saved["pred"], 160), torch.full_like(saved["pred"], 220)])
+    save_atomic(saved, RunFolder(runs["mdn_k8"]).test_samples)
+    out = report.compare_image(list(runs.values()), tmp_path / "compare.png", cell=20)
+    img = Image.open(out).convert("RGB")
+    # grey input, z_gray, a_unet, mdn (= mdn_k8), mdn_k8 sample 2, mdn_k8 sample 3, ground truth
+    assert img.size == (150 + 2 * 22, 7 * 22)
+    assert [img.getpixel((150 + 10, r * 22 + 10))[0] for r in range(1, 7)] == [120, 10, 60, 160, 220, 200]
+    label = np.asarray(img.crop((0, 3 * 22, 150, 4 * 22)).convert("L")) < 128
+    rows_with_ink = np.flatnonzero(label.any(axis=1))
+    assert rows_with_ink.max() - rows_with_ink.min() > 12  # two lines of text: "mdn" and "= mdn_k8"
+
+
 def test_runs_without_a_common_test_image_get_no_compare_image(tmp_path, capsys):
     a = fake_run(tmp_path, "a", 16, ["x.png"], 10)
     b = fake_run(tmp_path, "b", 16, ["other.png"], 10)

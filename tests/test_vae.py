@@ -53,6 +53,10 @@ def test_cvae_mdn_trains_both_stages_in_one_checkpoint_and_gives_k_different_col
     assert main.main(["--model", "cvae_mdn", "--mode", "test", "--num_samples", "4", *flags]) == 0
     m = json.loads((tmp_path / "cvae_mdn" / "metrics.json").read_text())
     assert m["best_of_k_delta_e"] <= m["delta_e"] and "diversity_delta_e" in m
+    from reporting.runs import read_samples  # the report's sheet gets samples 2 and 3 of the 4 beside the first
+
+    shown = read_samples(tmp_path / "cvae_mdn")
+    assert shown and all(len(more) == 2 and more[0].shape == first.shape for first, _, more in shown.values())
 
 
 def two_colour_toy(root):

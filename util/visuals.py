@@ -99,7 +99,8 @@ def compare_sheet(rows: list[tuple[str, torch.Tensor]], out: Path, cell: int = 9
     draw = ImageDraw.Draw(canvas)
     for r, (name, images) in enumerate(rows):
         y = r * (cell + pad)
-        draw.text((4, y + cell // 2 - 6), name[:22], fill="black")
+        lines = [line[:22] for line in name.split("\n")]
+        draw.multiline_text((4, max(y, y + cell // 2 - 6 * len(lines))), "\n".join(lines), fill="black")
         for c, img in enumerate(images):
             canvas.paste(enlarge(to_pil(img), cell), (label + c * (cell + pad), y))
     canvas.save(out)
