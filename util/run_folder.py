@@ -9,8 +9,9 @@
     test_grid.png, colorized/         test sample grid, full-resolution colorizations of --input
     colorize/WEIGHTS-INPUT/           --mode colorize's output by default (and its sheets/)
     test_WEIGHTS/                     test mode's outputs for weights other than best.pt
-    test_samples.pt                   the first --num_images test images: paths, colorizations and
-                                      ground truth as uint8 tensors (the report's compare.png)
+    test_samples.pt                   --num_images test images spread over the test set: paths,
+                                      colorizations (samples 2-3 too with --num_samples) and ground
+                                      truth as uint8 tensors (the report's compare.png)
     wandb/, wandb_id.txt              wandb's offline files and the run id that resumes log into
     .train.lock, .test.lock           the one writer of each mode (trainers/checkpoint.RunLock)
 """
