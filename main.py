@@ -207,9 +207,24 @@ def _run(args, family, given) -> str | None:
 
 def _folders(args, family, given) -> str | None:
     for flag, folder in (("results", args.results), ("output", args.output if args.mode == "colorize" else None)):
-        problem = folder is not None and unwritable(folder)
+        problem = folder is not None and (in_source(folder) or unwritable(folder))
         if problem:
             return f"--{flag} {folder}: {problem}"
+    return None
+
+
+SOURCE_FOLDERS = ("models", "trainers", "runs", "reporting", "util", "tests", "docs", ".git")
+
+
+def in_source(folder: str) -> str | None:
+    """Why a folder is no place for results: the project's own code (runs/ is a package, so
+    `--results runs` would mix run folders into it)."""
+    path, root = Path(folder).resolve(), Path(__file__).resolve().parent
+    for name in SOURCE_FOLDERS:
+        if path == root / name or root / name in path.parents:
+            where = "" if path == root / name else " inside"
+            return (f"that is{where} this project's own {name}/ folder (code, not results); choose another, "
+                    f"e.g. Results or ~/colorization-results")
     return None
 
 

@@ -60,6 +60,9 @@ def test_help_lists_family_flags(capsys):
     (["--unet_channels", "0"], "--unet_channels must be at least 1"),
     (["--model", "colorful", "--colorful_width", "0"], "--colorful_width must be at least 1"),
     (["--results", "/proc/x"], "cannot create a folder in /proc"),
+    (["--results", str(ROOT / "runs")], "this project's own runs/ folder (code, not results)"),
+    (["--mode", "colorize", "--input", str(ROOT / "docs" / "serve_page.jpg"), "--output", str(ROOT / "models" / "out")],
+     "--output " + str(ROOT / "models" / "out") + ": that is inside this project's own models/"),
 ])
 def test_bad_arguments_fail_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
