@@ -44,7 +44,10 @@ def write_index(results_dir: Path, runs: list[Path], group: list[dict], apart: l
     grid = []
     if common:
         grid.append("<h2>Each test image, every run's colorization</h2>\n<table class=\"images\">")
-        grid.append("<tr><th>test image</th><th>grey input</th>" + "".join(f"<th>{escape(n)}</th>" for n, _ in samples)
+        grid.append("<tr><th>test image</th><th>grey input</th>"
+                    + "".join(f"<th>{escape(n)}</th>" + "".join(f"<th>{escape(n)} sample {k + 2}</th>"
+                                                             for k in range(len(s[common[0]][2])))
+                              for n, s in samples)
                     + "<th>ground truth</th></tr>")
         for i, path in enumerate(common):
             truth = samples[0][1][path][1]
@@ -57,6 +60,8 @@ def write_index(results_dir: Path, runs: list[Path], group: list[dict], apart: l
                                            ("colorfulness", "colourfulness", ".1f")) if k in m)
                 cells.append(f"<td><img src=\"{png(s[path][0], f'{i}_run{j}.png')}\" alt=\"{escape(name)}\">"
                              f"{below}</td>")
+                cells += [f"<td><img src=\"{png(more, f'{i}_run{j}_sample{k + 2}.png')}\" "
+                          f"alt=\"{escape(name)} sample {k + 2}\"></td>" for k, more in enumerate(s[path][2])]
             gt = scores[samples[0][0]].get(path, {}).get("colorfulness_gt")
             cells.append(f"<td><img src=\"{png(truth, f'{i}_truth.png')}\" alt=\"ground truth\">"
                          + (f"colourfulness {gt:.1f}" if gt is not None else "") + "</td>")

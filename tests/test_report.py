@@ -238,6 +238,19 @@ def test_a_set_apart_guided_run_keeps_its_hint_curve_marked_not_comparable(tmp_p
     assert not (tmp_path / "hints.png").exists()
 
 
+def test_the_page_shows_a_stochastic_runs_samples_beside_its_first_colorization(tmp_path):
+    run_with_test_outputs(tmp_path, "unet", (230, 20, 20))
+    k8 = run_with_test_outputs(tmp_path, "cvae_mdn_k8", (20, 20, 230), model="cvae_mdn")
+    saved = torch.load(RunFolder(k8).test_samples)
+    saved["samples"] = torch.stack([torch.full_like(saved["pred"], 90), torch.full_like(saved["pred"], 150)])
+    save_atomic(saved, RunFolder(k8).test_samples)
+    report.write_summary(tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    assert "<th>cvae_mdn_k8 sample 2</th><th>cvae_mdn_k8 sample 3</th>" in page
+    third = np.asarray(Image.open(next((tmp_path / "index_files").glob("0_run*_sample3.png"))))
+    assert (third == 150).all()
+
+
 def test_index_page_renders_the_table_and_every_runs_images_in_chromium(tmp_path):
     """Results/index.html, opened by headless Chromium: the screenshot shows the table (dark text
     on the white page) and each run's colorizations (their pure colours); without its image files
