@@ -3,6 +3,7 @@ chart per metric), curves.png (training curves) and hints.png (the hint curves).
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -41,8 +42,6 @@ def compare_image(runs: list[Path], out: Path, columns: int = 6, cell: int = 96)
 
 def _model(run: Path) -> str | None:
     """The family a run's metrics.json names (None when it cannot be read)."""
-    import json
-
     try:
         return json.loads(RunFolder(run).metrics.read_text(encoding="utf-8")).get("model")
     except (OSError, ValueError, AttributeError):
